@@ -1,0 +1,80 @@
+using NativeMmu.Arch.X86;
+
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// vm_area_struct: one mapping [VmStart, VmEnd) of an mm. Every field is written under the mm's
+/// mmap_lock held for write; fault handlers read them under mmap_lock held for read.
+/// </summary>
+public sealed class Vma
+{
+    public Vma(MmStruct mm, ulong start, ulong end, VmFlags flags)
+    {
+        Mm = mm;
+        VmStart = start;
+        VmEnd = end;
+        VmFlags = flags;
+        VmPageProt = VmGetPageProt(flags);
+    }
+
+    public MmStruct Mm { get; }
+    public ulong VmStart;
+    public ulong VmEnd;
+    public VmFlags VmFlags;
+    /// <summary>vm_page_prot: the pgprot new PTEs start from (vm_get_page_prot of the flags).</summary>
+    public ulong VmPageProt;
+    /// <summary>vm_pgoff: for anonymous memory the page number of the original VmStart.</summary>
+    public ulong VmPgoff;
+    /// <summary>anon_vma: set by the first anonymous fault (anon_vma_prepare); shared by split halves.</summary>
+    public AnonVma? AnonVma;
+
+    // Intrusive links of the mm's VMA tree (VmaTree): written under mmap_lock for write only.
+    internal Vma? TreeLeft, TreeRight, TreeParent;
+    internal int TreeHeight;
+    /// <summary>The neighbours in address order, as vm_prev/vm_next were before the maple tree.</summary>
+    internal Vma? Prev, Next;
+
+    public ulong Size => VmEnd - VmStart;
+    public bool IsAnonymous => true;
+    public bool IsAccessible => (VmFlags & VmFlags.AccessFlags) != 0;
+
+    /// <summary>vma_pages.</summary>
+    public ulong Pages => (VmEnd - VmStart) >> Geometry.PageShift;
+
+    /// <summary>linear_page_index for anonymous memory.</summary>
+    public ulong LinearPageIndex(ulong address) => ((address - VmStart) >> Geometry.PageShift) + VmPgoff;
+
+    /// <summary>
+    /// vm_get_page_prot: x86's protection_map. Private writable mappings get PAGE_COPY (no RW): write
+    /// permission is granted per PTE by maybe_mkwrite, which is what makes copy-on-write work.
+    /// </summary>
+    public static ulong VmGetPageProt(VmFlags flags)
+    {
+        bool shared = (flags & VmFlags.Shared) != 0;
+        bool r = (flags & VmFlags.Read) != 0, w = (flags & VmFlags.Write) != 0, x = (flags & VmFlags.Exec) != 0;
+        if (!r && !w && !x) return PgProt.PageNone;
+        if (shared)
+            return w ? (x ? PgProt.PageSharedExec : PgProt.PageShared) : (x ? PgProt.PageReadonlyExec : PgProt.PageReadonly);
+        if (w) return x ? PgProt.PageCopyExec : PgProt.PageCopy;
+        return x ? PgProt.PageReadonlyExec : PgProt.PageReadonly;
+    }
+
+    public override string ToString() => $"{VmStart:x12}-{VmEnd:x12} {FlagsString()}";
+
+    /// <summary>The rwxp column of /proc/PID/maps.</summary>
+    public string FlagsString() => string.Create(4, VmFlags, static (s, f) =>
+    {
+        s[0] = (f & VmFlags.Read) != 0 ? 'r' : '-';
+        s[1] = (f & VmFlags.Write) != 0 ? 'w' : '-';
+        s[2] = (f & VmFlags.Exec) != 0 ? 'x' : '-';
+        s[3] = (f & VmFlags.Shared) != 0 ? 's' : 'p';
+    });
+}
+
+/// <summary>anon_vma: the root an anonymous page's mapping points at (rmap); shared across VMA splits.</summary>
+public sealed class AnonVma
+{
+    private static long s_nextId;
+    /// <summary>A stable identity, stored in struct page's mapping field with FOLIO_MAPPING_ANON set.</summary>
+    public long Id { get; } = Interlocked.Increment(ref s_nextId);
+}
