@@ -1,6 +1,130 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
 namespace NativeMmu.Mm;
 
-/// <summary>mm_struct: an address space.</summary>
-public sealed partial class MmStruct
+/// <summary>The per-mm RSS counters (enum of include/linux/mm_types_task.h).</summary>
+public enum MmCounter
 {
+    FilePages = 0,
+    AnonPages = 1,
+    SwapEnts = 2,
+    ShmemPages = 3,
+}
+
+/// <summary>
+/// mm_struct: an address space. The PGD and the mm_cpumask live in <see cref="MmContext"/> (what the
+/// MMU sees); the VMA tree, the counters and the locks live here.
+/// </summary>
+public sealed unsafe partial class MmStruct : MmContext, IDisposable
+{
+    private const int RssStride = 8; // longs: one 64-byte row per CPU
+    private readonly long* _rss;
+    // mm->page_table_lock guards the PUD and higher levels; own cache line.
+    private readonly int* _pageTableLock;
+    // mm->pgtables_bytes: atomic, as mm_inc_nr_ptes and friends update it.
+    private long _pgtablesBytes;
+    private int _dead;
+
+    public MmStruct(Machine machine)
+    {
+        Machine = machine;
+        Paging = machine.Paging;
+        MmapLock = new MmapLock(machine.Config.Cpus);
+        _rss = (long*)NativeMemory.AlignedAlloc((nuint)(machine.Config.Cpus * RssStride * sizeof(long)), 64);
+        NativeMemory.Clear(_rss, (nuint)(machine.Config.Cpus * RssStride * sizeof(long)));
+        _pageTableLock = (int*)NativeMemory.AlignedAlloc(64, 64);
+        *_pageTableLock = 0;
+        TaskSize = Geometry.DefaultMapWindow;
+        MmapBase = MmapLayout.MmapBase(TaskSize);
+        using CpuScope scope = machine.EnterCpu();
+        PgdPfn = PgTable.PgdAlloc(scope.Cpu, machine);
+        if (PgdPfn == 0) throw new OutOfMemoryException("pgd_alloc: the emulated machine is out of memory");
+    }
+
+    public Machine Machine { get; }
+    public PagingMode Paging { get; }
+    /// <summary>mmap_lock.</summary>
+    public MmapLock MmapLock { get; }
+    /// <summary>The VMAs, under mmap_lock.</summary>
+    public VmaTree Vmas { get; } = new();
+    /// <summary>TASK_SIZE for this mm.</summary>
+    public ulong TaskSize { get; }
+    /// <summary>mm->mmap_base: where top-down placement starts.</summary>
+    public ulong MmapBase { get; }
+    /// <summary>Bumped under mmap_lock for write whenever the VMA set changes; validates per-CPU VMA caches.</summary>
+    internal long VmaSeq;
+    /// <summary>total_vm in pages (VmSize), under mmap_lock for write.</summary>
+    public long TotalVm { get; internal set; }
+    /// <summary>hiwater_vm (VmPeak).</summary>
+    public long HiwaterVm { get; internal set; }
+    /// <summary>hiwater_rss (VmHWM), updated by update_hiwater_rss.</summary>
+    public long HiwaterRss { get; private set; }
+    /// <summary>Minor faults taken in this mm (min_flt).</summary>
+    internal long MinFlt;
+
+    internal int* PageTableLock => _pageTableLock;
+    public bool IsDead => Volatile.Read(ref _dead) != 0;
+
+    /// <summary>mm_pgtables_bytes: what VmPTE reports.</summary>
+    public long PgtablesBytes => Volatile.Read(ref _pgtablesBytes);
+
+    /// <summary>mm_inc_nr_ptes / mm_inc_nr_pmds / mm_inc_nr_puds: one table's worth of entries.</summary>
+    internal void AddPgtablesBytes(long delta) => Interlocked.Add(ref _pgtablesBytes, delta);
+
+    /// <summary>add_mm_counter: a per-CPU delta, summed when read (percpu_counter).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void AddMmCounter(int cpu, MmCounter member, long value) => _rss[cpu * RssStride + (int)member] += value;
+
+    /// <summary>get_mm_counter (percpu_counter_sum).</summary>
+    public long GetMmCounter(MmCounter member)
+    {
+        long total = 0;
+        for (int c = 0; c < Machine.Config.Cpus; c++) total += Volatile.Read(ref _rss[c * RssStride + (int)member]);
+        return total;
+    }
+
+    /// <summary>get_mm_rss: file + anon + shmem pages.</summary>
+    public long GetMmRss() => GetMmCounter(MmCounter.FilePages) + GetMmCounter(MmCounter.AnonPages) + GetMmCounter(MmCounter.ShmemPages);
+
+    /// <summary>update_hiwater_rss.</summary>
+    internal void UpdateHiwaterRss()
+    {
+        long rss = GetMmRss();
+        if (HiwaterRss < rss) HiwaterRss = rss;
+    }
+
+    /// <summary>Marks the address space gone: a CPU that still has it loaded may not walk it again.</summary>
+    internal void MarkDead() => Volatile.Write(ref _dead, 1);
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_rss);
+        NativeMemory.AlignedFree(_pageTableLock);
+        MmapLock.Dispose();
+    }
+}
+
+/// <summary>arch/x86/mm/mmap.c: where the top-down allocator starts.</summary>
+public static class MmapLayout
+{
+    /// <summary>SIZE_128M: the minimum gap left below the stack.</summary>
+    public const ulong MinGap = 128UL << 20;
+
+    /// <summary>
+    /// mmap_base without randomization: TASK_SIZE minus the stack gap, clamped to at least 128 MiB
+    /// (the 8 MiB stack rlimit plus the guard gap is below that), page aligned: 0x7ffff7fff000.
+    /// </summary>
+    public static ulong MmapBase(ulong taskSize)
+    {
+        ulong gap = (8UL << 20) + (256UL << Geometry.PageShift); // RLIMIT_STACK + stack_guard_gap
+        ulong maxGap = taskSize / 6 * 5;
+        if (gap < MinGap) gap = MinGap;
+        else if (gap > maxGap) gap = maxGap;
+        return Geometry.PageAlign(taskSize - gap);
+    }
 }

@@ -1,0 +1,48 @@
+using NativeMmu.Arch.X86;
+using NativeMmu.Physical;
+
+namespace NativeMmu.Cpu;
+
+/// <summary>arch/x86/mm/tlb.c: flushing an mm's translations on every CPU that may hold them.</summary>
+public static class TlbFlush
+{
+    /// <summary>
+    /// flush_tlb_mm_range: flush locally, post the flush to every other CPU in mm_cpumask, and wait for
+    /// those with an access in flight to retire it (see <see cref="Cpu"/> for the protocol).
+    /// </summary>
+    public static void FlushMmRange(Cpu self, MmContext mm, ulong start, ulong end, int strideShift, bool freedTables)
+    {
+        _ = freedTables; // paging-structure caches are flushed with the range on this CPU model
+        if (ReferenceEquals(self.LoadedMm, mm)) self.FlushRangeLocal(start, end, strideShift);
+
+        // The page-table updates being flushed happened before this fence; any CPU joining the mask
+        // after it will walk the updated tables.
+        Interlocked.MemoryBarrier();
+        ulong others = Volatile.Read(ref mm.CpuMask) & ~(1UL << self.Id);
+        if (others == 0) return;
+        Cpu[] cpus = self.Machine.Cpus;
+        self.Machine.Counters.Add(self.Id, VmEvent.NrTlbRemoteFlush);
+        for (ulong m = others; m != 0; m &= m - 1)
+            cpus[System.Numerics.BitOperations.TrailingZeroCount(m)].PostFlush(start, end);
+        Interlocked.MemoryBarrier();
+        for (ulong m = others; m != 0; m &= m - 1)
+        {
+            Cpu target = cpus[System.Numerics.BitOperations.TrailingZeroCount(m)];
+            long seq = target.AccessSequence;
+            if ((seq & 1) == 0) continue;
+            var spin = new SpinWait();
+            while (target.AccessSequence == seq)
+            {
+                self.ServiceInterrupts();
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+        }
+    }
+
+    /// <summary>flush_tlb_page.</summary>
+    public static void FlushPage(Cpu self, MmContext mm, ulong address)
+        => FlushMmRange(self, mm, address & Geometry.PageMask, (address & Geometry.PageMask) + Geometry.PageSize, Geometry.PageShift, false);
+
+    /// <summary>flush_tlb_mm: the whole address space.</summary>
+    public static void FlushMm(Cpu self, MmContext mm) => FlushMmRange(self, mm, 0, ulong.MaxValue, Geometry.PageShift, false);
+}

@@ -1,0 +1,38 @@
+using NativeMmu.Arch.X86;
+
+namespace NativeMmu;
+
+/// <summary>
+/// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
+/// Defaults are the kernel's defaults where the kernel has one.
+/// </summary>
+public sealed record KernelConfig
+{
+    /// <summary>Physical memory: the arena size in bytes (default 1 GiB).</summary>
+    public ulong MemoryBytes { get; init; } = 1UL << 30;
+    /// <summary>Emulated CPUs (nr_cpu_ids); threads attach to them. At most 64 (mm_cpumask is one word).</summary>
+    public int Cpus { get; init; } = 64;
+    /// <summary>4-level paging by default; 5 enables LA57.</summary>
+    public int PagingLevels { get; init; } = 4;
+    /// <summary>4 KiB TLB entries per CPU (a power of two).</summary>
+    public int TlbEntries { get; init; } = 1024;
+    /// <summary>2 MiB TLB entries per CPU (a power of two).</summary>
+    public int TlbHugeEntries { get; init; } = 32;
+    /// <summary>pcp->batch: pages moved between a CPU's list and the buddy lists at a time (zone_batchsize gives 63 for 1 GiB).</summary>
+    public int PcpBatch { get; init; } = 63;
+    /// <summary>pcp->high: a CPU's list is trimmed by a batch when it reaches this (the kernel tunes it up to high_max).</summary>
+    public int PcpHigh { get; init; } = 2048;
+    /// <summary>CONFIG_DEBUG_VM + CONFIG_PAGE_TABLE_CHECK: check invariants on every entry update.</summary>
+    public bool DebugVm { get; init; }
+
+    public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
+
+    internal void Validate()
+    {
+        if (PagingLevels is not (4 or 5)) throw new ArgumentException("PagingLevels must be 4 or 5");
+        if (Cpus is < 1 or > 64) throw new ArgumentException("Cpus must be 1..64");
+        if (TlbEntries < 1 || (TlbEntries & (TlbEntries - 1)) != 0) throw new ArgumentException("TlbEntries must be a power of two");
+        if (TlbHugeEntries < 1 || (TlbHugeEntries & (TlbHugeEntries - 1)) != 0) throw new ArgumentException("TlbHugeEntries must be a power of two");
+        if (PcpBatch < 1 || PcpHigh < PcpBatch) throw new ArgumentException("PcpHigh must be at least PcpBatch >= 1");
+    }
+}

@@ -1,0 +1,391 @@
+using System.Runtime.CompilerServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Mm;
+
+/// <summary>FAULT_FLAG_* of include/linux/mm_types.h.</summary>
+[Flags]
+public enum FaultFlags : uint
+{
+    None = 0,
+    Write = 1 << 0,
+    MkWrite = 1 << 1,
+    AllowRetry = 1 << 2,
+    RetryNowait = 1 << 3,
+    Killable = 1 << 4,
+    Tried = 1 << 5,
+    User = 1 << 6,
+    Remote = 1 << 7,
+    Instruction = 1 << 8,
+    Interruptible = 1 << 9,
+    Unshare = 1 << 10,
+    OrigPteValid = 1 << 11,
+    VmaLock = 1 << 12,
+}
+
+/// <summary>vm_fault_t bits.</summary>
+[Flags]
+public enum VmFaultT : uint
+{
+    None = 0,
+    Oom = 0x000001,
+    Sigbus = 0x000002,
+    Major = 0x000004,
+    Hwpoison = 0x000010,
+    Sigsegv = 0x000040,
+    NoPage = 0x000100,
+    Locked = 0x000200,
+    Retry = 0x000400,
+    Fallback = 0x000800,
+    DoneCow = 0x001000,
+    Completed = 0x004000,
+    Error = Oom | Sigbus | Sigsegv | Hwpoison,
+}
+
+/// <summary>
+/// struct vm_fault: the state of one fault as it travels down the handlers. Lock state travels with
+/// it: <see cref="Ptl"/> is non-null exactly while the PTE table lock is held.
+/// </summary>
+internal unsafe ref struct VmFault
+{
+    public Cpu.Cpu Cpu;
+    public MmStruct Mm;
+    public Vma Vma;
+    /// <summary>The faulting address, page aligned.</summary>
+    public ulong Address;
+    /// <summary>The faulting address as the CPU reported it (CR2).</summary>
+    public ulong RealAddress;
+    public FaultFlags Flags;
+    public ulong* Pmd;
+    public ulong* Pte;
+    /// <summary>The PTE as read before the lock was taken; re-checked with pte_same under it.</summary>
+    public Pte OrigPte;
+    public int* Ptl;
+}
+
+/// <summary>
+/// The anonymous fault path of mm/memory.c (and arch/x86/mm/fault.c's do_user_addr_fault above it).
+/// Lock state on entry to each handler is stated in its summary.
+/// </summary>
+public sealed unsafe class PageFaultHandler : IPageFaultHandler
+{
+    /// <summary>exc_page_fault → do_user_addr_fault: find the VMA under mmap_lock, check access, handle_mm_fault.</summary>
+    public FaultResult HandleUserFault(Cpu.Cpu cpu, ulong address, X86PfError error)
+    {
+        MmStruct mm = Unsafe.As<MmStruct>(cpu.LoadedMm!);
+        Bug.On((error & X86PfError.Rsvd) != 0, $"pgtable_bad: reserved bit set in a paging entry for {address:x}");
+        if (address >= mm.TaskSize) return FaultResult.SegvMaperr; // a user access to kernel space
+
+        FaultFlags flags = FaultFlags.User | FaultFlags.AllowRetry | FaultFlags.Killable;
+        if ((error & X86PfError.Write) != 0) flags |= FaultFlags.Write;
+        if ((error & X86PfError.Instr) != 0) flags |= FaultFlags.Instruction;
+
+        mm.MmapLock.ReadLock(cpu.Id);
+        Vma? vma = MmPerCpu.Of(cpu).FindVmaCached(mm, address);
+        if (vma is null || vma.VmStart > address)
+        {
+            mm.MmapLock.ReadUnlock(cpu.Id);
+            return FaultResult.SegvMaperr; // bad_area
+        }
+        if (AccessError(error, vma))
+        {
+            mm.MmapLock.ReadUnlock(cpu.Id);
+            return FaultResult.SegvAccerr; // bad_area_access_error
+        }
+        VmFaultT fault = HandleMmFault(cpu, vma, address, flags);
+        mm.MmapLock.ReadUnlock(cpu.Id);
+
+        if ((fault & VmFaultT.Error) == 0) return FaultResult.Retry;
+        if ((fault & VmFaultT.Oom) != 0) return FaultResult.Oom;
+        if ((fault & VmFaultT.Sigbus) != 0) return FaultResult.Sigbus;
+        return FaultResult.SegvMaperr; // VM_FAULT_SIGSEGV → bad_area_nosemaphore
+    }
+
+    /// <summary>access_error (arch/x86/mm/fault.c): does the VMA allow this kind of access at all?</summary>
+    internal static bool AccessError(X86PfError error, Vma vma)
+    {
+        if ((error & X86PfError.Pk) != 0) return true;
+        if ((error & X86PfError.Write) != 0) return (vma.VmFlags & VmFlags.Write) == 0;
+        if ((error & X86PfError.Prot) != 0) return true;  // read, present: the entry forbids it
+        return !vma.IsAccessible;                        // read, not present
+    }
+
+    /// <summary>handle_mm_fault: __handle_mm_fault, then mm_account_fault. Caller holds mmap_lock for read.</summary>
+    internal static VmFaultT HandleMmFault(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags)
+    {
+        VmFaultT ret = Memory.HandleMmFaultInner(cpu, vma, address, flags);
+        // mm_account_fault: every fault but a retried one counts, failed ones included.
+        if ((ret & VmFaultT.Retry) == 0)
+        {
+            vma.Mm.Machine.Counters.Add(cpu.Id, VmEvent.Pgfault);
+            if ((ret & VmFaultT.Error) == 0) vma.Mm.MinFlt++;
+        }
+        return ret;
+    }
+}
+
+/// <summary>mm/memory.c: __handle_mm_fault and the anonymous-memory handlers below it.</summary>
+internal static unsafe class Memory
+{
+    /// <summary>__handle_mm_fault: walk, allocating upper tables as needed, down to the PMD; then handle_pte_fault.</summary>
+    internal static VmFaultT HandleMmFaultInner(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags)
+    {
+        MmStruct mm = vma.Mm;
+        var vmf = new VmFault
+        {
+            Cpu = cpu,
+            Mm = mm,
+            Vma = vma,
+            Address = address & Geometry.PageMask,
+            RealAddress = address,
+            Flags = flags,
+        };
+        ulong* pgd = PgTable.PgdOffset(mm, address);
+        ulong* p4d = PgTable.P4dAllocOffset(cpu, mm, pgd, address);
+        if (p4d == null) return VmFaultT.Oom;
+        ulong* pud = PgTable.PudAllocOffset(cpu, mm, p4d, address);
+        if (pud == null) return VmFaultT.Oom;
+        vmf.Pmd = PgTable.PmdAllocOffset(cpu, mm, pud, address);
+        if (vmf.Pmd == null) return VmFaultT.Oom;
+        return HandlePteFault(ref vmf);
+    }
+
+    /// <summary>
+    /// handle_pte_fault: classify. Entered without the PTL; a missing PTE goes to do_pte_missing, a present
+    /// one is re-checked under the PTL (pte_same) and becomes do_wp_page or an access-flag update.
+    /// </summary>
+    private static VmFaultT HandlePteFault(ref VmFault vmf)
+    {
+        Machine m = vmf.Mm.Machine;
+        ulong pmdval = PgTable.Get(vmf.Pmd);
+        if (new Pmd(pmdval).None)
+        {
+            vmf.Pte = null;
+        }
+        else
+        {
+            // pte_offset_map_rw_nolock: the table stays while mmap_lock is held (no reclaim here).
+            vmf.Pte = PgTable.PteOffset(m.Memory, pmdval, vmf.Address);
+            vmf.OrigPte = new Pte(PgTable.Get(vmf.Pte));
+            vmf.Flags |= FaultFlags.OrigPteValid;
+            if (vmf.OrigPte.None) vmf.Pte = null;
+        }
+
+        if (vmf.Pte == null) return DoAnonymousPage(ref vmf); // do_pte_missing: anonymous VMAs only
+
+        if (!vmf.OrigPte.Present)
+            Bug.Throw($"do_swap_page: non-present entry {vmf.OrigPte.Value:x16} at {vmf.Address:x}, and this kernel has no swap");
+
+        vmf.Ptl = PgTable.PteLockptr(m, pmdval);
+        Spin.Lock(vmf.Ptl);
+        Pte entry = vmf.OrigPte;
+        if (PgTable.Get(vmf.Pte) != entry.Value)
+        {
+            // Another CPU changed it; let the CPU retry the access.
+            Spin.Unlock(vmf.Ptl);
+            return VmFaultT.None;
+        }
+        bool write = (vmf.Flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
+        if (write)
+        {
+            if (!entry.Write) return DoWpPage(ref vmf);
+            if ((vmf.Flags & FaultFlags.Write) != 0) entry = entry.MkDirty();
+        }
+        entry = entry.MkYoung();
+        PtepSetAccessFlags(vmf.Pte, entry, (vmf.Flags & FaultFlags.Write) != 0);
+        Spin.Unlock(vmf.Ptl);
+        return VmFaultT.None;
+    }
+
+    /// <summary>ptep_set_access_flags (x86): only a dirty update is written; A alone the MMU sets itself.</summary>
+    private static bool PtepSetAccessFlags(ulong* ptep, Pte entry, bool dirty)
+    {
+        bool changed = PgTable.Get(ptep) != entry.Value;
+        if (changed && dirty) PgTable.Set(ptep, entry.Value);
+        return changed;
+    }
+
+    /// <summary>
+    /// do_anonymous_page: a read maps the shared zero page read-only (special); a write maps a fresh
+    /// zeroed page, writable and dirty. Entered without the PTL; allocates the PTE table if needed.
+    /// </summary>
+    private static VmFaultT DoAnonymousPage(ref VmFault vmf)
+    {
+        Vma vma = vmf.Vma;
+        MmStruct mm = vmf.Mm;
+        Machine m = mm.Machine;
+        if ((vma.VmFlags & VmFlags.Shared) != 0) return VmFaultT.Sigbus;
+        if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd)) return VmFaultT.Oom;
+
+        if ((vmf.Flags & FaultFlags.Write) == 0)
+        {
+            Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
+            vmf.Pte = PgTable.PteOffsetMapLock(m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+            if (vmf.Pte == null) return VmFaultT.None;
+            if (PgTable.Get(vmf.Pte) is var now && !new Pte(now).None)
+            {
+                Spin.Unlock(vmf.Ptl); // vmf_pte_changed: someone else populated it
+                return VmFaultT.None;
+            }
+            PgTable.Set(vmf.Pte, zero.Value);
+            Spin.Unlock(vmf.Ptl);
+            return VmFaultT.None;
+        }
+
+        // vmf_anon_prepare: the VMA needs its anon_vma before a page can point at it.
+        AnonVma anonVma = vma.AnonVma ?? AnonVmaPrepare(vma);
+        // alloc_anon_folio → folio_prealloc: a zeroed order-0 folio.
+        ulong pfn = m.Allocator.AllocPages(vmf.Cpu.Id, 0, Gfp.Zero);
+        if (pfn == 0) return VmFaultT.Oom;
+        Page* page = m.Vmemmap.PfnToPage(pfn);
+        page->Flags |= 1UL << PG.Uptodate; // __folio_mark_uptodate: the zeroing is complete before the PTE is visible
+
+        Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
+        if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
+
+        vmf.Pte = PgTable.PteOffsetMapLock(m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+        if (vmf.Pte == null)
+        {
+            Rmap.FolioPut(vmf.Cpu, m, pfn);
+            return VmFaultT.None;
+        }
+        if (!new Pte(PgTable.Get(vmf.Pte)).None)
+        {
+            Spin.Unlock(vmf.Ptl);
+            Rmap.FolioPut(vmf.Cpu, m, pfn);
+            return VmFaultT.None;
+        }
+        mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, 1);
+        Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, page, vma, anonVma, vmf.Address);
+        PgTable.Set(vmf.Pte, entry.Value); // set_ptes: publishes the zeroed, rmapped page
+        Spin.Unlock(vmf.Ptl);
+        return VmFaultT.None;
+    }
+
+    /// <summary>anon_vma_prepare: first anonymous page of a VMA. Racing CPUs agree on one anon_vma.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static AnonVma AnonVmaPrepare(Vma vma)
+    {
+        var fresh = new AnonVma();
+        return Interlocked.CompareExchange(ref vma.AnonVma, fresh, null) ?? fresh;
+    }
+
+    /// <summary>
+    /// do_wp_page: a write (or unshare) hit a present, read-only PTE. Entered with the PTL held; reuses an
+    /// exclusively owned anonymous page in place, otherwise drops the lock and copies.
+    /// </summary>
+    private static VmFaultT DoWpPage(ref VmFault vmf)
+    {
+        Machine m = vmf.Mm.Machine;
+        bool unshare = (vmf.Flags & FaultFlags.Unshare) != 0;
+        ulong pfn = VmNormalPage(m, vmf.OrigPte);
+        if (pfn != 0)
+        {
+            Page* page = m.Vmemmap.PfnToPage(pfn);
+            if ((page->Mapping & PageTypes.MappingAnon) != 0
+                && (page->TestFlag(PG.AnonExclusive) || WpCanReuseAnonFolio(page, vmf.Vma)))
+            {
+                if (!page->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page->Flags, 1UL << PG.AnonExclusive);
+                if (unshare)
+                {
+                    Spin.Unlock(vmf.Ptl);
+                    return VmFaultT.None;
+                }
+                WpPageReuse(ref vmf);
+                return VmFaultT.None;
+            }
+            Interlocked.Increment(ref page->RefCount); // folio_get: hold the old page across the copy
+        }
+        Spin.Unlock(vmf.Ptl);
+        vmf.Ptl = null;
+        return WpPageCopy(ref vmf, pfn);
+    }
+
+    /// <summary>vm_normal_page: 0 for special mappings (the zero page), else the PFN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong VmNormalPage(Machine m, Pte pte)
+    {
+        if (pte.Special) return 0;
+        ulong pfn = pte.Pfn;
+        return pfn == m.ZeroPfn ? 0 : pfn;
+    }
+
+    /// <summary>wp_can_reuse_anon_folio for a small folio: the only reference is our mapping.</summary>
+    private static bool WpCanReuseAnonFolio(Page* page, Vma vma)
+    {
+        if ((page->Flags & (1UL << PG.Head)) != 0) return false; // large folios: not reused by this rule
+        if (Volatile.Read(ref page->RefCount) > 3) return false;
+        int swapcache = page->TestFlag(PG.Swapcache) ? 1 : 0;
+        if (Volatile.Read(ref page->RefCount) > 1 + swapcache) return false;
+        if (!Rmap.FolioTryLock(page)) return false;
+        bool ok = Volatile.Read(ref page->RefCount) == 1;
+        if (ok && vma.AnonVma is { } av) page->Mapping = Rmap.AnonMapping(av); // folio_move_anon_rmap
+        Rmap.FolioUnlock(page);
+        return ok;
+    }
+
+    /// <summary>wp_page_reuse: make the PTE young, dirty and writable in place; count PGREUSE. Releases the PTL.</summary>
+    private static void WpPageReuse(ref VmFault vmf)
+    {
+        Bug.On((vmf.Flags & FaultFlags.Write) == 0, "wp_page_reuse without FAULT_FLAG_WRITE");
+        Pte entry = vmf.OrigPte.MkYoung().MkDirty();
+        if ((vmf.Vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite(); // maybe_mkwrite
+        PtepSetAccessFlags(vmf.Pte, entry, true);
+        Spin.Unlock(vmf.Ptl);
+        vmf.Ptl = null;
+        vmf.Mm.Machine.Counters.Add(vmf.Cpu.Id, VmEvent.Pgreuse);
+    }
+
+    /// <summary>
+    /// wp_page_copy: a private copy (zeroed for the zero page). Entered without the PTL; the old
+    /// entry is cleared and flushed before the new one is installed, and the old rmap dropped after.
+    /// </summary>
+    private static VmFaultT WpPageCopy(ref VmFault vmf, ulong oldPfn)
+    {
+        MmStruct mm = vmf.Mm;
+        Machine m = mm.Machine;
+        Vma vma = vmf.Vma;
+        AnonVma anonVma = vma.AnonVma ?? AnonVmaPrepare(vma);
+        ulong newPfn = m.Allocator.AllocPages(vmf.Cpu.Id, 0, oldPfn == 0 ? Gfp.Zero : Gfp.None);
+        if (newPfn == 0)
+        {
+            if (oldPfn != 0) Rmap.FolioPut(vmf.Cpu, m, oldPfn);
+            return VmFaultT.Oom;
+        }
+        if (oldPfn != 0) m.Memory.CopyFrame(newPfn, oldPfn);
+        Page* newPage = m.Vmemmap.PfnToPage(newPfn);
+        newPage->Flags |= 1UL << PG.Uptodate;
+
+        vmf.Pte = PgTable.PteOffsetMapLock(m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+        bool copied = false;
+        if (vmf.Pte != null && PgTable.Get(vmf.Pte) == vmf.OrigPte.Value)
+        {
+            if (oldPfn == 0) mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, 1);
+            Pte entry = Pte.PfnPte(newPfn, vma.VmPageProt);
+            if ((vmf.Flags & FaultFlags.Unshare) != 0)
+            {
+                if (vmf.OrigPte.SoftDirty) entry = entry.MkSoftDirty();
+                if (vmf.OrigPte.UffdWp) entry = entry.MkUffdWp();
+            }
+            else
+            {
+                entry = entry.MkDirty();
+                if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite();
+            }
+            // ptep_clear_flush: no CPU may keep writing the old page once the new one is visible.
+            PgTable.GetAndClear(vmf.Pte);
+            TlbFlush.FlushPage(vmf.Cpu, mm, vmf.Address);
+            Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, newPage, vma, anonVma, vmf.Address);
+            PgTable.Set(vmf.Pte, entry.Value);
+            if (oldPfn != 0) Rmap.FolioRemoveRmapPte(vmf.Cpu, m, oldPfn);
+            copied = true;
+        }
+        if (vmf.Ptl != null) Spin.Unlock(vmf.Ptl);
+        if (!copied) Rmap.FolioPut(vmf.Cpu, m, newPfn);
+        if (oldPfn != 0) Rmap.FolioPut(vmf.Cpu, m, oldPfn);
+        return VmFaultT.None;
+    }
+}

@@ -1,0 +1,124 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// struct mmu_gather (mm/mmu_gather.c): pages and page tables unmapped by a zap are batched here and
+/// freed only after the TLB flush that makes them unreachable; the flush covers the union of the
+/// ranges cleared, once per batch.
+/// </summary>
+internal sealed unsafe class MmuGather
+{
+    /// <summary>MAX_GATHER_BATCH * MAX_GATHER_BATCH_COUNT on x86-64 with 4 KiB pages: 510 * 19.</summary>
+    public const int MaxPages = 510 * 19;
+    /// <summary>MAX_TABLE_BATCH: one page of table pointers.</summary>
+    public const int MaxTables = 510;
+
+    private readonly Cpu.Cpu _cpu;
+    private readonly ulong* _pages;
+    private readonly ulong* _tables;
+    private int _nrPages, _nrTables;
+
+    public MmuGather(Cpu.Cpu cpu)
+    {
+        _cpu = cpu;
+        _pages = (ulong*)NativeMemory.Alloc(MaxPages * sizeof(ulong));
+        _tables = (ulong*)NativeMemory.Alloc(MaxTables * sizeof(ulong));
+    }
+
+    public MmStruct Mm = null!;
+    public bool FullMm;
+    public bool FreedTables;
+    public ulong Start, End;
+    public bool InUse;
+
+    /// <summary>tlb_gather_mmu / tlb_gather_mmu_fullmm.</summary>
+    public MmuGather Gather(MmStruct mm, bool fullmm)
+    {
+        InUse = true;
+        Mm = mm;
+        FullMm = fullmm;
+        _nrPages = _nrTables = 0;
+        ResetRange();
+        Interlocked.Increment(ref mm.TlbFlushPending); // inc_tlb_flush_pending
+        return this;
+    }
+
+    /// <summary>__tlb_reset_range.</summary>
+    private void ResetRange()
+    {
+        if (FullMm) Start = End = ulong.MaxValue;
+        else { Start = Mm.TaskSize; End = 0; }
+        FreedTables = false;
+    }
+
+    /// <summary>__tlb_adjust_range / tlb_remove_tlb_entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void AdjustRange(ulong address, ulong size)
+    {
+        if (address < Start) Start = address;
+        if (address + size > End) End = address + size;
+    }
+
+    /// <summary>__tlb_remove_page: queue a page reference to drop after the flush; true when the batch is full.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool RemovePage(ulong pfn)
+    {
+        _pages[_nrPages++] = pfn;
+        return _nrPages == MaxPages;
+    }
+
+    /// <summary>pte_free_tlb / pmd_free_tlb / pud_free_tlb → tlb_remove_table: free the table after the flush.</summary>
+    public void RemoveTable(ulong tablePfn, ulong address)
+    {
+        FreedTables = true;
+        AdjustRange(address, Geometry.PageSize);
+        if (_nrTables == MaxTables) FlushMmu();
+        _tables[_nrTables++] = tablePfn;
+    }
+
+    /// <summary>tlb_flush_mmu_tlbonly → x86 tlb_flush → flush_tlb_mm_range.</summary>
+    public void FlushMmuTlbOnly()
+    {
+        if (End == 0) return;
+        ulong end = FullMm ? ulong.MaxValue : End;
+        TlbFlush.FlushMmRange(_cpu, Mm, FullMm ? 0 : Start, end, Geometry.PageShift, FreedTables);
+        ResetRange();
+    }
+
+    /// <summary>tlb_flush_mmu_free: the tables, then the pages (free_pages_and_swap_cache).</summary>
+    public void FlushMmuFree()
+    {
+        Machine m = Mm.Machine;
+        for (int i = 0; i < _nrTables; i++) PgTable.FreeTable(_cpu, m, _tables[i]);
+        _nrTables = 0;
+        for (int i = 0; i < _nrPages; i++) Rmap.FolioPut(_cpu, m, _pages[i]);
+        _nrPages = 0;
+    }
+
+    /// <summary>tlb_flush_mmu.</summary>
+    public void FlushMmu()
+    {
+        FlushMmuTlbOnly();
+        FlushMmuFree();
+    }
+
+    /// <summary>tlb_finish_mmu: a concurrent batched flush on the same mm forces a full flush (mm_tlb_flush_nested).</summary>
+    public void Finish()
+    {
+        if (Volatile.Read(ref Mm.TlbFlushPending) > 1)
+        {
+            FullMm = true;
+            ResetRange();
+            FreedTables = true;
+        }
+        FlushMmu();
+        Interlocked.Decrement(ref Mm.TlbFlushPending);
+        Mm = null!;
+        InUse = false;
+    }
+}

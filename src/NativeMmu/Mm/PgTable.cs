@@ -1,0 +1,271 @@
+using System.Runtime.CompilerServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// The ptep_* side: the one place that reads and writes entries inside table frames, finds the
+/// split page-table locks, and allocates and frees page-table pages (pgtable-generic.c, memory.c's
+/// __pte_alloc/__pmd_alloc/__pud_alloc, x86's pgtable.c).
+/// </summary>
+/// <remarks>
+/// Entries are 8-byte aligned words read by lockless walkers (the MMU, the fault path before it takes
+/// the PTL), so every store is a single Volatile.Write (WRITE_ONCE/set_pte) and every read-modify-write
+/// that can race with the MMU's A/D update is Interlocked (ptep_get_and_clear's xchg, cmpxchg loops).
+/// </remarks>
+internal static unsafe class PgTable
+{
+    /// <summary>The PGD index where the kernel half starts (KERNEL_PGD_BOUNDARY for PAGE_OFFSET's half).</summary>
+    public const int KernelPgdBoundary = 256;
+
+    // ---- Offsets: pgd_offset, p4d_offset, pud_offset, pmd_offset, pte_offset_kernel ------------
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* PgdOffset(MmStruct mm, ulong address)
+        => (ulong*)mm.Machine.Memory.FrameAddress(mm.PgdPfn) + mm.Paging.PgdIndex(address);
+
+    /// <summary>p4d_offset: with a folded P4D, the PGD slot itself.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* P4dOffset(MmStruct mm, ulong* pgd, ulong address)
+        => mm.Paging.L5Enabled ? (ulong*)mm.Machine.Memory.FrameAddress(new Pgd(Volatile.Read(ref *pgd)).Pfn) + Geometry.P4dIndex(address) : pgd;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* PudOffset(PhysicalMemory mem, ulong p4dval, ulong address)
+        => (ulong*)mem.FrameAddress(new P4d(p4dval).Pfn) + Geometry.PudIndex(address);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* PmdOffset(PhysicalMemory mem, ulong pudval, ulong address)
+        => (ulong*)mem.FrameAddress(new Pud(pudval).Pfn) + Geometry.PmdIndex(address);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* PteOffset(PhysicalMemory mem, ulong pmdval, ulong address)
+        => (ulong*)mem.FrameAddress(new Pmd(pmdval).Pfn) + Geometry.PteIndex(address);
+
+    /// <summary>The frame that holds an entry (virt_to_page of a table pointer).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong TablePfnOf(PhysicalMemory mem, ulong* entry) => (ulong)((byte*)entry - mem.Base) >> Geometry.PageShift;
+
+    // ---- Entry access ----------------------------------------------------------------------------
+
+    /// <summary>ptep_get / pmdp_get / READ_ONCE of any entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Get(ulong* entry) => Volatile.Read(ref *entry);
+
+    /// <summary>set_pte / set_pmd / WRITE_ONCE: a single store that publishes the entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Set(ulong* entry, ulong value) => Volatile.Write(ref *entry, value);
+
+    /// <summary>ptep_get_and_clear: xchg, because the MMU may set A/D concurrently.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong GetAndClear(ulong* entry) => Interlocked.Exchange(ref *entry, 0);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong CmpXchg(ulong* entry, ulong newValue, ulong expected) => Interlocked.CompareExchange(ref *entry, newValue, expected);
+
+    /// <summary>ptep_set_wrprotect: clear RW with a cmpxchg loop so a concurrent hardware Dirty is not lost.</summary>
+    public static void SetWrprotect(ulong* entry)
+    {
+        ulong old = Get(entry);
+        while (true)
+        {
+            ulong want = new Pte(old).Wrprotect().Value;
+            ulong seen = CmpXchg(entry, want, old);
+            if (seen == old) return;
+            old = seen;
+        }
+    }
+
+    // ---- Split page-table locks ------------------------------------------------------------------
+
+    /// <summary>pte_lockptr: the ptl in the struct page of the PTE table *pmd points to.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int* PteLockptr(Machine m, ulong pmdval) => &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->Ptl;
+
+    /// <summary>pmd_lockptr: the split PMD lock, in the struct page of the PMD table holding the entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int* PmdLockptr(Machine m, ulong* pmd) => &m.Vmemmap.PfnToPage(TablePfnOf(m.Memory, pmd))->Ptl;
+
+    /// <summary>
+    /// pte_offset_map_lock: lock the PTE table *pmd points to and return the entry, or null when the PMD
+    /// changed (no longer a table) before the lock was taken - the caller retries, as in the kernel.
+    /// </summary>
+    public static ulong* PteOffsetMapLock(Machine m, ulong* pmd, ulong address, out int* ptl)
+    {
+        while (true)
+        {
+            ulong pmdval = Get(pmd);
+            if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) { ptl = null; return null; }
+            ptl = PteLockptr(m, pmdval);
+            Spin.Lock(ptl);
+            // Re-check: the table must still be the one we locked (__pte_offset_map_lock's pmd_same).
+            if (Get(pmd) == pmdval) return PteOffset(m.Memory, pmdval, address);
+            Spin.Unlock(ptl);
+        }
+    }
+
+    // ---- Table pages -------------------------------------------------------------------------------
+
+    /// <summary>pagetable_alloc + pagetable_*_ctor: a zeroed frame typed PGTY_table with its ptl initialised.</summary>
+    public static ulong AllocTable(Cpu.Cpu cpu, Machine m)
+    {
+        ulong pfn = m.Allocator.AllocPages(cpu.Id, 0, Gfp.Zero);
+        if (pfn == 0) return 0;
+        Page* p = m.Vmemmap.PfnToPage(pfn);
+        p->PageType = PageTypes.Table << 24;
+        p->Ptl = 0;
+        p->PmdHugePte = 0;
+        m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, 1);
+        return pfn;
+    }
+
+    /// <summary>pagetable_dtor + pagetable_free.</summary>
+    public static void FreeTable(Cpu.Cpu cpu, Machine m, ulong pfn)
+    {
+        Page* p = m.Vmemmap.PfnToPage(pfn);
+        Bug.On(p->PageType != PageTypes.Table << 24, $"freeing page {pfn:x} as a page table, but it is not one");
+        Bug.On(p->Ptl != 0, $"freeing page table {pfn:x} while its lock is held");
+        p->PageType = PageTypes.NoType;
+        p->PtMm = 0;
+        m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, -1);
+        m.Allocator.FreePages(cpu.Id, pfn, 0);
+    }
+
+    /// <summary>pgd_alloc: a table frame whose kernel half is cloned from init_mm (pgd_ctor).</summary>
+    public static ulong PgdAlloc(Cpu.Cpu cpu, Machine m)
+    {
+        ulong pfn = AllocTable(cpu, m);
+        if (pfn == 0) return 0;
+        ulong* dst = (ulong*)m.Memory.FrameAddress(pfn);
+        ulong* src = (ulong*)m.Memory.FrameAddress(m.Vmemmap.PgdPfn);
+        for (int i = KernelPgdBoundary; i < Geometry.PtrsPerTable; i++) dst[i] = src[i];
+        return pfn;
+    }
+
+    /// <summary>
+    /// __pte_alloc / pmd_install: allocate a PTE table outside the lock, then install it under the PMD
+    /// lock unless another CPU won the race, in which case ours is freed. False: out of memory.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static bool PteAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pmd)
+    {
+        Machine m = mm.Machine;
+        ulong table = AllocTable(cpu, m);
+        if (table == 0) return false;
+        int* ptl = PmdLockptr(m, pmd);
+        Spin.Lock(ptl);
+        if (new Pmd(Get(pmd)).None)
+        {
+            mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong)); // mm_inc_nr_ptes
+            // smp_wmb(): the zeroed table is visible before the PMD that publishes it (release store).
+            Set(pmd, Pmd.MkTable(table).Value);
+            table = 0;
+        }
+        Spin.Unlock(ptl);
+        if (table != 0) FreeTable(cpu, m, table);
+        return true;
+    }
+
+    /// <summary>__pmd_alloc: install a PMD table under mm->page_table_lock (the PUD level has no split lock).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static bool PmdAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pud)
+    {
+        Machine m = mm.Machine;
+        ulong table = AllocTable(cpu, m);
+        if (table == 0) return false;
+        Spin.Lock(mm.PageTableLock);
+        if (!new Pud(Get(pud)).Present)
+        {
+            mm.AddPgtablesBytes(Geometry.PtrsPerPmd * sizeof(ulong)); // mm_inc_nr_pmds
+            Set(pud, Pud.MkTable(table).Value);
+            table = 0;
+        }
+        Spin.Unlock(mm.PageTableLock);
+        if (table != 0) FreeTable(cpu, m, table);
+        return true;
+    }
+
+    /// <summary>__pud_alloc.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static bool PudAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* p4d)
+    {
+        Machine m = mm.Machine;
+        ulong table = AllocTable(cpu, m);
+        if (table == 0) return false;
+        Spin.Lock(mm.PageTableLock);
+        if (!new P4d(Get(p4d)).Present)
+        {
+            mm.AddPgtablesBytes(Geometry.PtrsPerPud * sizeof(ulong)); // mm_inc_nr_puds
+            Set(p4d, P4d.MkTable(table).Value);
+            table = 0;
+        }
+        Spin.Unlock(mm.PageTableLock);
+        if (table != 0) FreeTable(cpu, m, table);
+        return true;
+    }
+
+    /// <summary>__p4d_alloc (5-level only; P4D tables are not counted in pgtables_bytes).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static bool P4dAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pgd)
+    {
+        Machine m = mm.Machine;
+        ulong table = AllocTable(cpu, m);
+        if (table == 0) return false;
+        Spin.Lock(mm.PageTableLock);
+        if (!new Pgd(Get(pgd)).IsPresent(mm.Paging) || Get(pgd) == 0)
+        {
+            Set(pgd, Pgd.MkTable(table).Value);
+            table = 0;
+        }
+        Spin.Unlock(mm.PageTableLock);
+        if (table != 0) FreeTable(cpu, m, table);
+        return true;
+    }
+
+    /// <summary>p4d_alloc: the P4D slot for address, allocating the table with 5-level paging.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* P4dAllocOffset(Cpu.Cpu cpu, MmStruct mm, ulong* pgd, ulong address)
+    {
+        if (mm.Paging.L5Enabled && Get(pgd) == 0 && !P4dAlloc(cpu, mm, pgd)) return null;
+        return P4dOffset(mm, pgd, address);
+    }
+
+    /// <summary>pud_alloc.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* PudAllocOffset(Cpu.Cpu cpu, MmStruct mm, ulong* p4d, ulong address)
+    {
+        if (new P4d(Get(p4d)).None && !PudAlloc(cpu, mm, p4d)) return null;
+        return PudOffset(mm.Machine.Memory, Get(p4d), address);
+    }
+
+    /// <summary>pmd_alloc.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong* PmdAllocOffset(Cpu.Cpu cpu, MmStruct mm, ulong* pud, ulong address)
+    {
+        if (new Pud(Get(pud)).None && !PmdAlloc(cpu, mm, pud)) return null;
+        return PmdOffset(mm.Machine.Memory, Get(pud), address);
+    }
+
+    /// <summary>
+    /// The walk without allocation (follow_page-style): the PTE slot mapping address, or null when a
+    /// level is missing. Callers hold mmap_lock; the PTE itself is read without the PTL.
+    /// </summary>
+    public static ulong* WalkToPte(MmStruct mm, ulong address)
+    {
+        PhysicalMemory mem = mm.Machine.Memory;
+        ulong* pgd = PgdOffset(mm, address);
+        if (new Pgd(Get(pgd)).IsNone(mm.Paging)) return null;
+        ulong* p4d = P4dOffset(mm, pgd, address);
+        ulong p4dval = Get(p4d);
+        if (new P4d(p4dval).None) return null;
+        ulong* pud = PudOffset(mem, p4dval, address);
+        ulong pudval = Get(pud);
+        if (new Pud(pudval).None) return null;
+        ulong* pmd = PmdOffset(mem, pudval, address);
+        ulong pmdval = Get(pmd);
+        if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return null;
+        return PteOffset(mem, pmdval, address);
+    }
+}

@@ -1,0 +1,56 @@
+using System.Runtime.CompilerServices;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Mm;
+
+/// <summary>mm/rmap.c and the folio reference helpers, for order-0 anonymous folios.</summary>
+internal static unsafe class Rmap
+{
+    /// <summary>The mapping word of an anonymous page: the anon_vma's identity with FOLIO_MAPPING_ANON.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong AnonMapping(AnonVma anonVma) => ((ulong)anonVma.Id << 4) | PageTypes.MappingAnon;
+
+    /// <summary>
+    /// folio_add_new_anon_rmap(RMAP_EXCLUSIVE) + folio_add_lru_vma: a page nobody else can see yet, so
+    /// plain stores suffice; the PTE store that follows publishes them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FolioAddNewAnonRmap(Cpu.Cpu cpu, Machine m, Page* page, Vma vma, AnonVma anonVma, ulong address)
+    {
+        page->Mapping = AnonMapping(anonVma);
+        page->Index = vma.LinearPageIndex(address);
+        page->MapCount = 0;
+        page->Flags |= (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonPages, 1);
+    }
+
+    /// <summary>folio_remove_rmap_pte: the last unmap (mapcount back to -1) leaves NR_ANON_MAPPED.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FolioRemoveRmapPte(Cpu.Cpu cpu, Machine m, ulong pfn)
+    {
+        Page* page = m.Vmemmap.PfnToPage(pfn);
+        int after = Interlocked.Decrement(ref page->MapCount);
+        Bug.On(after < -1, $"page {pfn:x}: mapcount underflow");
+        if (after == -1) m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -1);
+    }
+
+    /// <summary>folio_put: the last reference takes the folio off the LRU and frees it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FolioPut(Cpu.Cpu cpu, Machine m, ulong pfn)
+    {
+        Page* page = m.Vmemmap.PfnToPage(pfn);
+        if (!FrameAllocator.PutPageTestZero(page)) return;
+        // __folio_put → page_cache_release: off the LRU; anon state dies with the page.
+        page->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Active) | (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked));
+        m.Allocator.FreeFrozenPages(cpu.Id, pfn, 0);
+    }
+
+    /// <summary>folio_trylock (PG_locked).</summary>
+    public static bool FolioTryLock(Page* page)
+        => (Interlocked.Or(ref page->Flags, 1UL << PG.Locked) & (1UL << PG.Locked)) == 0;
+
+    /// <summary>folio_unlock.</summary>
+    public static void FolioUnlock(Page* page) => Interlocked.And(ref page->Flags, ~(1UL << PG.Locked));
+}

@@ -1,0 +1,292 @@
+using NativeMmu.Arch.X86;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// Unmapping (mm/memory.c): zap_page_range_single and unmap_vmas down to zap_pte_range, and
+/// free_pgtables, which releases the page-table pages no VMA covers any more. The walker idiom is the
+/// kernel's at every level: next = pXd_addr_end(addr, end); skip none; descend.
+/// </summary>
+internal static unsafe class Zap
+{
+    /// <summary>zap_page_range_single (MADV_DONTNEED): one VMA, one gather. Caller holds mmap_lock.</summary>
+    public static void ZapPageRangeSingle(Cpu.Cpu cpu, Vma vma, ulong address, ulong size)
+    {
+        MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
+        vma.Mm.UpdateHiwaterRss();
+        UnmapSingleVma(cpu, tlb, vma, address, address + size);
+        tlb.Finish();
+    }
+
+    /// <summary>unmap_vmas: every VMA from <paramref name="first"/> that starts below end.</summary>
+    public static void UnmapVmas(Cpu.Cpu cpu, MmuGather tlb, Vma? first, ulong start, ulong end)
+    {
+        for (Vma? v = first; v is not null && v.VmStart < end; v = v.Next)
+            UnmapSingleVma(cpu, tlb, v, start, end);
+    }
+
+    /// <summary>unmap_single_vma: clamp to the VMA and zap.</summary>
+    public static void UnmapSingleVma(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong startAddr, ulong endAddr)
+    {
+        ulong start = Math.Max(vma.VmStart, startAddr);
+        if (start >= vma.VmEnd) return;
+        ulong end = Math.Min(vma.VmEnd, endAddr);
+        if (end <= vma.VmStart) return;
+        if (start != end) UnmapPageRange(cpu, tlb, vma, start, end);
+    }
+
+    /// <summary>unmap_page_range: the PGD loop.</summary>
+    private static void UnmapPageRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong addr, ulong end)
+    {
+        MmStruct mm = vma.Mm;
+        ulong* pgd = PgTable.PgdOffset(mm, addr);
+        do
+        {
+            ulong next = mm.Paging.PgdAddrEnd(addr, end);
+            if (!new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging))
+                ZapP4dRange(cpu, tlb, vma, pgd, addr, next);
+            pgd++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void ZapP4dRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pgd, ulong addr, ulong end)
+    {
+        MmStruct mm = vma.Mm;
+        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        do
+        {
+            ulong next = mm.Paging.P4dAddrEnd(addr, end);
+            if (!new P4d(PgTable.Get(p4d)).None) ZapPudRange(cpu, tlb, vma, p4d, addr, next);
+            p4d++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void ZapPudRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* p4d, ulong addr, ulong end)
+    {
+        PhysicalMemory mem = vma.Mm.Machine.Memory;
+        ulong* pud = PgTable.PudOffset(mem, PgTable.Get(p4d), addr);
+        do
+        {
+            ulong next = Geometry.PudAddrEnd(addr, end);
+            if (!new Pud(PgTable.Get(pud)).None) ZapPmdRange(cpu, tlb, vma, pud, addr, next);
+            pud++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void ZapPmdRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pud, ulong addr, ulong end)
+    {
+        PhysicalMemory mem = vma.Mm.Machine.Memory;
+        ulong* pmd = PgTable.PmdOffset(mem, PgTable.Get(pud), addr);
+        do
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            if (new Pmd(PgTable.Get(pmd)).None)
+            {
+                addr = next;
+                pmd++;
+                continue;
+            }
+            addr = ZapPteRange(cpu, tlb, vma, pmd, addr, next);
+            if (addr == next) pmd++; // otherwise the batch filled up: go round the same PMD again
+        }
+        while (addr != end);
+    }
+
+    /// <summary>
+    /// zap_pte_range: clear every present entry under the PTE lock, hand the pages to the gather, and
+    /// flush before dropping the lock when the batch filled (force_flush). Returns where it stopped.
+    /// </summary>
+    private static ulong ZapPteRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end)
+    {
+        MmStruct mm = vma.Mm;
+        Machine m = mm.Machine;
+        ulong zeroPfn = m.ZeroPfn;
+        bool forceFlush = false;
+        long rssAnon = 0;
+        ulong* pte = PgTable.PteOffsetMapLock(m, pmd, addr, out int* ptl);
+        if (pte == null) return addr;
+        for (; addr != end; pte++, addr += Geometry.PageSize)
+        {
+            ulong ptent = PgTable.Get(pte);
+            if (new Pte(ptent).None) continue;
+            Bug.On(!new Pte(ptent).Present, $"zap_nonpresent_ptes: entry {ptent:x16} at {addr:x}, and this kernel has no swap");
+            // ptep_get_and_clear_full: a dying mm has no walkers left, so a plain clear will do.
+            if (tlb.FullMm) PgTable.Set(pte, 0);
+            else ptent = PgTable.GetAndClear(pte);
+            tlb.AdjustRange(addr, Geometry.PageSize);
+            var entry = new Pte(ptent);
+            ulong pfn = entry.Pfn;
+            if (entry.Special || pfn == zeroPfn) continue; // vm_normal_page() == NULL: nothing to release
+            rssAnon--;
+            Rmap.FolioRemoveRmapPte(cpu, m, pfn);
+            if (tlb.RemovePage(pfn))
+            {
+                forceFlush = true;
+                addr += Geometry.PageSize;
+                break;
+            }
+        }
+        mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, rssAnon);
+        if (forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
+        Spin.Unlock(ptl);
+        if (forceFlush) tlb.FlushMmuFree();
+        return addr;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // free_pgtables
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// free_pgtables: for the VMAs first..last (already unmapped), free the page tables in their range
+    /// that no remaining VMA in [floor, ceiling) needs. Nearby VMAs are freed in one call down.
+    /// </summary>
+    public static void FreePgtables(Cpu.Cpu cpu, MmuGather tlb, Vma first, Vma last, ulong floor, ulong ceiling)
+    {
+        Vma? vma = first;
+        while (vma is not null)
+        {
+            ulong addr = vma.VmStart;
+            Vma? next = ReferenceEquals(vma, last) ? null : vma.Next;
+            while (next is not null && next.VmStart <= vma.VmEnd + Geometry.PmdSize)
+            {
+                vma = next;
+                next = ReferenceEquals(vma, last) ? null : vma.Next;
+            }
+            FreePgdRange(cpu, tlb, addr, vma.VmEnd, floor, next is not null ? next.VmStart : ceiling);
+            vma = next;
+        }
+    }
+
+    /// <summary>free_pgd_range: the floor/ceiling arithmetic decides which tables are wholly unused.</summary>
+    public static void FreePgdRange(Cpu.Cpu cpu, MmuGather tlb, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        MmStruct mm = tlb.Mm;
+        addr &= Geometry.PmdMask;
+        if (addr < floor)
+        {
+            addr += Geometry.PmdSize;
+            if (addr == 0) return;
+        }
+        if (ceiling != 0)
+        {
+            ceiling &= Geometry.PmdMask;
+            if (ceiling == 0) return;
+        }
+        if (end - 1 > ceiling - 1) end -= Geometry.PmdSize;
+        if (addr > end - 1) return;
+
+        ulong* pgd = PgTable.PgdOffset(mm, addr);
+        do
+        {
+            ulong next = mm.Paging.PgdAddrEnd(addr, end);
+            if (!new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) FreeP4dRange(cpu, tlb, pgd, addr, next, floor, ceiling);
+            pgd++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void FreeP4dRange(Cpu.Cpu cpu, MmuGather tlb, ulong* pgd, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        MmStruct mm = tlb.Mm;
+        ulong start = addr;
+        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        do
+        {
+            ulong next = mm.Paging.P4dAddrEnd(addr, end);
+            if (!new P4d(PgTable.Get(p4d)).None) FreePudRange(cpu, tlb, p4d, addr, next, floor, ceiling);
+            p4d++;
+            addr = next;
+        }
+        while (addr != end);
+
+        if (!mm.Paging.L5Enabled) return; // a folded P4D has no table of its own (p4d_free_tlb is a no-op)
+        ulong pgdirMask = ~(mm.Paging.PgdirSize - 1);
+        start &= pgdirMask;
+        if (start < floor) return;
+        if (ceiling != 0)
+        {
+            ceiling &= pgdirMask;
+            if (ceiling == 0) return;
+        }
+        if (end - 1 > ceiling - 1) return;
+        ulong p4dTable = new Pgd(PgTable.Get(pgd)).Pfn;
+        PgTable.Set(pgd, 0); // pgd_clear
+        tlb.RemoveTable(p4dTable, start);
+    }
+
+    private static void FreePudRange(Cpu.Cpu cpu, MmuGather tlb, ulong* p4d, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        MmStruct mm = tlb.Mm;
+        ulong start = addr;
+        ulong* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
+        do
+        {
+            ulong next = Geometry.PudAddrEnd(addr, end);
+            if (!new Pud(PgTable.Get(pud)).None) FreePmdRange(cpu, tlb, pud, addr, next, floor, ceiling);
+            pud++;
+            addr = next;
+        }
+        while (addr != end);
+
+        start &= Geometry.P4dMask;
+        if (start < floor) return;
+        if (ceiling != 0)
+        {
+            ceiling &= Geometry.P4dMask;
+            if (ceiling == 0) return;
+        }
+        if (end - 1 > ceiling - 1) return;
+        ulong pudTable = new P4d(PgTable.Get(p4d)).Pfn;
+        PgTable.Set(p4d, 0); // p4d_clear
+        tlb.RemoveTable(pudTable, start);
+        mm.AddPgtablesBytes(-Geometry.PtrsPerPud * sizeof(ulong)); // mm_dec_nr_puds
+    }
+
+    private static void FreePmdRange(Cpu.Cpu cpu, MmuGather tlb, ulong* pud, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        MmStruct mm = tlb.Mm;
+        ulong start = addr;
+        ulong* pmd = PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
+        do
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            if (!new Pmd(PgTable.Get(pmd)).None) FreePteRange(tlb, pmd, addr);
+            pmd++;
+            addr = next;
+        }
+        while (addr != end);
+
+        start &= Geometry.PudMask;
+        if (start < floor) return;
+        if (ceiling != 0)
+        {
+            ceiling &= Geometry.PudMask;
+            if (ceiling == 0) return;
+        }
+        if (end - 1 > ceiling - 1) return;
+        ulong pmdTable = new Pud(PgTable.Get(pud)).Pfn;
+        PgTable.Set(pud, 0); // pud_clear
+        tlb.RemoveTable(pmdTable, start);
+        mm.AddPgtablesBytes(-Geometry.PtrsPerPmd * sizeof(ulong)); // mm_dec_nr_pmds
+    }
+
+    /// <summary>free_pte_range: pmd_clear, pte_free_tlb, mm_dec_nr_ptes.</summary>
+    private static void FreePteRange(MmuGather tlb, ulong* pmd, ulong addr)
+    {
+        ulong table = new Pmd(PgTable.Get(pmd)).Pfn;
+        PgTable.Set(pmd, 0);
+        tlb.RemoveTable(table, addr);
+        tlb.Mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong));
+    }
+}

@@ -1,0 +1,375 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Physical;
+
+/// <summary>gfp_t bits this emulator honours.</summary>
+[Flags]
+public enum Gfp : uint
+{
+    None = 0,
+    /// <summary>__GFP_ZERO: the pages come back cleared.</summary>
+    Zero = 1,
+    /// <summary>__GFP_COMP: a compound page (folio) with head and tails.</summary>
+    Comp = 2,
+}
+
+/// <summary>
+/// The page allocator of mm/page_alloc.c for one zone: a buddy allocator over orders 0..10 whose free
+/// lists run through struct page (buddy_list, PageBuddy, order in private), fronted by per-CPU order-0
+/// lists (per_cpu_pages) on the fast path.
+/// </summary>
+public sealed unsafe class FrameAllocator : IDisposable
+{
+    /// <summary>MAX_PAGE_ORDER.</summary>
+    public const int MaxOrder = 10;
+    public const int NrOrders = MaxOrder + 1;
+
+    private readonly PhysicalMemory _phys;
+    private readonly Vmemmap _vmemmap;
+    private readonly PerCpuCounters _counters;
+    private readonly ulong _zoneStart, _zoneEnd;
+
+    // zone->lock protects the free areas and nr_free; a word on its own cache line.
+    private readonly int* _zoneLock;
+    private readonly FreeArea[] _freeArea = new FreeArea[NrOrders];
+    private long _buddyFreePages;
+
+    // per_cpu_pages: each row is touched only by the CPU that owns it.
+    private readonly PerCpuPages* _pcp;
+    private readonly int _cpus;
+
+    private struct FreeArea
+    {
+        /// <summary>The first free block's pfn; 0 (a reserved frame) means empty.</summary>
+        public ulong Head;
+        public long NrFree;
+    }
+
+    [StructLayout(LayoutKind.Explicit, Size = 64)]
+    private struct PerCpuPages
+    {
+        /// <summary>Top of the LIFO stack of free order-0 pages linked through pcp_list.next (0 = empty).</summary>
+        [FieldOffset(0)] public ulong Head;
+        [FieldOffset(8)] public int Count;
+        [FieldOffset(12)] public int High;
+        [FieldOffset(16)] public int Batch;
+    }
+
+    internal FrameAllocator(PhysicalMemory phys, Vmemmap vmemmap, PerCpuCounters counters, int cpus,
+        ulong zoneStart, int pcpHigh, int pcpBatch)
+    {
+        _phys = phys;
+        _vmemmap = vmemmap;
+        _counters = counters;
+        _cpus = cpus;
+        _zoneStart = zoneStart;
+        _zoneEnd = phys.Frames;
+        _pcp = (PerCpuPages*)NativeMemory.AlignedAlloc((nuint)(cpus * sizeof(PerCpuPages)), 64);
+        _zoneLock = (int*)NativeMemory.AlignedAlloc(64, 64);
+        *_zoneLock = 0;
+        for (int c = 0; c < cpus; c++)
+            _pcp[c] = new PerCpuPages { Head = 0, Count = 0, High = pcpHigh, Batch = pcpBatch };
+    }
+
+    /// <summary>The frames the zone manages (present_pages minus the boot-time reservations).</summary>
+    public ulong ManagedPages => _zoneEnd - _zoneStart;
+    public ulong ZoneStartPfn => _zoneStart;
+
+    /// <summary>Free frames: the buddy lists plus every CPU's pcp list.</summary>
+    public long FreeFrames
+    {
+        get
+        {
+            long total = Volatile.Read(ref _buddyFreePages);
+            for (int c = 0; c < _cpus; c++) total += Volatile.Read(ref _pcp[c].Count);
+            return total;
+        }
+    }
+
+    /// <summary>NR_FREE_PAGES: pages on the buddy lists (pcp pages are not counted, as in the kernel).</summary>
+    public long BuddyFreePages => Volatile.Read(ref _buddyFreePages);
+
+    public long PcpPages(int cpu) => Volatile.Read(ref _pcp[cpu].Count);
+
+    /// <summary>Hands every frame from the zone start to the end of memory to the buddy lists (memblock_free_all).</summary>
+    internal void FreeAllBootMemory()
+    {
+        ulong pfn = _zoneStart;
+        while (pfn < _zoneEnd)
+        {
+            int order = MaxOrder;
+            while (order > 0 && ((pfn & ((1UL << order) - 1)) != 0 || pfn + (1UL << order) > _zoneEnd)) order--;
+            for (ulong i = 0; i < (1UL << order); i++)
+            {
+                Page* p = Page(pfn + i);
+                p->Flags = 0;
+                p->RefCount = 0;
+                p->MapCount = -1;
+            }
+            Spin.Lock(LockWord);
+            FreeOneBlock(pfn, order);
+            Spin.Unlock(LockWord);
+            pfn += 1UL << order;
+        }
+    }
+
+    private int* LockWord => _zoneLock;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Page* Page(ulong pfn) => _vmemmap.PfnToPage(pfn);
+
+    /// <summary>
+    /// alloc_pages: 2^order contiguous frames with refcount 1, or 0 when memory is exhausted.
+    /// Order 0 comes from the calling CPU's pcp list, refilled from the buddy lists a batch at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong AllocPages(int cpu, int order, Gfp gfp)
+    {
+        ulong pfn = order == 0 ? RmqueuePcp(cpu) : RmqueueBuddy(order);
+        if (pfn == 0) return 0;
+        PrepNewPage(pfn, order, gfp);
+        _counters.Add(cpu, VmEvent.PgallocNormal, 1L << order);
+        return pfn;
+    }
+
+    /// <summary>__free_pages: drops a reference; frees the block when it was the last one.</summary>
+    public void FreePages(int cpu, ulong pfn, int order)
+    {
+        Page* page = Page(pfn);
+        if (PutPageTestZero(page)) FreeFrozenPages(cpu, pfn, order);
+    }
+
+    /// <summary>put_page_testzero: VM_BUG_ON a page whose count is already zero (a double free).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool PutPageTestZero(Page* page)
+    {
+        int after = Interlocked.Decrement(ref page->RefCount);
+        if (after < 0) Bug.Throw("put_page on a page whose refcount is already zero (double free)");
+        return after == 0;
+    }
+
+    /// <summary>free_frozen_pages / free_unref_page: the refcount is already zero; return the block.</summary>
+    public void FreeFrozenPages(int cpu, ulong pfn, int order)
+    {
+        FreePagesPrepare(pfn, order);
+        _counters.Add(cpu, VmEvent.Pgfree, 1L << order);
+        if (order == 0)
+        {
+            ref PerCpuPages pcp = ref _pcp[cpu];
+            Page(pfn)->LruNext = pcp.Head == 0 ? 0 : LruVaddr(pcp.Head);
+            pcp.Head = pfn;
+            Volatile.Write(ref pcp.Count, pcp.Count + 1);
+            if (pcp.Count >= pcp.High) FreePcppagesBulk(cpu, pcp.Batch);
+            return;
+        }
+        Spin.Lock(LockWord);
+        FreeOneBlock(pfn, order);
+        Spin.Unlock(LockWord);
+    }
+
+    /// <summary>drain_local_pages: return a CPU's pcp pages to the buddy lists.</summary>
+    public void DrainPcp(int cpu) => FreePcppagesBulk(cpu, _pcp[cpu].Count);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong RmqueuePcp(int cpu)
+    {
+        ref PerCpuPages pcp = ref _pcp[cpu];
+        if (pcp.Count == 0 && !RmqueueBulk(cpu, pcp.Batch)) return 0;
+        ulong pfn = pcp.Head;
+        ulong next = Page(pfn)->LruNext;
+        pcp.Head = next == 0 ? 0 : PfnOfLru(next);
+        Volatile.Write(ref pcp.Count, pcp.Count - 1);
+        return pfn;
+    }
+
+    /// <summary>rmqueue_bulk: move up to count order-0 pages from the buddy lists to the CPU's pcp list.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool RmqueueBulk(int cpu, int count)
+    {
+        ref PerCpuPages pcp = ref _pcp[cpu];
+        Spin.Lock(LockWord);
+        for (int i = 0; i < count; i++)
+        {
+            ulong pfn = RmqueueSmallest(0);
+            if (pfn == 0) break;
+            Page(pfn)->LruNext = pcp.Head == 0 ? 0 : LruVaddr(pcp.Head);
+            pcp.Head = pfn;
+            pcp.Count++;
+        }
+        Spin.Unlock(LockWord);
+        return pcp.Count > 0;
+    }
+
+    /// <summary>free_pcppages_bulk.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreePcppagesBulk(int cpu, int count)
+    {
+        ref PerCpuPages pcp = ref _pcp[cpu];
+        Spin.Lock(LockWord);
+        while (count-- > 0 && pcp.Count > 0)
+        {
+            ulong pfn = pcp.Head;
+            ulong next = Page(pfn)->LruNext;
+            pcp.Head = next == 0 ? 0 : PfnOfLru(next);
+            pcp.Count--;
+            FreeOneBlock(pfn, 0);
+        }
+        Spin.Unlock(LockWord);
+    }
+
+    private ulong RmqueueBuddy(int order)
+    {
+        Bug.On(order is < 0 or > MaxOrder, "alloc_pages order out of range");
+        Spin.Lock(LockWord);
+        ulong pfn = RmqueueSmallest(order);
+        Spin.Unlock(LockWord);
+        return pfn;
+    }
+
+    /// <summary>__rmqueue_smallest: the first non-empty list at or above order, split down by expand(). Zone lock held.</summary>
+    private ulong RmqueueSmallest(int order)
+    {
+        for (int current = order; current <= MaxOrder; current++)
+        {
+            ulong pfn = _freeArea[current].Head;
+            if (pfn == 0) continue;
+            DelFromFreeList(pfn, current);
+            // expand: hand the upper halves back, largest first.
+            for (int o = current; o > order; o--)
+            {
+                ulong buddy = pfn + (1UL << (o - 1));
+                AddToFreeList(buddy, o - 1);
+            }
+            return pfn;
+        }
+        return 0;
+    }
+
+    /// <summary>__free_one_page: merge with free buddies as far as possible. Zone lock held.</summary>
+    private void FreeOneBlock(ulong pfn, int order)
+    {
+        while (order < MaxOrder)
+        {
+            ulong buddy = pfn ^ (1UL << order);
+            if (buddy < _zoneStart || buddy + (1UL << order) > _zoneEnd) break;
+            Page* bp = Page(buddy);
+            if (bp->PageType != (PageTypes.Buddy << 24) || (int)bp->Private != order) break;
+            DelFromFreeList(buddy, order);
+            pfn &= buddy;
+            order++;
+        }
+        AddToFreeList(pfn, order);
+    }
+
+    private void AddToFreeList(ulong pfn, int order)
+    {
+        Page* p = Page(pfn);
+        Bug.On(p->PageType != PageTypes.NoType, "__SetPageBuddy on a page that has a type or mappings");
+        p->PageType = PageTypes.Buddy << 24;
+        p->Private = (ulong)order;
+        ref FreeArea area = ref _freeArea[order];
+        p->LruPrev = 0;
+        p->LruNext = area.Head == 0 ? 0 : LruVaddr(area.Head);
+        if (area.Head != 0) Page(area.Head)->LruPrev = LruVaddr(pfn);
+        area.Head = pfn;
+        area.NrFree++;
+        Volatile.Write(ref _buddyFreePages, _buddyFreePages + (1L << order));
+    }
+
+    private void DelFromFreeList(ulong pfn, int order)
+    {
+        Page* p = Page(pfn);
+        ref FreeArea area = ref _freeArea[order];
+        if (p->LruPrev != 0) Page(PfnOfLru(p->LruPrev))->LruNext = p->LruNext;
+        else area.Head = p->LruNext == 0 ? 0 : PfnOfLru(p->LruNext);
+        if (p->LruNext != 0) Page(PfnOfLru(p->LruNext))->LruPrev = p->LruPrev;
+        p->LruNext = p->LruPrev = 0;
+        p->PageType = PageTypes.NoType;
+        p->Private = 0;
+        area.NrFree--;
+        Volatile.Write(ref _buddyFreePages, _buddyFreePages - (1L << order));
+    }
+
+    /// <summary>The kernel virtual address of the page's lru list_head (what buddy_list.next holds).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong LruVaddr(ulong pfn) => _vmemmap.PageVaddr(pfn) + 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong PfnOfLru(ulong lruVaddr) => _vmemmap.PfnOfVaddr(lruVaddr - 8);
+
+    /// <summary>prep_new_page: check the expected free state, take the first reference, zero, build the compound page.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PrepNewPage(ulong pfn, int order, Gfp gfp)
+    {
+        Page* p = Page(pfn);
+        if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtPrep) != 0)
+            BadPage(pfn, "allocated page is not in the free state");
+        p->LruNext = 0;
+        p->RefCount = 1;
+        if ((gfp & Gfp.Zero) != 0)
+        {
+            if (order == 0) _phys.ClearFrame(pfn);
+            else NativeMemory.Clear(_phys.FrameAddress(pfn), (nuint)(Geometry.PageSize << order));
+        }
+        if (order > 0 && (gfp & Gfp.Comp) != 0) PrepCompoundPage(pfn, order);
+    }
+
+    /// <summary>prep_compound_page: PG_head on the head, compound_head on every tail, the order in page[1].</summary>
+    private void PrepCompoundPage(ulong pfn, int order)
+    {
+        Page* head = Page(pfn);
+        head->Flags |= 1UL << PG.Head;
+        ulong headVaddr = _vmemmap.PageVaddr(pfn);
+        for (ulong i = 1; i < (1UL << order); i++)
+            Page(pfn + i)->CompoundHead = headVaddr | 1;
+        byte* h = (byte*)head;
+        // folio_set_order: the order lives in the low byte of page[1].flags; _nr_pages after it.
+        *(ulong*)(h + FolioLayout.Flags1) = (ulong)order;
+        *(ulong*)(h + FolioLayout.NrPages) = 1UL << order;
+    }
+
+    /// <summary>free_pages_prepare: drop anon mapping, check for a bad page, clear the flags, undo the compound.</summary>
+    private void FreePagesPrepare(ulong pfn, int order)
+    {
+        Page* p = Page(pfn);
+        if ((p->Mapping & PageTypes.MappingFlags) != 0) p->Mapping = 0;
+        if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtFree) != 0)
+            BadPage(pfn, "freed page is still mapped, referenced or flagged");
+        if (order > 0 && (p->Flags & (1UL << PG.Head)) != 0)
+        {
+            for (ulong i = 1; i < (1UL << order); i++)
+            {
+                Page* t = Page(pfn + i);
+                // free_tail_page_prepare: page[1] and page[2] carry folio fields in the union words.
+                t->CompoundHead = 0;
+                t->LruPrev = 0;
+                t->Mapping = 0;
+                t->Index = 0;
+                t->Private = 0;
+                t->MapCount = -1;
+                t->Flags &= ~PG.CheckAtPrep;
+                if (t->RefCount != 0) BadPage(pfn + i, "tail page has a reference");
+            }
+        }
+        p->Flags &= ~PG.CheckAtPrep;
+        p->Private = 0;
+        p->Index = 0;
+        p->MemcgData = 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void BadPage(ulong pfn, string reason)
+    {
+        Page* p = Page(pfn);
+        Bug.Throw($"Bad page state: pfn {pfn:x}: {reason} (flags {p->Flags:x} mapping {p->Mapping:x} mapcount {p->MapCount} refcount {p->RefCount})");
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_pcp);
+        NativeMemory.AlignedFree(_zoneLock);
+    }
+}

@@ -1,0 +1,139 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace NativeMmu.Physical;
+
+/// <summary>
+/// struct page on x86-64 (CONFIG_MEMCG, no WANT_PAGE_VIRTUAL): 64 bytes at the offsets of
+/// include/linux/mm_types.h. Overlapping fields are the kernel's unions; ptdesc (page-table pages)
+/// and the folio tail fields overlay the same bytes.
+/// </summary>
+/// <remarks>
+/// Who writes what: <see cref="Flags"/> bits are set with Interlocked where a bit may change while
+/// the page is mapped (PG_locked, PG_anon_exclusive readers hold the PTL); <see cref="RefCount"/>
+/// and <see cref="MapCount"/> are atomic counters; the list words belong to whoever owns the free
+/// page (the zone lock for buddy lists, the owning CPU for its pcp list).
+/// </remarks>
+[StructLayout(LayoutKind.Explicit, Size = 64)]
+public struct Page
+{
+    public const int Size = 64;
+
+    /// <summary>flags: PG_* bits in the low bits (zone and node would sit in the high bits).</summary>
+    [FieldOffset(0)] public ulong Flags;
+
+    // The five-word union at offset 8.
+    /// <summary>lru.next / buddy_list.next / pcp_list.next: a kernel virtual address of a list_head.</summary>
+    [FieldOffset(8)] public ulong LruNext;
+    /// <summary>compound_head of a tail page: the head's struct page address | 1.</summary>
+    [FieldOffset(8)] public ulong CompoundHead;
+    /// <summary>lru.prev.</summary>
+    [FieldOffset(16)] public ulong LruPrev;
+    /// <summary>ptdesc pmd_huge_pte: the PTE table deposited under a PMD-mapped THP.</summary>
+    [FieldOffset(16)] public ulong PmdHugePte;
+    /// <summary>mapping: the anon_vma with FOLIO_MAPPING_ANON (bit 0) set for anonymous pages.</summary>
+    [FieldOffset(24)] public ulong Mapping;
+    /// <summary>index: the page offset within the mapping.</summary>
+    [FieldOffset(32)] public ulong Index;
+    /// <summary>ptdesc pt_mm (x86 PGD pages) / pt_frag_refcount and friends.</summary>
+    [FieldOffset(32)] public ulong PtMm;
+    /// <summary>private: the buddy order while free, the swap entry in swap cache.</summary>
+    [FieldOffset(40)] public ulong Private;
+    /// <summary>ptdesc ptl: the split page-table lock, a 4-byte spinlock embedded in the page.</summary>
+    [FieldOffset(40)] public int Ptl;
+    /// <summary>_mapcount: starts at -1 (unmapped).</summary>
+    [FieldOffset(48)] public int MapCount;
+    /// <summary>page_type: PGTY_* in the top byte for typed pages (buddy, table, ...).</summary>
+    [FieldOffset(48)] public uint PageType;
+    /// <summary>_refcount.</summary>
+    [FieldOffset(52)] public int RefCount;
+    /// <summary>memcg_data.</summary>
+    [FieldOffset(56)] public ulong MemcgData;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly bool TestFlag(int bit) => (Flags & (1UL << bit)) != 0;
+}
+
+/// <summary>enum pageflags (include/linux/page-flags.h, ~6.15): the bit number is the enum value.</summary>
+public static class PG
+{
+    public const int Locked = 0;
+    public const int Writeback = 1;
+    public const int Referenced = 2;
+    public const int Uptodate = 3;
+    public const int Dirty = 4;
+    public const int Lru = 5;
+    public const int Head = 6;
+    public const int Waiters = 7;
+    public const int Active = 8;
+    public const int Workingset = 9;
+    public const int OwnerPriv1 = 10;
+    public const int Owner2 = 11;
+    public const int Arch1 = 12;
+    public const int Reserved = 13;
+    public const int Private = 14;
+    public const int Private2 = 15;
+    public const int Reclaim = 16;
+    public const int Swapbacked = 17;
+    public const int Unevictable = 18;
+    public const int Dropbehind = 19;
+    public const int Mlocked = 20;
+    public const int Hwpoison = 21;
+
+    /// <summary>PG_swapcache = PG_owner_priv_1.</summary>
+    public const int Swapcache = OwnerPriv1;
+    /// <summary>PG_anon_exclusive = PG_owner_2: per page, may be set on tail pages.</summary>
+    public const int AnonExclusive = Owner2;
+    /// <summary>PG_vmemmap_self_hosted = PG_owner_priv_1.</summary>
+    public const int VmemmapSelfHosted = OwnerPriv1;
+    // Flags kept in page[1] of a large folio.
+    public const int HasHwpoisoned = Active;
+    public const int LargeRmappable = Workingset;
+    public const int PartiallyMapped = Reclaim;
+
+    /// <summary>PAGE_FLAGS_CHECK_AT_FREE (the subset this emulator uses): must be clear when a page is freed.</summary>
+    public const ulong CheckAtFree = (1UL << Locked) | (1UL << Writeback) | (1UL << Lru) | (1UL << Active)
+        | (1UL << Unevictable) | (1UL << Mlocked) | (1UL << Reserved) | (1UL << Private) | (1UL << Private2);
+    /// <summary>PAGE_FLAGS_CHECK_AT_PREP: everything below the zone/node fields is clear on a new page.</summary>
+    public const ulong CheckAtPrep = (1UL << 24) - 1;
+}
+
+/// <summary>The page_type values (top byte of page_type) and the folio mapping flags.</summary>
+public static class PageTypes
+{
+    public const uint Buddy = 0xf0;
+    public const uint Offline = 0xf1;
+    public const uint Table = 0xf2;
+    public const uint Guard = 0xf3;
+    public const uint Hugetlb = 0xf4;
+    public const uint Slab = 0xf5;
+    public const uint Zsmalloc = 0xf6;
+    public const uint Unaccepted = 0xf7;
+    public const uint LargeKmalloc = 0xf8;
+    /// <summary>A page with no type: page_type == UINT_MAX (_mapcount == -1).</summary>
+    public const uint NoType = uint.MaxValue;
+
+    /// <summary>FOLIO_MAPPING_ANON.</summary>
+    public const ulong MappingAnon = 1;
+    public const ulong MappingKsm = 2;
+    public const ulong MappingFlags = 3;
+}
+
+/// <summary>Offsets of the large-folio fields in page[1] and page[2], from the folio's head (mm_types.h, 6.15+).</summary>
+public static class FolioLayout
+{
+    public const int Flags1 = 64;
+    public const int Head1 = 72;
+    public const int LargeMapcount = 80;
+    public const int NrPagesMapped = 84;
+    public const int EntireMapcount = 88;
+    public const int Pincount = 92;
+    public const int MmIdMapcount = 96;
+    public const int MmIds = 104;
+    public const int Mapcount1 = 112;
+    public const int Refcount1 = 116;
+    public const int NrPages = 120;
+    public const int Flags2 = 128;
+    public const int Head2 = 136;
+    public const int DeferredList = 144;
+}

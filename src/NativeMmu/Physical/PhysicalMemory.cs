@@ -1,0 +1,66 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeMmu.Arch.X86;
+
+namespace NativeMmu.Physical;
+
+/// <summary>
+/// The emulated machine's physical memory: one NativeMemory arena of 4 KiB frames. It is the only
+/// owner of the native allocation; everyone else reaches frames through <see cref="FrameAddress"/>.
+/// </summary>
+public sealed unsafe partial class PhysicalMemory : IDisposable
+{
+    private byte* _base;
+
+    public PhysicalMemory(ulong bytes)
+    {
+        if (bytes < 16 * Geometry.PmdSize || (bytes & (Geometry.PmdSize - 1)) != 0)
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "the arena must be a multiple of 2 MiB and at least 32 MiB");
+        Bytes = bytes;
+        Frames = bytes >> Geometry.PageShift;
+        _base = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, (nuint)Geometry.PmdSize);
+        if (OperatingSystem.IsLinux())
+        {
+            // The kernel's direct map uses large pages; ask the host for the same so the arena costs
+            // the emulator few host TLB misses. Advisory: failure changes nothing but speed.
+            _ = madvise(_base, (nuint)bytes, MadvHugepage);
+        }
+    }
+
+    public ulong Bytes { get; }
+    /// <summary>Number of 4 KiB frames (max_pfn).</summary>
+    public ulong Frames { get; }
+    public byte* Base => _base;
+
+    /// <summary>__va(pfn &lt;&lt; PAGE_SHIFT): the host address of a frame.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* FrameAddress(ulong pfn) => _base + (pfn << Geometry.PageShift);
+
+    /// <summary>The frame as a span of bytes.</summary>
+    public Span<byte> Frame(ulong pfn)
+    {
+        if (pfn >= Frames) throw new ArgumentOutOfRangeException(nameof(pfn));
+        return new Span<byte>(FrameAddress(pfn), (int)Geometry.PageSize);
+    }
+
+    /// <summary>clear_page.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ClearFrame(ulong pfn) => NativeMemory.Clear(FrameAddress(pfn), (nuint)Geometry.PageSize);
+
+    /// <summary>copy_page.</summary>
+    public void CopyFrame(ulong dstPfn, ulong srcPfn) => Buffer.MemoryCopy(FrameAddress(srcPfn), FrameAddress(dstPfn), Geometry.PageSize, Geometry.PageSize);
+
+    public void Dispose()
+    {
+        if (_base != null)
+        {
+            NativeMemory.AlignedFree(_base);
+            _base = null;
+        }
+    }
+
+    private const int MadvHugepage = 14;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int madvise(void* addr, nuint length, int advice);
+}

@@ -1,0 +1,174 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Physical;
+
+/// <summary>
+/// The vmemmap: the array of struct page at VMEMMAP_START, stored in arena frames and mapped by the
+/// kernel's own page table (init_mm), with 2 MiB leaves as vmemmap_populate_hugepages builds it.
+/// pfn_to_page is VMEMMAP_START + pfn * 64 translated through those tables; the translations are
+/// cached per vmemmap page, like the CPU's TLB caches them, and dropped by <see cref="FlushKernelRange"/>
+/// (flush_tlb_kernel_range) when a vmemmap mapping changes.
+/// </summary>
+public sealed unsafe class Vmemmap : IDisposable
+{
+    public const ulong VmemmapStart4Level = 0xffff_ea00_0000_0000;
+    public const ulong VmemmapStart5Level = 0xffd4_0000_0000_0000;
+    /// <summary>struct pages per vmemmap page: 4096 / 64.</summary>
+    public const int PagesPerVmemmapPage = (int)(Geometry.PageSize / Page.Size);
+
+    private readonly PhysicalMemory _phys;
+    private readonly PagingMode _mode;
+    // Host address of each vmemmap page, filled from the kernel page table on first use.
+    private byte** _cache;
+    private readonly ulong _cachePages;
+
+    /// <summary>Builds the vmemmap and the kernel page table that maps it, taking frames from <paramref name="boot"/>.</summary>
+    internal Vmemmap(PhysicalMemory phys, PagingMode mode, BootAllocator boot)
+    {
+        _phys = phys;
+        _mode = mode;
+        Start = mode.L5Enabled ? VmemmapStart5Level : VmemmapStart4Level;
+        ulong bytes = phys.Frames * Page.Size;
+        ulong mapped = (bytes + Geometry.PmdSize - 1) & Geometry.PmdMask;
+        _cachePages = mapped >> Geometry.PageShift;
+
+        // The struct pages themselves, in 2 MiB physically contiguous blocks.
+        ulong firstPfn = boot.Allocate(mapped >> Geometry.PageShift, alignFrames: Geometry.HPagePmdNr);
+        FirstFramePfn = firstPfn;
+        FrameCount = mapped >> Geometry.PageShift;
+
+        // init_mm's tables: PGD (+P4D with LA57), PUD, PMD tables with PSE leaves.
+        PgdPfn = boot.Allocate(1);
+        ulong* pgd = (ulong*)phys.FrameAddress(PgdPfn);
+        for (ulong off = 0; off < mapped; off += Geometry.PmdSize)
+        {
+            ulong va = Start + off;
+            ulong* pmdp = WalkAlloc(pgd, va, boot);
+            ulong leafPfn = firstPfn + (off >> Geometry.PageShift);
+            Volatile.Write(ref *pmdp, Pmd.PfnPmd(leafPfn, PgProt.PageKernelLarge).Value);
+        }
+
+        _cache = (byte**)NativeMemory.AllocZeroed((nuint)(_cachePages * (ulong)sizeof(byte*)));
+        // Every struct page starts as the kernel's memmap_init leaves it: _mapcount -1, no refs.
+        byte* first = phys.FrameAddress(firstPfn);
+        for (ulong pfn = 0; pfn < phys.Frames; pfn++)
+            ((Page*)first)[pfn].MapCount = -1;
+    }
+
+    /// <summary>VMEMMAP_START.</summary>
+    public ulong Start { get; }
+    /// <summary>The PGD frame of init_mm (the kernel's page table).</summary>
+    public ulong PgdPfn { get; }
+    public ulong FirstFramePfn { get; }
+    public ulong FrameCount { get; }
+    public PagingMode Mode => _mode;
+
+    /// <summary>The kernel virtual address of struct page for pfn.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong PageVaddr(ulong pfn) => Start + pfn * Page.Size;
+
+    /// <summary>page_to_pfn for a kernel virtual address of a struct page (or of a field inside it).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong PfnOfVaddr(ulong vaddr) => (vaddr - Start) / Page.Size;
+
+    /// <summary>pfn_to_page: the struct page of pfn, through the vmemmap mapping.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Page* PfnToPage(ulong pfn)
+    {
+        byte* host = _cache[pfn / PagesPerVmemmapPage];
+        if (host == null) host = Translate(pfn / PagesPerVmemmapPage);
+        return (Page*)(host + (pfn % PagesPerVmemmapPage) * Page.Size);
+    }
+
+    /// <summary>flush_tlb_kernel_range over vmemmap addresses: forget cached translations.</summary>
+    public void FlushKernelRange(ulong start, ulong end)
+    {
+        ulong first = (start - Start) >> Geometry.PageShift;
+        ulong last = Math.Min((end - Start + Geometry.PageSize - 1) >> Geometry.PageShift, _cachePages);
+        for (ulong i = first; i < last; i++) Volatile.Write(ref *(nint*)&_cache[i], 0);
+    }
+
+    /// <summary>Walks init_mm's tables for one vmemmap page, as the MMU would, and caches the result.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* Translate(ulong vmemmapPage)
+    {
+        Bug.On(vmemmapPage >= _cachePages, $"pfn_to_page beyond the vmemmap (vmemmap page {vmemmapPage})");
+        ulong va = Start + (vmemmapPage << Geometry.PageShift);
+        ulong* table = (ulong*)_phys.FrameAddress(PgdPfn);
+        ulong entry = Volatile.Read(ref table[_mode.PgdIndex(va)]);
+        if (_mode.L5Enabled)
+        {
+            Bug.On((entry & PageTableBits.Present) == 0, "vmemmap: PGD entry not present");
+            table = (ulong*)_phys.FrameAddress(new Pgd(entry).Pfn);
+            entry = Volatile.Read(ref table[Geometry.P4dIndex(va)]);
+        }
+        Bug.On((entry & PageTableBits.Present) == 0, "vmemmap: P4D entry not present");
+        table = (ulong*)_phys.FrameAddress(new P4d(entry).Pfn);
+        var pud = new Pud(Volatile.Read(ref table[Geometry.PudIndex(va)]));
+        Bug.On(!pud.Present || pud.Leaf, "vmemmap: PUD entry not a table");
+        table = (ulong*)_phys.FrameAddress(pud.Pfn);
+        var pmd = new Pmd(Volatile.Read(ref table[Geometry.PmdIndex(va)]));
+        Bug.On((pmd.Value & PageTableBits.Present) == 0, "vmemmap: PMD entry not present");
+        ulong pfn;
+        if (pmd.Leaf)
+        {
+            pfn = pmd.Pfn + (ulong)Geometry.PteIndex(va);
+        }
+        else
+        {
+            table = (ulong*)_phys.FrameAddress(pmd.Pfn);
+            var pte = new Pte(Volatile.Read(ref table[Geometry.PteIndex(va)]));
+            Bug.On((pte.Value & PageTableBits.Present) == 0, "vmemmap: PTE not present");
+            pfn = pte.Pfn;
+        }
+        byte* host = _phys.FrameAddress(pfn);
+        _cache[vmemmapPage] = host;
+        return host;
+    }
+
+    private ulong* WalkAlloc(ulong* pgd, ulong va, BootAllocator boot)
+    {
+        ulong* table = pgd;
+        ulong* slot = &table[_mode.PgdIndex(va)];
+        if (_mode.L5Enabled)
+        {
+            if (*slot == 0) *slot = Pgd.MkKernelTable(boot.Allocate(1)).Value;
+            table = (ulong*)_phys.FrameAddress(new Pgd(*slot).Pfn);
+            slot = &table[Geometry.P4dIndex(va)];
+        }
+        if (*slot == 0) *slot = P4d.MkKernelTable(boot.Allocate(1)).Value;
+        table = (ulong*)_phys.FrameAddress(new P4d(*slot).Pfn);
+        slot = &table[Geometry.PudIndex(va)];
+        if (*slot == 0) *slot = Pud.MkKernelTable(boot.Allocate(1)).Value;
+        table = (ulong*)_phys.FrameAddress(new Pud(*slot).Pfn);
+        return &table[Geometry.PmdIndex(va)];
+    }
+
+    public void Dispose()
+    {
+        if (_cache != null)
+        {
+            NativeMemory.Free(_cache);
+            _cache = null;
+        }
+    }
+}
+
+/// <summary>memblock: the boot-time bump allocator that hands out frames before the buddy allocator exists.</summary>
+internal sealed unsafe class BootAllocator(PhysicalMemory phys, ulong firstPfn)
+{
+    public ulong Next { get; private set; } = firstPfn;
+
+    /// <summary>Allocates zeroed, physically contiguous frames.</summary>
+    public ulong Allocate(ulong frames, ulong alignFrames = 1)
+    {
+        ulong pfn = (Next + alignFrames - 1) / alignFrames * alignFrames;
+        if (pfn + frames > phys.Frames) throw new InvalidOperationException("the arena is too small for the boot-time allocations");
+        Next = pfn + frames;
+        NativeMemory.Clear(phys.FrameAddress(pfn), (nuint)(frames << Geometry.PageShift));
+        return pfn;
+    }
+}

@@ -1,0 +1,63 @@
+using System.Runtime.CompilerServices;
+
+namespace NativeMmu.Sync;
+
+/// <summary>
+/// spinlock_t as a 4-byte word in memory (0 free, 1 held), so it can live where the kernel embeds
+/// it: the ptl of a page-table page's struct page, a zone, an mm. Acquire is a CAS (full fence on
+/// x86); release is a Volatile store, the release half of the protocol.
+/// </summary>
+public static unsafe class Spin
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Lock(int* word)
+    {
+        if (Interlocked.CompareExchange(ref *word, 1, 0) != 0)
+            LockSlow(word);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryLock(int* word) => Interlocked.CompareExchange(ref *word, 1, 0) == 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Unlock(int* word)
+    {
+        Bug.On(Volatile.Read(ref *word) == 0, "spin_unlock of a lock that is not held");
+        Volatile.Write(ref *word, 0);
+    }
+
+    public static bool IsLocked(int* word) => Volatile.Read(ref *word) != 0;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void LockSlow(int* word)
+    {
+        // More emulated CPUs than host cores is normal, so spin politely: SpinWait yields the
+        // host CPU after a few rounds, which lets a preempted holder run and release.
+        var spin = new SpinWait();
+        do
+        {
+            while (Volatile.Read(ref *word) != 0)
+                spin.SpinOnce(sleep1Threshold: -1);
+        }
+        while (Interlocked.CompareExchange(ref *word, 1, 0) != 0);
+    }
+}
+
+/// <summary>The kernel's BUG_ON / VM_BUG_ON: a broken invariant inside the emulator.</summary>
+public static class Bug
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void On(bool condition, string invariant)
+    {
+        if (condition) Throw(invariant);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static void Throw(string invariant) => throw new KernelBugException(invariant);
+}
+
+/// <summary>Thrown where the kernel would BUG(): an emulator invariant is broken. The message names it.</summary>
+public sealed class KernelBugException(string invariant) : Exception("kernel BUG: " + invariant)
+{
+    public string Invariant { get; } = invariant;
+}
