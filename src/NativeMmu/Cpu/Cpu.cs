@@ -302,6 +302,7 @@ public sealed unsafe partial class Cpu : IDisposable
     private byte* Walk(ulong va, bool write, out X86PfError error)
     {
         MmContext mm = LoadedMm ?? throw new InvalidOperationException($"CPU {Id} has no mm loaded");
+        if (mm.IsDead) throw new InvalidOperationException($"CPU {Id} runs an mm that has exited");
         error = write ? X86PfError.Write : X86PfError.None;
         if (!IsCanonicalUser(va)) { error |= X86PfError.Prot; return null; }
     restart:

@@ -168,4 +168,7 @@ public class MmContext
     internal ulong CpuMask;
     /// <summary>tlb_flush_pending: a flush is batched but not yet done (mmu_gather in progress).</summary>
     internal int TlbFlushPending;
+    /// <summary>Set once the address space is torn down: its tables may no longer be walked.</summary>
+    internal int Dead;
+    public bool IsDead => Volatile.Read(ref Dead) != 0;
 }

@@ -28,7 +28,6 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     private readonly int* _pageTableLock;
     // mm->pgtables_bytes: atomic, as mm_inc_nr_ptes and friends update it.
     private long _pgtablesBytes;
-    private int _dead;
 
     public MmStruct(Machine machine)
     {
@@ -68,7 +67,6 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     internal long MinFlt;
 
     internal int* PageTableLock => _pageTableLock;
-    public bool IsDead => Volatile.Read(ref _dead) != 0;
 
     /// <summary>mm_pgtables_bytes: what VmPTE reports.</summary>
     public long PgtablesBytes => Volatile.Read(ref _pgtablesBytes);
@@ -99,7 +97,7 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     }
 
     /// <summary>Marks the address space gone: a CPU that still has it loaded may not walk it again.</summary>
-    internal void MarkDead() => Volatile.Write(ref _dead, 1);
+    internal void MarkDead() => Volatile.Write(ref Dead, 1);
 
     public void Dispose()
     {

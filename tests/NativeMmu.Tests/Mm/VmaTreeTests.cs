@@ -5,7 +5,18 @@ namespace NativeMmu.Tests.Mm;
 public class VmaTreeTests
 {
     private const ulong Page = 0x1000;
-    private readonly MmStruct _mm = new();
+    private Kernel _kernel = null!;
+    private MmStruct _mm = null!;
+
+    [OneTimeSetUp]
+    public void BootKernel()
+    {
+        _kernel = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 1 });
+        _mm = _kernel.CreateProcess().Mm;
+    }
+
+    [OneTimeTearDown]
+    public void ShutDownKernel() => _kernel.Dispose();
 
     private Vma NewVma(ulong startPage, ulong endPage) =>
         new(_mm, startPage * Page, endPage * Page, VmFlags.Read | VmFlags.Write);

@@ -1,0 +1,138 @@
+using NativeMmu.Cpu;
+using NativeMmu.Mm;
+using NativeMmu.Physical;
+
+namespace NativeMmu;
+
+/// <summary>
+/// The emulated kernel: a booted <see cref="Machine"/> with the page-fault handler installed, and the
+/// processes running on it. Threads attach to CPUs (<see cref="AttachCpu"/>) to touch user memory.
+/// </summary>
+public sealed class Kernel : IDisposable
+{
+    private int _nextPid = 1;
+    private readonly List<Process> _processes = [];
+
+    public Kernel(KernelConfig? config = null)
+    {
+        Config = config ?? new KernelConfig();
+        Machine = new Machine(Config) { FaultHandler = new PageFaultHandler() };
+    }
+
+    public KernelConfig Config { get; }
+    public Machine Machine { get; }
+
+    /// <summary>Binds a free emulated CPU to the calling thread until it is disposed.</summary>
+    public Cpu.Cpu AttachCpu() => Machine.AttachCpu();
+
+    /// <summary>A new process with an empty address space.</summary>
+    public Process CreateProcess(string name = "nativemmu")
+    {
+        var p = new Process(this, Interlocked.Increment(ref _nextPid) - 1, name, new MmStruct(Machine));
+        lock (_processes) _processes.Add(p);
+        return p;
+    }
+
+    internal void Reap(Process p)
+    {
+        lock (_processes) _processes.Remove(p);
+    }
+
+    /// <summary>Frames on the free lists (buddy and per-CPU).</summary>
+    public long FreeFrames => Machine.Allocator.FreeFrames;
+    /// <summary>Frames the page allocator manages (everything but the boot-time reservations).</summary>
+    public long ManagedFrames => (long)Machine.Allocator.ManagedPages;
+
+    /// <summary>A /proc/vmstat counter by its kernel name (e.g. "pgfault").</summary>
+    public long VmstatValue(string name) => Stats.Vmstat(Machine).First(kv => kv.Key == name).Value;
+
+    /// <summary>/proc/vmstat text for the counters this kernel keeps.</summary>
+    public string ProcVmstat() => Stats.RenderVmstat(Machine);
+
+    public void Dispose()
+    {
+        Process[] left;
+        lock (_processes) left = [.. _processes];
+        foreach (Process p in left) p.Exit();
+        Machine.Dispose();
+    }
+}
+
+/// <summary>A task with its own mm: the system-call surface of one emulated process.</summary>
+public sealed class Process
+{
+    internal Process(Kernel kernel, int pid, string name, MmStruct mm)
+    {
+        Kernel = kernel;
+        Pid = pid;
+        Name = name;
+        Mm = mm;
+    }
+
+    public Kernel Kernel { get; }
+    public int Pid { get; }
+    public string Name { get; }
+    public MmStruct Mm { get; }
+    public bool Exited { get; private set; }
+
+    /// <summary>mmap(2); returns errno, the mapped address in <paramref name="mapped"/>.</summary>
+    public Errno Mmap(ulong addr, ulong length, Prot prot, MapFlags flags, out ulong mapped)
+    {
+        using CpuScope s = Kernel.Machine.EnterCpu();
+        return Mmap_(s.Cpu, addr, length, prot, flags, out mapped);
+    }
+
+    private Errno Mmap_(Cpu.Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, out ulong mapped)
+        => NativeMmu.Mm.Mmap.DoMmap(cpu, Mm, addr, length, prot, flags, out mapped);
+
+    /// <summary>mmap(NULL, length, prot, MAP_PRIVATE|MAP_ANONYMOUS|extra) that throws on failure.</summary>
+    public ulong Mmap(ulong length, Prot prot = Prot.ReadWrite, MapFlags extra = MapFlags.None)
+    {
+        Errno e = Mmap(0, length, prot, MapFlags.Private | MapFlags.Anonymous | extra, out ulong addr);
+        return e == Errno.Success ? addr : throw new ErrnoException(e, "mmap");
+    }
+
+    /// <summary>munmap(2).</summary>
+    public Errno Munmap(ulong addr, ulong length)
+    {
+        using CpuScope s = Kernel.Machine.EnterCpu();
+        return NativeMmu.Mm.Mmap.DoMunmap(s.Cpu, Mm, addr, length);
+    }
+
+    /// <summary>mprotect(2).</summary>
+    public Errno Mprotect(ulong addr, ulong length, Prot prot)
+    {
+        using CpuScope s = Kernel.Machine.EnterCpu();
+        return NativeMmu.Mm.Mmap.DoMprotect(s.Cpu, Mm, addr, length, prot);
+    }
+
+    /// <summary>madvise(2).</summary>
+    public Errno Madvise(ulong addr, ulong length, Advice advice)
+    {
+        using CpuScope s = Kernel.Machine.EnterCpu();
+        return NativeMmu.Mm.Mmap.DoMadvise(s.Cpu, Mm, addr, length, advice);
+    }
+
+    /// <summary>Runs the calling thread's CPU in this process (switch_mm).</summary>
+    public void Enter(Cpu.Cpu cpu) => cpu.SwitchMm(Mm);
+
+    /// <summary>exit: tear the address space down; every frame goes back to the allocator.</summary>
+    public void Exit()
+    {
+        if (Exited) return;
+        Exited = true;
+        using (CpuScope s = Kernel.Machine.EnterCpu())
+        {
+            if (ReferenceEquals(s.Cpu.LoadedMm, Mm)) s.Cpu.SwitchMm(null);
+            NativeMmu.Mm.Mmap.ExitMmap(s.Cpu, Mm);
+        }
+        Mm.Dispose();
+        Kernel.Reap(this);
+    }
+
+    /// <summary>/proc/PID/status (the memory lines).</summary>
+    public string ProcStatus() => Stats.RenderStatus(this);
+
+    /// <summary>/proc/PID/maps.</summary>
+    public string ProcMaps() => Stats.RenderMaps(Mm);
+}
