@@ -270,7 +270,7 @@ public sealed unsafe partial class Cpu : IDisposable
     /// <summary>Delivers #PF to the kernel. A fault that never resolves is a kernel bug, not a hang.</summary>
     private FaultResult RaisePageFault(ulong address, X86PfError error, int attempt)
     {
-        Bug.On(attempt > 10_000, $"page fault at {address:x} (error {error}) retried 10000 times without progress");
+        Bug.On(attempt > 10_000, "page fault at {0:x} (error {1}) retried 10000 times without progress", address, error);
         IPageFaultHandler handler = Machine.FaultHandler ?? throw new InvalidOperationException("no page-fault handler is installed");
         return handler.HandleUserFault(this, address, error | X86PfError.User);
     }
@@ -301,13 +301,13 @@ public sealed unsafe partial class Cpu : IDisposable
     /// </summary>
     private byte* Walk(ulong va, bool write, out X86PfError error)
     {
-        MmContext mm = LoadedMm ?? throw new InvalidOperationException($"CPU {Id} has no mm loaded");
-        if (mm.IsDead) throw new InvalidOperationException($"CPU {Id} runs an mm that has exited");
+        MmContext? mm = LoadedMm;
+        if (mm is null || mm.IsDead) ThrowNoMm();
         error = write ? X86PfError.Write : X86PfError.None;
         if (!IsCanonicalUser(va)) { error |= X86PfError.Prot; return null; }
     restart:
         bool writable = true;
-        ulong* table = (ulong*)_phys.FrameAddress(mm.PgdPfn);
+        ulong* table = (ulong*)_phys.FrameAddress(mm!.PgdPfn);
         ulong* slot = table + _paging.PgdIndex(va);
         ulong entry;
         if (_paging.L5Enabled)
@@ -351,7 +351,7 @@ public sealed unsafe partial class Cpu : IDisposable
         if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
         if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
         ulong pfn = (entry & PageTableBits.PtePfnMask) >> Geometry.PageShift;
-        Bug.On(pfn >= _phys.Frames, $"PTE {entry:x16} for {va:x} points beyond physical memory");
+        Bug.On(pfn >= _phys.Frames, "PTE {0:x16} for {1:x} points beyond physical memory", entry, va);
         byte* host = _phys.FrameAddress(pfn);
         TlbEntry* e = _tlb + ((va >> Geometry.PageShift) & _tlbMask);
         e->Tag = ((va >> Geometry.PageShift) << 16) | _gen;
@@ -360,6 +360,10 @@ public sealed unsafe partial class Cpu : IDisposable
         e->Perm = TlbRead | (writable && (entry & PageTableBits.Rw) != 0 && (entry & PageTableBits.Dirty) != 0 ? TlbWrite : 0);
         return host + (va & (Geometry.PageSize - 1));
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNoMm() => throw new InvalidOperationException(
+        LoadedMm is null ? $"CPU {Id} has no mm loaded (Process.Enter)" : $"CPU {Id} runs an mm that has exited");
 
     private bool IsCanonicalUser(ulong va) => va <= _paging.TaskSizeMax + Geometry.PageSize - 1;
 
@@ -379,7 +383,7 @@ public sealed unsafe partial class Cpu : IDisposable
     private bool RejectTable(ulong entry, ref X86PfError error)
     {
         if ((entry & PageTableBits.User) == 0) { error |= X86PfError.Prot; return true; }
-        Bug.On(((entry & PageTableBits.PtePfnMask) >> Geometry.PageShift) >= _phys.Frames, $"paging-structure entry {entry:x16} points beyond physical memory");
+        Bug.On(((entry & PageTableBits.PtePfnMask) >> Geometry.PageShift) >= _phys.Frames, "paging-structure entry {0:x16} points beyond physical memory", entry);
         return false;
     }
 
@@ -404,11 +408,18 @@ public sealed unsafe partial class Cpu : IDisposable
     // Access boundaries and the shootdown mailbox
     // ------------------------------------------------------------------------------------------
 
-    /// <summary>Start of an access: odd sequence (a locked op, so the mailbox read below cannot pass it), then drain.</summary>
+    /// <summary>
+    /// Start of an access: odd sequence, then drain the mailbox. No fence here: the store may still sit
+    /// in this CPU's store buffer when the mailbox is read, so a flusher first posts, then runs a
+    /// process-wide barrier (membarrier), which drains every CPU's store buffer, then reads the sequence.
+    /// Either the flusher sees the odd sequence and waits, or this CPU's read sees the posted flush.
+    /// Volatile accesses are not reordered with each other by the JIT, only by the hardware, which is
+    /// what the barrier covers (the runtime's own GC suspension relies on the same pairing).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EnterAccess()
     {
-        Interlocked.Increment(ref _shared[0]);
+        Volatile.Write(ref _shared[0], _shared[0] + 1);
         if (Volatile.Read(ref _shared[9]) != 0) DrainMailbox();
     }
 

@@ -24,7 +24,9 @@ public static class TlbFlush
         self.Machine.Counters.Add(self.Id, VmEvent.NrTlbRemoteFlush);
         for (ulong m = others; m != 0; m &= m - 1)
             cpus[System.Numerics.BitOperations.TrailingZeroCount(m)].PostFlush(start, end);
-        Interlocked.MemoryBarrier();
+        // The other half of Cpu.EnterAccess's unfenced protocol: after this, every CPU has either
+        // published its odd sequence or will read the flush just posted.
+        Interlocked.MemoryBarrierProcessWide();
         for (ulong m = others; m != 0; m &= m - 1)
         {
             Cpu target = cpus[System.Numerics.BitOperations.TrailingZeroCount(m)];

@@ -76,7 +76,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     public FaultResult HandleUserFault(Cpu.Cpu cpu, ulong address, X86PfError error)
     {
         MmStruct mm = Unsafe.As<MmStruct>(cpu.LoadedMm!);
-        Bug.On((error & X86PfError.Rsvd) != 0, $"pgtable_bad: reserved bit set in a paging entry for {address:x}");
+        Bug.On((error & X86PfError.Rsvd) != 0, "pgtable_bad: reserved bit set in a paging entry for {0:x}", address);
         if (address >= mm.TaskSize) return FaultResult.SegvMaperr; // a user access to kernel space
 
         FaultFlags flags = FaultFlags.User | FaultFlags.AllowRetry | FaultFlags.Killable;
@@ -118,11 +118,8 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     {
         VmFaultT ret = Memory.HandleMmFaultInner(cpu, vma, address, flags);
         // mm_account_fault: every fault but a retried one counts, failed ones included.
-        if ((ret & VmFaultT.Retry) == 0)
-        {
-            vma.Mm.Machine.Counters.Add(cpu.Id, VmEvent.Pgfault);
-            if ((ret & VmFaultT.Error) == 0) vma.Mm.MinFlt++;
-        }
+        // (min_flt is per task in the kernel; a shared per-mm count would bounce between CPUs.)
+        if ((ret & VmFaultT.Retry) == 0) vma.Mm.Machine.Counters.Add(cpu.Id, VmEvent.Pgfault);
         return ret;
     }
 }

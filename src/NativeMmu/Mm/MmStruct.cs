@@ -63,8 +63,6 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     public long HiwaterVm { get; internal set; }
     /// <summary>hiwater_rss (VmHWM), updated by update_hiwater_rss.</summary>
     public long HiwaterRss { get; private set; }
-    /// <summary>Minor faults taken in this mm (min_flt).</summary>
-    internal long MinFlt;
 
     internal int* PageTableLock => _pageTableLock;
 

@@ -125,8 +125,8 @@ internal static unsafe class PgTable
     public static void FreeTable(Cpu.Cpu cpu, Machine m, ulong pfn)
     {
         Page* p = m.Vmemmap.PfnToPage(pfn);
-        Bug.On(p->PageType != PageTypes.Table << 24, $"freeing page {pfn:x} as a page table, but it is not one");
-        Bug.On(p->Ptl != 0, $"freeing page table {pfn:x} while its lock is held");
+        Bug.On(p->PageType != PageTypes.Table << 24, "freeing page {0:x} as a page table, but it is not one", pfn);
+        Bug.On(p->Ptl != 0, "freeing page table {0:x} while its lock is held", pfn);
         p->PageType = PageTypes.NoType;
         p->PtMm = 0;
         m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, -1);

@@ -32,7 +32,7 @@ internal static unsafe class Rmap
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
         int after = Interlocked.Decrement(ref page->MapCount);
-        Bug.On(after < -1, $"page {pfn:x}: mapcount underflow");
+        Bug.On(after < -1, "page {0:x}: mapcount underflow", pfn);
         if (after == -1) m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -1);
     }
 

@@ -118,7 +118,7 @@ internal static unsafe class Zap
         {
             ulong ptent = PgTable.Get(pte);
             if (new Pte(ptent).None) continue;
-            Bug.On(!new Pte(ptent).Present, $"zap_nonpresent_ptes: entry {ptent:x16} at {addr:x}, and this kernel has no swap");
+            Bug.On(!new Pte(ptent).Present, "zap_nonpresent_ptes: entry {0:x16} at {1:x}, and this kernel has no swap", ptent, addr);
             // ptep_get_and_clear_full: a dying mm has no walkers left, so a plain clear will do.
             if (tlb.FullMm) PgTable.Set(pte, 0);
             else ptent = PgTable.GetAndClear(pte);

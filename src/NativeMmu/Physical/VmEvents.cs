@@ -46,23 +46,24 @@ public enum VmStat
 /// </summary>
 public sealed class PerCpuCounters
 {
-    // One 128-byte-aligned row per CPU so no two CPUs share a cache line.
+    // One 256-byte row per CPU, starting one row in, so no CPU's row shares a line with another's
+    // or with the array header every reader touches.
     private const int RowLongs = 32;
     private readonly long[] _slots;
 
     public PerCpuCounters(int cpus)
     {
         Cpus = cpus;
-        _slots = new long[(cpus + 1) * RowLongs];
+        _slots = new long[(cpus + 2) * RowLongs];
     }
 
     public int Cpus { get; }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Add(int cpu, VmEvent e, long delta = 1) => _slots[cpu * RowLongs + (int)e] += delta;
+    public void Add(int cpu, VmEvent e, long delta = 1) => _slots[(cpu + 1) * RowLongs + (int)e] += delta;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Add(int cpu, VmStat s, long delta) => _slots[cpu * RowLongs + (int)VmEvent.Count + (int)s] += delta;
+    public void Add(int cpu, VmStat s, long delta) => _slots[(cpu + 1) * RowLongs + (int)VmEvent.Count + (int)s] += delta;
 
     public long Sum(VmEvent e) => Sum((int)e);
     public long Sum(VmStat s) => Sum((int)VmEvent.Count + (int)s);
@@ -70,7 +71,7 @@ public sealed class PerCpuCounters
     private long Sum(int index)
     {
         long total = 0;
-        for (int c = 0; c < Cpus; c++) total += Volatile.Read(ref _slots[c * RowLongs + index]);
+        for (int c = 0; c < Cpus; c++) total += Volatile.Read(ref _slots[(c + 1) * RowLongs + index]);
         return total;
     }
 

@@ -95,7 +95,7 @@ public sealed unsafe class Vmemmap : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* Translate(ulong vmemmapPage)
     {
-        Bug.On(vmemmapPage >= _cachePages, $"pfn_to_page beyond the vmemmap (vmemmap page {vmemmapPage})");
+        Bug.On(vmemmapPage >= _cachePages, "pfn_to_page beyond the vmemmap (vmemmap page {0})", vmemmapPage);
         ulong va = Start + (vmemmapPage << Geometry.PageShift);
         ulong* table = (ulong*)_phys.FrameAddress(PgdPfn);
         ulong entry = Volatile.Read(ref table[_mode.PgdIndex(va)]);

@@ -9,10 +9,11 @@ namespace NativeMmu.Sync;
 /// faults with per-VMA locks; per-CPU reader counts give the same scaling with one mechanism.
 /// </summary>
 /// <remarks>
-/// Protocol (Dekker-style, both sides fenced): a reader increments its own slot with a locked
-/// instruction and then reads <c>_writer</c>; a writer sets <c>_writer</c> with a locked instruction
-/// and then reads every slot. Either the reader sees the writer and backs off, or the writer sees
-/// the reader and waits for it.
+/// Protocol (asymmetric Dekker, as percpu_rw_semaphore with rcu_sync): a reader bumps its own slot with
+/// a plain store and reads <c>_writer</c> - no fence on the fault path. A writer sets <c>_writer</c>, then
+/// runs a process-wide barrier (the kernel runs synchronize_rcu), which drains every CPU's store buffer,
+/// then reads every slot. Either a reader sees the writer and backs off, or the writer sees the reader
+/// and waits for it. Each slot has one writer: the thread running that CPU.
 /// </remarks>
 public sealed unsafe class MmapLock : IDisposable
 {
@@ -35,13 +36,17 @@ public sealed unsafe class MmapLock : IDisposable
     public void ReadLock(int cpu)
     {
         int* slot = _readers + cpu * SlotStride;
-        Interlocked.Increment(ref *slot);
+        Volatile.Write(ref *slot, *slot + 1);
         if (Volatile.Read(ref _writer) != 0) ReadLockSlow(slot);
     }
 
-    /// <summary>mmap_read_unlock.</summary>
+    /// <summary>mmap_read_unlock: a release store, so the critical section's accesses stay inside.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void ReadUnlock(int cpu) => Interlocked.Decrement(ref *(_readers + cpu * SlotStride));
+    public void ReadUnlock(int cpu)
+    {
+        int* slot = _readers + cpu * SlotStride;
+        Volatile.Write(ref *slot, *slot - 1);
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ReadLockSlow(int* slot)
@@ -49,8 +54,9 @@ public sealed unsafe class MmapLock : IDisposable
         var spin = new SpinWait();
         do
         {
-            Interlocked.Decrement(ref *slot);
+            Volatile.Write(ref *slot, *slot - 1);
             while (Volatile.Read(ref _writer) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            // Back in: this time with a full fence, since the writer may already be past its barrier.
             Interlocked.Increment(ref *slot);
         }
         while (Volatile.Read(ref _writer) != 0);
@@ -61,6 +67,7 @@ public sealed unsafe class MmapLock : IDisposable
     {
         _writerMutex.Enter();
         Interlocked.Exchange(ref _writer, 1);
+        Interlocked.MemoryBarrierProcessWide();
         var spin = new SpinWait();
         for (int c = 0; c < _cpus; c++)
             while (Volatile.Read(ref _readers[c * SlotStride]) != 0) spin.SpinOnce(sleep1Threshold: -1);

@@ -52,6 +52,29 @@ public static class Bug
         if (condition) Throw(invariant);
     }
 
+    /// <summary>BUG_ON with a composite-format message; formatting happens only in the throw helper.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void On<T1>(bool condition, string format, T1 a)
+    {
+        if (condition) Throw(format, a, 0, 0);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void On<T1, T2>(bool condition, string format, T1 a, T2 b)
+    {
+        if (condition) Throw(format, a, b, 0);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void On<T1, T2, T3>(bool condition, string format, T1 a, T2 b, T3 c)
+    {
+        if (condition) Throw(format, a, b, c);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Throw<T1, T2, T3>(string format, T1 a, T2 b, T3 c)
+        => throw new KernelBugException(string.Format(System.Globalization.CultureInfo.InvariantCulture, format, a, b, c));
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static void Throw(string invariant) => throw new KernelBugException(invariant);
 }

@@ -1,0 +1,106 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using NativeMmu.Cli.Emulated;
+using NativeMmu.Cli.Host;
+
+namespace NativeMmu.Cli.Commands;
+
+/// <summary>`nativemmu multi-fault`: page faults per minute at N threads, emulator beside the host kernel and the zeroing ceiling.</summary>
+public static class MultiFaultCommand
+{
+    public sealed record Point(
+        [property: JsonPropertyName("threads")] int Threads,
+        [property: JsonPropertyName("emulated_pf_per_min")] double EmulatedPfPerMin,
+        [property: JsonPropertyName("host_pf_per_min")] double? HostPfPerMin,
+        [property: JsonPropertyName("ceiling_pf_per_min")] double CeilingPfPerMin);
+
+    public sealed record Report(
+        [property: JsonPropertyName("benchmark")] string Benchmark,
+        [property: JsonPropertyName("loop")] string Loop,
+        [property: JsonPropertyName("seconds")] double Seconds,
+        [property: JsonPropertyName("points")] IReadOnlyList<Point> Points);
+
+    public static Command Create()
+    {
+        var threads = new Option<string?>("--threads") { Description = "Comma-separated thread counts (default 1..nproc)" };
+        var seconds = new Option<double>("--seconds") { Description = "Measured seconds per side and thread count", DefaultValueFactory = _ => 10 };
+        var loop = new Option<string>("--loop") { Description = "multi-fault | page-fault1", DefaultValueFactory = _ => "multi-fault" };
+        loop.AcceptOnlyFromAmong("multi-fault", "page-fault1");
+        var noHost = new Option<bool>("--no-host") { Description = "Skip the host-kernel run" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
+        var cmd = new Command("multi-fault", "Page faults per minute at N threads: emulator, host kernel, zeroing ceiling")
+        {
+            threads, seconds, loop, noHost, json,
+        };
+        cmd.SetAction(r => Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json)));
+        return cmd;
+    }
+
+    internal static int[] ParseThreads(string? spec)
+    {
+        if (string.IsNullOrWhiteSpace(spec)) return Enumerable.Range(1, Environment.ProcessorCount).ToArray();
+        return spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => int.TryParse(s, out int n) && n > 0 ? n : throw new ArgumentException($"bad thread count '{s}'"))
+            .ToArray();
+    }
+
+    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json)
+    {
+        bool pf1 = loop == "page-fault1";
+        ulong ceilingBuffer = pf1 ? 128UL << 20 : 2UL << 20;
+        var points = new List<Point>();
+        using var kernel = new Kernel();
+        foreach (int t in threadCounts)
+        {
+            // JIT warm-up: the first second of a fresh process runs unoptimised code.
+            Emulated(kernel, pf1, t, Math.Min(1.0, seconds / 4), null);
+            LoopResult emu = Emulated(kernel, pf1, t, seconds, Progress($"{t} thread(s): emulated"));
+            LoopResult? host = noHost ? null : (pf1 ? HostLoops.PageFault1(t, seconds, Progress($"{t} thread(s): host kernel"))
+                                                    : HostLoops.MultiFault(t, seconds, Progress($"{t} thread(s): host kernel")));
+            LoopResult ceiling = HostLoops.Ceiling(t, seconds, ceilingBuffer, Progress($"{t} thread(s): zeroing ceiling"));
+            ClearProgress();
+            var point = new Point(t, Math.Round(emu.PerMinute), host is { } h ? Math.Round(h.PerMinute) : null, Math.Round(ceiling.PerMinute));
+            points.Add(point);
+            if (!json) PrintPoint(loop, seconds, point, emu, host, ceiling);
+        }
+        if (json)
+        {
+            Console.Out.WriteLine(JsonSerializer.Serialize(new Report("multi-fault", loop, seconds, points)));
+        }
+        return 0;
+    }
+
+    private static LoopResult Emulated(Kernel kernel, bool pf1, int threads, double seconds, Action<long>? progress)
+        => pf1 ? EmuLoops.PageFault1(kernel, threads, seconds, progress) : EmuLoops.MultiFault(kernel, threads, seconds, progress);
+
+    private static Action<long> Progress(string what)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        return n =>
+        {
+            if (Console.IsErrorRedirected) return;
+            double perMin = sw.Elapsed.TotalSeconds > 0 ? n * 60 / sw.Elapsed.TotalSeconds : 0;
+            Console.Error.Write($"\r  {what}: {n,14:N0} faults  {perMin,16:N0} /min   ");
+        };
+    }
+
+    private static void ClearProgress()
+    {
+        if (!Console.IsErrorRedirected) Console.Error.Write("\r" + new string(' ', 90) + "\r");
+    }
+
+    private static void PrintPoint(string loop, double seconds, Point p, LoopResult emu, LoopResult? host, LoopResult ceiling)
+    {
+        var c = CultureInfo.InvariantCulture;
+        Console.WriteLine();
+        Console.WriteLine($" Performance counter stats for '{loop}' ({p.Threads} thread{(p.Threads == 1 ? "" : "s")}, {seconds.ToString(c)} s each):");
+        Console.WriteLine();
+        Console.WriteLine($"  {emu.Faults,16:N0}      page-faults    emulated      # {p.EmulatedPfPerMin,16:N0} pf/min");
+        if (host is { } h)
+            Console.WriteLine($"  {h.Faults,16:N0}      page-faults    host kernel   # {p.HostPfPerMin,16:N0} pf/min   emulated/host    {p.EmulatedPfPerMin / p.HostPfPerMin!.Value,6:F2}x");
+        Console.WriteLine($"  {ceiling.Faults,16:N0}      frames-zeroed  ceiling       # {p.CeilingPfPerMin,16:N0} /min     emulated/ceiling {p.EmulatedPfPerMin / p.CeilingPfPerMin,6:F2}x");
+        Console.WriteLine();
+    }
+}
