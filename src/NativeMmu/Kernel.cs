@@ -1,4 +1,5 @@
 using NativeMmu.Cpu;
+using NativeMmu.Diagnostics;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 
@@ -17,6 +18,7 @@ public sealed class Kernel : IDisposable
     {
         Config = config ?? new KernelConfig();
         Machine = new Machine(Config) { FaultHandler = new PageFaultHandler() };
+        NativeMmuEventSource.Log.Register(Machine);
     }
 
     public KernelConfig Config { get; }
@@ -54,6 +56,7 @@ public sealed class Kernel : IDisposable
         Process[] left;
         lock (_processes) left = [.. _processes];
         foreach (Process p in left) p.Exit();
+        NativeMmuEventSource.Log.Unregister(Machine);
         Machine.Dispose();
     }
 }

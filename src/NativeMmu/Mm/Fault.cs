@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpu;
+using NativeMmu.Diagnostics;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -64,6 +65,9 @@ internal unsafe ref struct VmFault
     /// <summary>The PTE as read before the lock was taken; re-checked with pte_same under it.</summary>
     public Pte OrigPte;
     public int* Ptl;
+    /// <summary>What the fault turned out to be, and the PFN it left mapped (for counters and events).</summary>
+    public FaultKind Kind;
+    public ulong MappedPfn;
 }
 
 /// <summary>
@@ -95,7 +99,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
             mm.MmapLock.ReadUnlock(cpu.Id);
             return FaultResult.SegvAccerr; // bad_area_access_error
         }
-        VmFaultT fault = HandleMmFault(cpu, vma, address, flags);
+        VmFaultT fault = HandleMmFault(cpu, vma, address, flags, error);
         mm.MmapLock.ReadUnlock(cpu.Id);
 
         if ((fault & VmFaultT.Error) == 0) return FaultResult.Retry;
@@ -114,12 +118,16 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     }
 
     /// <summary>handle_mm_fault: __handle_mm_fault, then mm_account_fault. Caller holds mmap_lock for read.</summary>
-    internal static VmFaultT HandleMmFault(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags)
+    internal static VmFaultT HandleMmFault(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags, X86PfError error = X86PfError.None)
     {
-        VmFaultT ret = Memory.HandleMmFaultInner(cpu, vma, address, flags);
+        VmFaultT ret = Memory.HandleMmFaultInner(cpu, vma, address, flags, out FaultKind kind, out ulong pfn);
         // mm_account_fault: every fault but a retried one counts, failed ones included.
         // (min_flt is per task in the kernel; a shared per-mm count would bounce between CPUs.)
-        if ((ret & VmFaultT.Retry) == 0) vma.Mm.Machine.Counters.Add(cpu.Id, VmEvent.Pgfault);
+        if ((ret & VmFaultT.Retry) != 0) return ret;
+        PerCpuCounters counters = vma.Mm.Machine.Counters;
+        counters.Add(cpu.Id, VmEvent.Pgfault);
+        if (kind != 0) counters.Add(cpu.Id, VmEvent.FaultAnonZeroFill + ((int)kind - 1));
+        if (NativeMmuEventSource.Log.FaultEventsEnabled) NativeMmuEventSource.Log.Fault(address, pfn, (uint)error, (int)kind, cpu.Id);
         return ret;
     }
 }
@@ -128,10 +136,18 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
 internal static unsafe class Memory
 {
     /// <summary>__handle_mm_fault: walk, allocating upper tables as needed, down to the PMD; then handle_pte_fault.</summary>
-    internal static VmFaultT HandleMmFaultInner(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags)
+    internal static VmFaultT HandleMmFaultInner(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags, out FaultKind kind, out ulong pfn)
+    {
+        VmFaultT ret = HandleMmFaultInner(cpu, vma, address, flags, out VmFault vmf);
+        kind = vmf.Kind;
+        pfn = vmf.MappedPfn;
+        return ret;
+    }
+
+    private static VmFaultT HandleMmFaultInner(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags, out VmFault vmf)
     {
         MmStruct mm = vma.Mm;
-        var vmf = new VmFault
+        vmf = new VmFault
         {
             Cpu = cpu,
             Mm = mm,
@@ -139,6 +155,7 @@ internal static unsafe class Memory
             Address = address & Geometry.PageMask,
             RealAddress = address,
             Flags = flags,
+            Kind = FaultKind.Spurious,
         };
         ulong* pgd = PgTable.PgdOffset(mm, address);
         ulong* p4d = PgTable.P4dAllocOffset(cpu, mm, pgd, address);
@@ -229,6 +246,8 @@ internal static unsafe class Memory
             }
             PgTable.Set(vmf.Pte, zero.Value);
             Spin.Unlock(vmf.Ptl);
+            vmf.Kind = FaultKind.ZeroPage;
+            vmf.MappedPfn = m.ZeroPfn;
             return VmFaultT.None;
         }
 
@@ -259,6 +278,8 @@ internal static unsafe class Memory
         Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, page, vma, anonVma, vmf.Address);
         PgTable.Set(vmf.Pte, entry.Value); // set_ptes: publishes the zeroed, rmapped page
         Spin.Unlock(vmf.Ptl);
+        vmf.Kind = FaultKind.AnonZeroFill;
+        vmf.MappedPfn = pfn;
         return VmFaultT.None;
     }
 
@@ -334,6 +355,8 @@ internal static unsafe class Memory
         Spin.Unlock(vmf.Ptl);
         vmf.Ptl = null;
         vmf.Mm.Machine.Counters.Add(vmf.Cpu.Id, VmEvent.Pgreuse);
+        vmf.Kind = FaultKind.WpReuse;
+        vmf.MappedPfn = entry.Pfn;
     }
 
     /// <summary>
@@ -379,6 +402,8 @@ internal static unsafe class Memory
             PgTable.Set(vmf.Pte, entry.Value);
             if (oldPfn != 0) Rmap.FolioRemoveRmapPte(vmf.Cpu, m, oldPfn);
             copied = true;
+            vmf.Kind = FaultKind.WpCopy;
+            vmf.MappedPfn = newPfn;
         }
         if (vmf.Ptl != null) Spin.Unlock(vmf.Ptl);
         if (!copied) Rmap.FolioPut(vmf.Cpu, m, newPfn);

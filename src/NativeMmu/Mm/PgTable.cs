@@ -118,6 +118,7 @@ internal static unsafe class PgTable
         p->Ptl = 0;
         p->PmdHugePte = 0;
         m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, 1);
+        m.Counters.Add(cpu.Id, VmEvent.PgtableAlloc);
         return pfn;
     }
 
@@ -130,6 +131,7 @@ internal static unsafe class PgTable
         p->PageType = PageTypes.NoType;
         p->PtMm = 0;
         m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, -1);
+        m.Counters.Add(cpu.Id, VmEvent.PgtableFree);
         m.Allocator.FreePages(cpu.Id, pfn, 0);
     }
 

@@ -1,5 +1,6 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpu;
+using NativeMmu.Diagnostics;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -17,8 +18,11 @@ internal static unsafe class Zap
     {
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
         vma.Mm.UpdateHiwaterRss();
+        long before = vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages);
         UnmapSingleVma(cpu, tlb, vma, address, address + size);
         tlb.Finish();
+        if (NativeMmuEventSource.Log.ZapEventsEnabled)
+            NativeMmuEventSource.Log.Zap(address, address + size, vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages) - before, cpu.Id);
     }
 
     /// <summary>unmap_vmas: every VMA from <paramref name="first"/> that starts below end.</summary>
@@ -136,6 +140,7 @@ internal static unsafe class Zap
             }
         }
         mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, rssAnon);
+        m.Counters.Add(cpu.Id, VmEvent.ZapPages, -rssAnon);
         if (forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
         Spin.Unlock(ptl);
         if (forceFlush) tlb.FlushMmuFree();

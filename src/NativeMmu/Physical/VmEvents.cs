@@ -27,6 +27,17 @@ public enum VmEvent
     NrTlbRemoteFlushReceived,
     NrTlbLocalFlushAll,
     NrTlbLocalFlushOne,
+    // Emulator-side counters (not /proc/vmstat lines): faults by kind, zaps, page-table pages.
+    FaultAnonZeroFill,
+    FaultZeroPage,
+    FaultWpReuse,
+    FaultWpCopy,
+    FaultHuge,
+    FaultSpurious,
+    ZapPages,
+    PgtableAlloc,
+    PgtableFree,
+    PtReclaim,
     Count,
 }
 
