@@ -141,6 +141,8 @@ public static unsafe class Mmap
         {
             if ((addr & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
             if (addr > mm.TaskSize - len) return Errno.ENOMEM;
+            // security_mmap_addr: below vm.mmap_min_addr needs CAP_SYS_RAWIO, which tasks here lack.
+            if (addr < MmapMinAddr) return Errno.EPERM;
             start = addr;
             return Errno.Success;
         }
