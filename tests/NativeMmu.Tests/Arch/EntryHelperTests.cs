@@ -298,11 +298,13 @@ public class EntryHelperTests
     }
 
     [Test]
-    public void Pmd_modify_drops_a_set_dirty_bit_as_REFERENCE_section_1_5_records()
+    public void Pmd_modify_keeps_a_set_dirty_bit_parking_it_in_saved_dirty_when_read_only()
     {
-        // REFERENCE.md §1.5 (kernels 6.6 to 6.17): val &= _HPAGE_CHG_MASK & ~_PAGE_DIRTY. The kernel fix
-        // f7491d7c81db (September 2025) keeps D, which would give 0x8400_0001_2340_00A5 here.
-        Assert.That(new Pmd(0x8000_0001_2340_00E7).Modify(PgProt.PageReadonly).Value, Is.EqualTo(0x8000_0001_2340_00A5UL));
+        // Until 6.17 pmd_modify masked D out (val &= _HPAGE_CHG_MASK & ~_PAGE_DIRTY), so a dirty THP
+        // looked clean after mprotect and MADV_FREE could lose data; the 2025 fix keeps it.
+        Pmd modified = new Pmd(0x8000_0001_2340_00E7).Modify(PgProt.PageReadonly);
+        Assert.That(modified.Value, Is.EqualTo(0x8400_0001_2340_00A5UL));
+        Assert.That(modified.Dirty, Is.True, "pmd_dirty must still see the page as dirty");
     }
 
     [Test]

@@ -62,14 +62,13 @@ public class OracleTests
     }
 
     [Test]
-    public void Pud_modify_keeps_dirty_where_the_reference_pmd_modify_drops_it()
+    public void Pud_modify_and_pmd_modify_both_keep_dirty()
     {
         const ulong huge = 0x8000_0001_0000_00E7; // 1 GiB leaf, writable and dirty
         Assert.Multiple(() =>
         {
             Assert.That(OraclePud.Modify(huge, OracleProt.PageReadonly), Is.EqualTo(0x8400_0001_0000_00A5UL));
-            Assert.That(OraclePmd.Modify(huge, OracleProt.PageReadonly), Is.EqualTo(0x8000_0001_0000_00A5UL));
-            Assert.That(OraclePmd.Modify(huge, OracleProt.PageReadonly, keepDirty: true), Is.EqualTo(0x8400_0001_0000_00A5UL));
+            Assert.That(OraclePmd.Modify(huge, OracleProt.PageReadonly), Is.EqualTo(0x8400_0001_0000_00A5UL));
         });
     }
 

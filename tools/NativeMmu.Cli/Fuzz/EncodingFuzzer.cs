@@ -62,13 +62,6 @@ public sealed class EncodingFuzzer
     /// <summary>Stop recording after this many distinct failures (the run then ends early).</summary>
     public int MaxFailures { get; init; } = 16;
 
-    /// <summary>
-    /// Make the oracle's pmd_modify keep DIRTY, as the kernel does since commit f7491d7c81db
-    /// ("x86/mm: Fix user-space data loss with MADV_FREE and THP", September 2025). Off by default:
-    /// REFERENCE.md §1.5, which the production code follows, records the earlier behaviour.
-    /// </summary>
-    public bool PmdModifyKeepsDirty { get; init; }
-
     /// <summary>Restrict the run to these levels (see <see cref="LevelNames"/>); null means all.</summary>
     public IReadOnlyList<string>? Levels { get; init; }
 
@@ -85,7 +78,7 @@ public sealed class EncodingFuzzer
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxFailures, 1);
         FuzzLevel[] pickTable = BuildPickTable(Levels);
-        IEncodingSubject oracle = _oracleOverride ?? (PmdModifyKeepsDirty ? OracleSubject.WithPmdModifyDirtyFix : OracleSubject.Reference);
+        IEncodingSubject oracle = _oracleOverride ?? OracleSubject.Reference;
         var sink = new FailureSink(MaxFailures);
 
         long now = Stopwatch.GetTimestamp();

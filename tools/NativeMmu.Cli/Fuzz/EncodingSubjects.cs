@@ -234,18 +234,9 @@ internal sealed class ProductionSubject : IEncodingSubject
 /// <summary>The oracle side: NativeMmu.Cli.Fuzz.Oracle, written from the kernel headers and the SDM.</summary>
 internal sealed class OracleSubject : IEncodingSubject
 {
-    /// <summary>The oracle as REFERENCE.md §1.5 describes the kernel (pmd_modify drops D).</summary>
-    public static readonly OracleSubject Reference = new(pmdModifyKeepsDirty: false);
+    /// <summary>The oracle as the kernel behaves (pmd_modify keeps D since the 2025 MADV_FREE/THP fix).</summary>
+    public static readonly OracleSubject Reference = new();
 
-    /// <summary>
-    /// The oracle with commit f7491d7c81db ("x86/mm: Fix user-space data loss with MADV_FREE and THP",
-    /// September 2025) applied: pmd_modify keeps D like pte_modify and pud_modify.
-    /// </summary>
-    public static readonly OracleSubject WithPmdModifyDirtyFix = new(pmdModifyKeepsDirty: true);
-
-    private readonly bool _pmdModifyKeepsDirty;
-
-    public OracleSubject(bool pmdModifyKeepsDirty) => _pmdModifyKeepsDirty = pmdModifyKeepsDirty;
 
     public ulong Apply(FuzzLevel level, FuzzOp op, ulong v, ulong a, ulong b) => level switch
     {
@@ -325,7 +316,7 @@ internal sealed class OracleSubject : IEncodingSubject
         FuzzOp.MkSoftDirty => OraclePmd.MkSoftDirty(v),
         FuzzOp.ClearSoftDirty => OraclePmd.ClearSoftDirty(v),
         FuzzOp.MkInvalid => OraclePmd.MkInvalid(v),
-        FuzzOp.Modify => OraclePmd.Modify(v, a, _pmdModifyKeepsDirty),
+        FuzzOp.Modify => OraclePmd.Modify(v, a),
         FuzzOp.PfnEntry => OraclePmd.PfnPmd(a, b),
         FuzzOp.Rebuild => OraclePmd.PfnPmd(OraclePmd.Pfn(v), OraclePmd.Flags(v)),
         FuzzOp.Populate => OraclePmd.Populate(a),

@@ -74,11 +74,15 @@ public readonly struct Pmd : IEquatable<Pmd>
     /// <summary>pmd_mkinvalid: rebuild without PRESENT and PROTNONE, so the PFN ends up inverted; PSE stays.</summary>
     public Pmd MkInvalid() => PfnPmd(Pfn, Flags & ~(PageTableBits.Present | ProtNone));
 
-    /// <summary>pmd_modify: keep _HPAGE_CHG_MASK less DIRTY, take the rest from newprot.</summary>
+    /// <summary>
+    /// pmd_modify: keep _HPAGE_CHG_MASK, take the rest from newprot. DIRTY is kept, as since
+    /// "x86/mm: Fix user-space data loss with MADV_FREE and THP" (2025): dropping it made a dirty THP
+    /// look clean after mprotect, and lazyfree reclaim then discarded written data.
+    /// </summary>
     public Pmd Modify(ulong newprot)
     {
         ulong oldval = Value;
-        ulong val = oldval & (HPageChgMask & ~PageTableBits.Dirty);
+        ulong val = oldval & HPageChgMask;
         val |= EntryBits.CheckPgprot(newprot) & ~HPageChgMask;
         val = EntryBits.FlipProtnoneGuard(oldval, val, PhysicalPmdPageMask);
         return new Pmd((oldval & Rw) != 0 ? EntryBits.MkSavedDirtyShift(val) : EntryBits.ClearSavedDirtyShift(val));

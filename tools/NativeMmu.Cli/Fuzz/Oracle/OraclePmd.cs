@@ -130,12 +130,12 @@ public static class OraclePmd
     /// commit f7491d7c81db ("x86/mm: Fix user-space data loss with MADV_FREE and THP", September 2025)
     /// keeps it, like pte_modify and pud_modify do.
     /// </summary>
-    public static ulong Modify(ulong pmd, ulong newprot, bool keepDirty = false)
+    public static ulong Modify(ulong pmd, ulong newprot)
     {
         DecodedEntry old = DecodedEntry.Decode(pmd);
         DecodedEntry result = OraclePte.TakeProtection(old, DecodedEntry.Decode(newprot));
         result.PageSize = old.PageSize; // _PAGE_PSE; PAT_LARGE is frame bit 0, already kept
-        result.Dirty = keepDirty && old.Dirty;
+        result.Dirty = old.Dirty; // kept since the 2025 MADV_FREE/THP data-loss fix
         EntryRules.FlipFrameOnInversionChange(old, ref result, DecodedEntry.PmdLeafFrameBits);
         if (old.Writable)
             EntryRules.ParkDirtyIfReadOnly(ref result);
