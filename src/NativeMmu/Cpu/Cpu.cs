@@ -40,9 +40,16 @@ public sealed unsafe partial class Cpu : IDisposable
     private TlbEntry* _tlbHuge;
     private readonly ulong _tlbHugeMask;
     private ulong _gen = 1; // tags carry the generation: a full flush is one increment
+    // Paging-structure cache: PMD-level translations (2 MiB region → PTE table), as the PDE cache of
+    // x86 keeps them. Its own generation, because INVLPG drops it whole while the TLB loses one page.
+    private PscEntry* _psc;
+    private const int PscEntries = 32;
+    private ulong _pscGen = 1;
+    private int _rcuNesting;
 
     // Per-CPU words shared with other CPUs, each on its own line:
     //   _shared[0]  access sequence (odd = access in flight); written by the owner only
+    //   _shared[1]  RCU read-side sequence (odd = inside rcu_read_lock); written by the owner only
     //   _shared[8]  mailbox lock word;  _shared[9] pending flag;  [10] start, [11] end of the merged range
     private readonly long* _shared;
 
@@ -64,6 +71,9 @@ public sealed unsafe partial class Cpu : IDisposable
         NativeMemory.Clear(_tlbHuge, (nuint)(machine.Config.TlbHugeEntries * sizeof(TlbEntry)));
         _shared = (long*)NativeMemory.AlignedAlloc(128, 64);
         NativeMemory.Clear(_shared, 128);
+        _psc = (PscEntry*)NativeMemory.AlignedAlloc((nuint)(PscEntries * sizeof(PscEntry)), 64);
+        NativeMemory.Clear(_psc, (nuint)(PscEntries * sizeof(PscEntry)));
+        _checkTlb = machine.Config.DebugVm;
     }
 
     public Machine Machine { get; }
@@ -78,11 +88,20 @@ public sealed unsafe partial class Cpu : IDisposable
     [StructLayout(LayoutKind.Sequential)]
     private struct TlbEntry
     {
-        public ulong Tag;   // (vpn << 16) | generation; 0 never matches
-        public byte* Host;  // host address of the 4 KiB (or 2 MiB) frame
-        public uint Perm;   // TlbRead | TlbWrite
-        public uint Pad;
+        public ulong Tag;      // (vpn << 16) | generation; 0 never matches
+        public byte* Host;     // host address of the 4 KiB (or 2 MiB) frame
+        public uint Perm;      // TlbRead | TlbWrite
+        public uint TablePfn;  // the PTE table the 4 KiB translation came through (for the checker)
         public ulong Pfn;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PscEntry
+    {
+        public ulong Tag;       // (va >> 21 << 16) | psc generation
+        public ulong TablePfn;  // the PTE table the PMD entry pointed to
+        public uint Writable;   // R/W ANDed over the upper levels
+        public uint Pad;
     }
 
     internal bool TryClaim(int threadId) => Interlocked.CompareExchange(ref _ownerThread, threadId, 0) == 0;
@@ -102,7 +121,9 @@ public sealed unsafe partial class Cpu : IDisposable
         NativeMemory.AlignedFree(_tlb);
         NativeMemory.AlignedFree(_tlbHuge);
         NativeMemory.AlignedFree(_shared);
+        NativeMemory.AlignedFree(_psc);
         _tlb = _tlbHuge = null;
+        _psc = null;
     }
 
     /// <summary>switch_mm: load next's PGD into CR3. Without PCID the whole TLB goes.</summary>
@@ -307,9 +328,21 @@ public sealed unsafe partial class Cpu : IDisposable
         if (!IsCanonicalUser(va)) { error |= X86PfError.Prot; return null; }
     restart:
         bool writable = true;
-        ulong* table = (ulong*)_phys.FrameAddress(mm!.PgdPfn);
-        ulong* slot = table + _paging.PgdIndex(va);
+        ulong* table;
+        ulong* slot;
         ulong entry;
+        ulong hpn = va >> Geometry.PmdShift;
+        PscEntry* psc = _psc + (hpn & (PscEntries - 1));
+        if (psc->Tag == ((hpn << 16) | _pscGen))
+        {
+            // The paging-structure cache skips the upper levels, as the hardware's PDE cache does.
+            writable = psc->Writable != 0;
+            table = (ulong*)_phys.FrameAddress(psc->TablePfn);
+            slot = table + Geometry.PteIndex(va);
+            goto leaf;
+        }
+        table = (ulong*)_phys.FrameAddress(mm!.PgdPfn);
+        slot = table + _paging.PgdIndex(va);
         if (_paging.L5Enabled)
         {
             if (!WalkTableEntry(slot, ref writable, out entry)) return NotPresent(ref error, entry);
@@ -336,6 +369,7 @@ public sealed unsafe partial class Cpu : IDisposable
             if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
             ulong pfn2m = new Pmd(entry).Pfn;
             byte* base2m = _phys.FrameAddress(pfn2m);
+            if (_checkTlb) CheckTlbFill2M(va);
             TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
             h->Tag = ((va >> Geometry.PmdShift) << 16) | _gen;
             h->Host = base2m;
@@ -344,19 +378,29 @@ public sealed unsafe partial class Cpu : IDisposable
             return base2m + (va & (Geometry.PmdSize - 1));
         }
         if (RejectTable(entry, ref error)) return null;
-        table = (ulong*)_phys.FrameAddress(new Pmd(entry).Pfn);
+        ulong ptePfn = new Pmd(entry).Pfn;
+        if (_checkTlb) CheckPscFill(hpn, ptePfn);
+        psc->Tag = (hpn << 16) | _pscGen;
+        psc->TablePfn = ptePfn;
+        psc->Writable = writable ? 1u : 0u;
+        table = (ulong*)_phys.FrameAddress(ptePfn);
         slot = table + Geometry.PteIndex(va);
+    leaf:
         entry = Volatile.Read(ref *slot);
+        if (_checkTlb && entry == FreedTablePoison) TableReadAfterFree(va, slot);
         if ((entry & PageTableBits.Present) == 0) return NotPresent(ref error, entry);
         if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
         if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
         ulong pfn = (entry & PageTableBits.PtePfnMask) >> Geometry.PageShift;
         Bug.On(pfn >= _phys.Frames, "PTE {0:x16} for {1:x} points beyond physical memory", entry, va);
         byte* host = _phys.FrameAddress(pfn);
+        uint tablePfn = (uint)(((byte*)slot - _phys.Base) >> Geometry.PageShift);
+        if (_checkTlb) CheckTlbFill4K(va, tablePfn);
         TlbEntry* e = _tlb + ((va >> Geometry.PageShift) & _tlbMask);
         e->Tag = ((va >> Geometry.PageShift) << 16) | _gen;
         e->Host = host;
         e->Pfn = pfn;
+        e->TablePfn = tablePfn;
         e->Perm = TlbRead | (writable && (entry & PageTableBits.Rw) != 0 && (entry & PageTableBits.Dirty) != 0 ? TlbWrite : 0);
         return host + (va & (Geometry.PageSize - 1));
     }
@@ -427,6 +471,28 @@ public sealed unsafe partial class Cpu : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ExitAccess() => Volatile.Write(ref _shared[0], _shared[0] + 1);
 
+    /// <summary>
+    /// rcu_read_lock for software walkers that read page tables without their lock (pte_offset_map):
+    /// a table they can reach is not freed until they leave. Same unfenced protocol as EnterAccess;
+    /// the grace period's process-wide barrier supplies the other half.
+    /// </summary>
+    public void RcuReadLock()
+    {
+        if (_rcuNesting++ == 0) Volatile.Write(ref _shared[1], _shared[1] + 1);
+    }
+
+    /// <summary>rcu_read_unlock.</summary>
+    public void RcuReadUnlock()
+    {
+        Bug.On(_rcuNesting <= 0, "rcu_read_unlock without rcu_read_lock");
+        if (--_rcuNesting == 0) Volatile.Write(ref _shared[1], _shared[1] + 1);
+    }
+
+    internal bool InRcuReadSide => _rcuNesting != 0;
+
+    /// <summary>The RCU read-side sequence (odd inside a read-side section).</summary>
+    internal long RcuSequence => Volatile.Read(ref _shared[1]);
+
     /// <summary>Whether an access is in flight, and its sequence number.</summary>
     internal long AccessSequence => Volatile.Read(ref _shared[0]);
 
@@ -481,7 +547,18 @@ public sealed unsafe partial class Cpu : IDisposable
         }
         ulong stride = 1UL << strideShift;
         for (ulong a = start; a < end; a += stride) FlushOneLocal(a);
+        FlushPagingStructureCache();
         _counters.Add(Id, VmEvent.NrTlbLocalFlushOne, (long)((end - start) >> strideShift));
+    }
+
+    /// <summary>INVLPG also drops every paging-structure-cache entry (SDM 4.10.4.1); one generation step.</summary>
+    public void FlushPagingStructureCache()
+    {
+        if (++_pscGen > TagValidGens)
+        {
+            _pscGen = 1;
+            NativeMemory.Clear(_psc, (nuint)(PscEntries * sizeof(PscEntry)));
+        }
     }
 
     /// <summary>INVLPG: drops the 4 KiB and 2 MiB translations of one address.</summary>
@@ -499,6 +576,7 @@ public sealed unsafe partial class Cpu : IDisposable
     public void FlushAllLocal()
     {
         _counters.Add(Id, VmEvent.NrTlbLocalFlushAll);
+        FlushPagingStructureCache();
         if (++_gen > TagValidGens)
         {
             _gen = 1;

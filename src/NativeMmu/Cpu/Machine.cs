@@ -36,6 +36,7 @@ public sealed unsafe class Machine : IDisposable
 
         Cpus = new Cpu[config.Cpus];
         for (int i = 0; i < Cpus.Length; i++) Cpus[i] = new Cpu(this, i);
+        Rcu = new Rcu(this);
     }
 
     public KernelConfig Config { get; }
@@ -49,6 +50,20 @@ public sealed unsafe class Machine : IDisposable
     public ulong ZeroPfn { get; }
     /// <summary>Frames taken at boot (vmemmap, init_mm tables, zero page, PFN 0).</summary>
     public ulong ReservedFrames { get; }
+
+    /// <summary>RCU over the CPUs: grace periods for freeing page-table frames.</summary>
+    public Rcu Rcu { get; private set; } = null!;
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _tlbConflicts = new();
+
+    /// <summary>TLB conflicts the invariant mode has seen (the two forbidden situations of seed 002).</summary>
+    public IReadOnlyCollection<string> TlbConflicts => _tlbConflicts;
+
+    internal void ReportTlbConflict(Cpu cpu, ulong va, string what)
+    {
+        _tlbConflicts.Enqueue(what);
+        Counters.Add(cpu.Id, VmEvent.TlbConflict);
+    }
 
     /// <summary>The handler the CPUs raise #PF into (the kernel's exc_page_fault).</summary>
     public IPageFaultHandler? FaultHandler { get; set; }

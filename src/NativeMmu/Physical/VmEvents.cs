@@ -38,6 +38,7 @@ public enum VmEvent
     PgtableAlloc,
     PgtableFree,
     PtReclaim,
+    TlbConflict,
     Count,
 }
 

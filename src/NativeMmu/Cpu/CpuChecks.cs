@@ -1,0 +1,61 @@
+using System.Runtime.CompilerServices;
+using NativeMmu.Arch.X86;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Cpu;
+
+/// <summary>
+/// The TLB checks of the invariant mode (KernelConfig.DebugVm). They report, the moment a CPU creates
+/// it, each of the two situations of the 2024 PT-reclaim series that x86 forbids: one address with both
+/// a 4 KiB and a 2 MiB translation, and one address translatable through two different PTE tables.
+/// </summary>
+public sealed unsafe partial class Cpu
+{
+    /// <summary>What a table frame is filled with once RCU has freed it (invariant mode): never a user entry (USER clear).</summary>
+    public const ulong FreedTablePoison = 0x6b6b_6b6b_6b6b_6b6bUL;
+
+    private readonly bool _checkTlb;
+
+    /// <summary>A 2 MiB region's PSC entry is being filled: no 4 KiB translation in it may come from another table.</summary>
+    private void CheckPscFill(ulong hpn, ulong tablePfn)
+    {
+        ulong first = hpn << (Geometry.PmdShift - Geometry.PageShift);
+        for (ulong i = 0; i < (ulong)Geometry.PtrsPerPte; i++)
+        {
+            ulong vpn = first + i;
+            TlbEntry* e = _tlb + (vpn & _tlbMask);
+            if (e->Tag == ((vpn << 16) | _gen) && e->TablePfn != (uint)tablePfn)
+                Machine.ReportTlbConflict(this, vpn << Geometry.PageShift,
+                    $"CPU {Id}: {vpn << Geometry.PageShift:x} is cached through PTE table {e->TablePfn:x} while the paging-structure cache now points at table {tablePfn:x}");
+        }
+    }
+
+    /// <summary>A 4 KiB translation is being filled: no 2 MiB one for the region, no other table for the address.</summary>
+    private void CheckTlbFill4K(ulong va, uint tablePfn)
+    {
+        TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
+        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _gen))
+            Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 2 MiB translation and now a 4 KiB one");
+        ulong hpn = va >> Geometry.PmdShift;
+        PscEntry* psc = _psc + (hpn & (PscEntries - 1));
+        if (psc->Tag == ((hpn << 16) | _pscGen) && psc->TablePfn != tablePfn)
+            Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
+    }
+
+    /// <summary>A 2 MiB translation is being filled: no 4 KiB translation may remain in the region.</summary>
+    private void CheckTlbFill2M(ulong va)
+    {
+        ulong first = (va & Geometry.PmdMask) >> Geometry.PageShift;
+        for (ulong i = 0; i < (ulong)Geometry.PtrsPerPte; i++)
+        {
+            ulong vpn = first + i;
+            TlbEntry* e = _tlb + (vpn & _tlbMask);
+            if (e->Tag == ((vpn << 16) | _gen))
+                Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void TableReadAfterFree(ulong va, ulong* slot)
+        => Bug.Throw($"CPU {Id}: the page walk for {va:x} read a freed page table (frame {((byte*)slot - _phys.Base) >> Geometry.PageShift:x})");
+}
