@@ -32,7 +32,10 @@ public abstract class KernelBenchmark
     /// <summary>Maps and populates what the benchmarks touch, on a CPU running the process.</summary>
     protected abstract void Setup(EmulatedCpu cpu);
 
-    /// <summary>The calling thread's CPU, running the process.</summary>
+    /// <summary>
+    /// The calling thread's CPU, running the process. System calls run on it once it is attached; a benchmark
+    /// that only makes system calls still reads it, or each call would borrow and release a CPU of its own.
+    /// </summary>
     protected EmulatedCpu Cpu => Kernel.Machine.CurrentCpu ?? AttachThisThread();
 
     [GlobalSetup]

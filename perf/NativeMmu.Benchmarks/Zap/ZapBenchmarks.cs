@@ -13,7 +13,7 @@ namespace NativeMmu.Benchmarks.Zap;
 [BenchmarkCategory("Zap")]
 public class ZapBenchmarks : KernelBenchmark
 {
-    private ulong _window;
+    private ulong _window, _hole;
 
     protected override void Setup(EmulatedCpu cpu)
     {
@@ -24,17 +24,23 @@ public class ZapBenchmarks : KernelBenchmark
         _window = Map(PmdSize);
         cpu.Store<byte>(_window, 1);
         Check(Process.Madvise(_window, PmdSize, Advice.DontNeed), "madvise");
+        // The munmap benchmark maps the middle 2 MiB of a 6 MiB hole: nothing is adjacent to merge with,
+        // so each mmap creates a VMA and each munmap removes it whole, with no split.
+        ulong reserve = Map(3 * PmdSize);
+        Check(Process.Munmap(reserve, 3 * PmdSize), "munmap");
+        _hole = reserve + PmdSize;
     }
 
     /// <summary>
-    /// mmap(2 MiB, MAP_POPULATE) then munmap: the VMA is created and filled with 512 zeroed pages and a PTE
-    /// table, then unmapped (zap, page freeing, free_pgtables, TLB flush) and dropped.
+    /// mmap(2 MiB, MAP_FIXED_NOREPLACE | MAP_POPULATE) then munmap: a VMA is created and filled with 512
+    /// zeroed pages and a PTE table, then unmapped (zap, page freeing, free_pgtables, TLB flush) and dropped.
     /// </summary>
     [Benchmark]
     public void Munmap512Pages_InclMmapPopulate()
     {
         _ = Cpu;
-        ulong a = Map(PmdSize, MapFlags.Populate);
+        const MapFlags flags = MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace | MapFlags.Populate;
+        Check(Process.Mmap(_hole, PmdSize, Prot.ReadWrite, flags, out ulong a), "mmap");
         Check(Process.Munmap(a, PmdSize), "munmap");
     }
 
