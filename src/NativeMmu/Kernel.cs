@@ -18,6 +18,8 @@ public sealed class Kernel : IDisposable
     {
         Config = config ?? new KernelConfig();
         Machine = new Machine(Config) { FaultHandler = new PageFaultHandler() };
+        Machine m = Machine;
+        Machine.Rcu.FreeTable = (cpu, pfn) => PgTable.FreeTableRcu(cpu, m, pfn);
         NativeMmuEventSource.Log.Register(Machine);
     }
 
@@ -40,6 +42,13 @@ public sealed class Kernel : IDisposable
         lock (_processes) _processes.Remove(p);
     }
 
+    /// <summary>rcu_barrier: every page table waiting for a grace period is freed when this returns.</summary>
+    public void RcuBarrier()
+    {
+        using CpuScope s = Machine.EnterCpu();
+        Machine.Rcu.Barrier(s.Cpu);
+    }
+
     /// <summary>Frames on the free lists (buddy and per-CPU).</summary>
     public long FreeFrames => Machine.Allocator.FreeFrames;
     /// <summary>Frames the page allocator manages (everything but the boot-time reservations).</summary>
@@ -57,6 +66,7 @@ public sealed class Kernel : IDisposable
         lock (_processes) left = [.. _processes];
         foreach (Process p in left) p.Exit();
         NativeMmuEventSource.Log.Unregister(Machine);
+        foreach (Cpu.Cpu cpu in Machine.Cpus) (cpu.KernelData as IDisposable)?.Dispose();
         Machine.Dispose();
     }
 }

@@ -2,6 +2,17 @@ using NativeMmu.Arch.X86;
 
 namespace NativeMmu;
 
+/// <summary>How empty user PTE tables are reclaimed.</summary>
+public enum PtReclaimMode
+{
+    /// <summary>Tables survive MADV_DONTNEED (before both series).</summary>
+    Off,
+    /// <summary>The 2021 "Free user PTE page table pages" series: a pte_refcount held by entries and walkers.</summary>
+    Refcount,
+    /// <summary>6.14's CONFIG_PT_RECLAIM: zap_page_range_single frees a wholly zapped table synchronously.</summary>
+    Sync,
+}
+
 /// <summary>
 /// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
 /// Defaults are the kernel's defaults where the kernel has one.
@@ -24,6 +35,10 @@ public sealed record KernelConfig
     public int PcpHigh { get; init; } = 2048;
     /// <summary>CONFIG_DEBUG_VM + CONFIG_PAGE_TABLE_CHECK: check invariants on every entry update.</summary>
     public bool DebugVm { get; init; }
+    /// <summary>Empty PTE-table reclaim: Sync (CONFIG_PT_RECLAIM, 6.14+, the default), Refcount (the 2021 pte_refcount series) or Off.</summary>
+    public PtReclaimMode PtReclaim { get; init; } = PtReclaimMode.Sync;
+    /// <summary>arch_flush_tlb_before_set_pte_page / _huge_page: flush a pending batched flush before repopulating a PMD (x86: yes).</summary>
+    public bool FlushTlbBeforeSetPmd { get; init; } = true;
 
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 

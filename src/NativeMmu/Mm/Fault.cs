@@ -174,6 +174,9 @@ internal static unsafe class Memory
     private static VmFaultT HandlePteFault(ref VmFault vmf)
     {
         Machine m = vmf.Mm.Machine;
+        // pte_offset_map_rw_nolock: the PTE is read without its lock, inside an RCU read-side section,
+        // because a reclaim on another CPU may free the table; the PMD is re-checked once locked.
+        vmf.Cpu.RcuReadLock();
         ulong pmdval = PgTable.Get(vmf.Pmd);
         if (new Pmd(pmdval).None)
         {
@@ -181,24 +184,28 @@ internal static unsafe class Memory
         }
         else
         {
-            // pte_offset_map_rw_nolock: the table stays while mmap_lock is held (no reclaim here).
             vmf.Pte = PgTable.PteOffset(m.Memory, pmdval, vmf.Address);
             vmf.OrigPte = new Pte(PgTable.Get(vmf.Pte));
             vmf.Flags |= FaultFlags.OrigPteValid;
             if (vmf.OrigPte.None) vmf.Pte = null;
         }
 
-        if (vmf.Pte == null) return DoAnonymousPage(ref vmf); // do_pte_missing: anonymous VMAs only
+        if (vmf.Pte == null)
+        {
+            vmf.Cpu.RcuReadUnlock();
+            return DoAnonymousPage(ref vmf); // do_pte_missing: anonymous VMAs only
+        }
 
         if (!vmf.OrigPte.Present)
             Bug.Throw($"do_swap_page: non-present entry {vmf.OrigPte.Value:x16} at {vmf.Address:x}, and this kernel has no swap");
 
         vmf.Ptl = PgTable.PteLockptr(m, pmdval);
         Spin.Lock(vmf.Ptl);
+        vmf.Cpu.RcuReadUnlock();
         Pte entry = vmf.OrigPte;
-        if (PgTable.Get(vmf.Pte) != entry.Value)
+        if (PgTable.Get(vmf.Pmd) != pmdval || PgTable.Get(vmf.Pte) != entry.Value)
         {
-            // Another CPU changed it; let the CPU retry the access.
+            // The table was reclaimed or the entry changed: let the CPU retry the access.
             Spin.Unlock(vmf.Ptl);
             return VmFaultT.None;
         }
@@ -232,12 +239,12 @@ internal static unsafe class Memory
         MmStruct mm = vmf.Mm;
         Machine m = mm.Machine;
         if ((vma.VmFlags & VmFlags.Shared) != 0) return VmFaultT.Sigbus;
-        if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd)) return VmFaultT.Oom;
+        if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd, vmf.Address)) return VmFaultT.Oom;
 
         if ((vmf.Flags & FaultFlags.Write) == 0)
         {
             Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
-            vmf.Pte = PgTable.PteOffsetMapLock(m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+            vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl);
             if (vmf.Pte == null) return VmFaultT.None;
             if (PgTable.Get(vmf.Pte) is var now && !new Pte(now).None)
             {
@@ -262,7 +269,7 @@ internal static unsafe class Memory
         Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
 
-        vmf.Pte = PgTable.PteOffsetMapLock(m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl);
         if (vmf.Pte == null)
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
@@ -379,7 +386,7 @@ internal static unsafe class Memory
         Page* newPage = m.Vmemmap.PfnToPage(newPfn);
         newPage->Flags |= 1UL << PG.Uptodate;
 
-        vmf.Pte = PgTable.PteOffsetMapLock(m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl);
         bool copied = false;
         if (vmf.Pte != null && PgTable.Get(vmf.Pte) == vmf.OrigPte.Value)
         {

@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 namespace NativeMmu.Mm;
 
 /// <summary>The memory-management per-CPU area: a reusable mmu_gather and the last VMA a fault found.</summary>
-internal sealed class MmPerCpu
+internal sealed class MmPerCpu : IDisposable
 {
     private MmStruct? _cachedMm;
     private long _cachedSeq;
@@ -42,13 +42,13 @@ internal sealed class MmPerCpu
         return v;
     }
 
-    /// <summary>An mmu_gather for this CPU; a nested user gets its own.</summary>
+    /// <summary>An mmu_gather for this CPU. Gathers do not nest on one CPU, so one is enough.</summary>
     public MmuGather RentGather(Cpu.Cpu cpu)
     {
-        MmuGather? g = _gather;
-        if (g is not null && !g.InUse) return g;
-        g = new MmuGather(cpu);
-        _gather ??= g;
+        MmuGather g = _gather ??= new MmuGather(cpu);
+        Sync.Bug.On(g.InUse, "mmu_gather started on CPU {0} while its gather is in use", cpu.Id);
         return g;
     }
+
+    public void Dispose() => _gather?.Dispose();
 }

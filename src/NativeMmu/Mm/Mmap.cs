@@ -286,12 +286,7 @@ public static unsafe class Mmap
                 FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
                 for (ulong a = Math.Max(v.VmStart, start); a < Math.Min(v.VmEnd, end); a += Geometry.PageSize)
                 {
-                    ulong* pte = PgTable.WalkToPte(mm, a);
-                    if (pte != null)
-                    {
-                        var e = new Pte(PgTable.Get(pte));
-                        if (e.Present && (!write || e.Write)) continue;
-                    }
+                    if (Populated(cpu, mm, a, write)) continue;
                     if ((PageFaultHandler.HandleMmFault(cpu, v, a, ff) & VmFaultT.Error) != 0) return;
                 }
             }
@@ -300,6 +295,16 @@ public static unsafe class Mmap
         {
             mm.MmapLock.ReadUnlock(cpu.Id);
         }
+    }
+
+    /// <summary>Whether the page is already mapped well enough (GUP's follow_page); a lockless look under RCU.</summary>
+    private static bool Populated(Cpu.Cpu cpu, MmStruct mm, ulong address, bool write)
+    {
+        cpu.RcuReadLock();
+        ulong* pte = PgTable.WalkToPte(mm, address);
+        var e = pte == null ? default : new Pte(PgTable.Get(pte));
+        cpu.RcuReadUnlock();
+        return e.Present && (!write || e.Write);
     }
 
     // -------------------------------------------------------------------------------------------
@@ -462,7 +467,7 @@ public static unsafe class Mmap
             ulong* first = PgTable.WalkToPte(vma.Mm, addr);
             if (first == null) { addr = next; continue; }
             ulong* pmd = PmdSlot(vma.Mm, addr);
-            ulong* pte = PgTable.PteOffsetMapLock(m, pmd, addr, out int* ptl);
+            ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, addr, out int* ptl);
             if (pte == null) { addr = next; continue; }
             for (; addr < next; addr += Geometry.PageSize, pte++)
             {
@@ -589,7 +594,8 @@ public static unsafe class Mmap
                 // later, this is the outcome the kernel reaches under memory pressure.
                 VmFlags forbidden = VmFlags.PfnMap | (behavior == Advice.DontNeedLocked ? 0 : VmFlags.Locked);
                 if ((vma.VmFlags & forbidden) != 0) return Errno.EINVAL;
-                Zap.ZapPageRangeSingle(cpu, vma, start, end - start);
+                // madvise_dontneed_single_vma: zap_details { .reclaim_pt = true, .even_cows = true }.
+                Zap.ZapPageRangeSingle(cpu, vma, start, end - start, reclaimPt: true);
                 return Errno.Success;
             }
             case Advice.WillNeed:
@@ -636,12 +642,7 @@ public static unsafe class Mmap
         FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
         for (ulong a = start; a < end; a += Geometry.PageSize)
         {
-            ulong* pte = PgTable.WalkToPte(mm, a);
-            if (pte != null)
-            {
-                var e = new Pte(PgTable.Get(pte));
-                if (e.Present && (!write || e.Write)) continue;
-            }
+            if (Populated(cpu, mm, a, write)) continue;
             VmFaultT r = PageFaultHandler.HandleMmFault(cpu, vma, a, ff);
             if ((r & VmFaultT.Oom) != 0) return Errno.ENOMEM;
             if ((r & VmFaultT.Error) != 0) return Errno.EFAULT;

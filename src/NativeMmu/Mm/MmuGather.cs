@@ -11,7 +11,7 @@ namespace NativeMmu.Mm;
 /// freed only after the TLB flush that makes them unreachable; the flush covers the union of the
 /// ranges cleared, once per batch.
 /// </summary>
-internal sealed unsafe class MmuGather
+internal sealed unsafe class MmuGather : IDisposable
 {
     /// <summary>MAX_GATHER_BATCH * MAX_GATHER_BATCH_COUNT on x86-64 with 4 KiB pages: 510 * 19.</summary>
     public const int MaxPages = 510 * 19;
@@ -31,10 +31,18 @@ internal sealed unsafe class MmuGather
     }
 
     public MmStruct Mm = null!;
+    /// <summary>zap_details.reclaim_pt: this zap may free PTE tables it empties (MADV_DONTNEED).</summary>
+    public bool ReclaimPt;
     public bool FullMm;
     public bool FreedTables;
     public ulong Start, End;
     public bool InUse;
+
+    public void Dispose()
+    {
+        NativeMemory.Free(_pages);
+        NativeMemory.Free(_tables);
+    }
 
     /// <summary>tlb_gather_mmu / tlb_gather_mmu_fullmm.</summary>
     public MmuGather Gather(MmStruct mm, bool fullmm)
@@ -42,6 +50,7 @@ internal sealed unsafe class MmuGather
         InUse = true;
         Mm = mm;
         FullMm = fullmm;
+        ReclaimPt = false;
         _nrPages = _nrTables = 0;
         ResetRange();
         Interlocked.Increment(ref mm.TlbFlushPending); // inc_tlb_flush_pending
@@ -90,11 +99,14 @@ internal sealed unsafe class MmuGather
         ResetRange();
     }
 
-    /// <summary>tlb_flush_mmu_free: the tables, then the pages (free_pages_and_swap_cache).</summary>
+    /// <summary>
+    /// tlb_flush_mmu_free: the tables go to RCU (tlb_table_flush → call_rcu: software walkers may still be
+    /// reading them, and an IPI does not wait for rcu_read_lock holders), then the pages are freed.
+    /// </summary>
     public void FlushMmuFree()
     {
         Machine m = Mm.Machine;
-        for (int i = 0; i < _nrTables; i++) PgTable.FreeTable(_cpu, m, _tables[i]);
+        for (int i = 0; i < _nrTables; i++) m.Rcu.CallRcuFreeTable(_cpu, _tables[i]);
         _nrTables = 0;
         for (int i = 0; i < _nrPages; i++) Rmap.FolioPut(_cpu, m, _pages[i]);
         _nrPages = 0;

@@ -90,19 +90,29 @@ internal static unsafe class PgTable
 
     /// <summary>
     /// pte_offset_map_lock: lock the PTE table *pmd points to and return the entry, or null when the PMD
-    /// changed (no longer a table) before the lock was taken - the caller retries, as in the kernel.
+    /// is no longer a table - the caller retries, as in the kernel. The table may be reclaimed by another
+    /// CPU until its lock is held and the PMD re-checked, so the read of the PMD and the locking happen
+    /// inside an RCU read-side section: the ptl word cannot be recycled under the spin.
     /// </summary>
-    public static ulong* PteOffsetMapLock(Machine m, ulong* pmd, ulong address, out int* ptl)
+    public static ulong* PteOffsetMapLock(Cpu.Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl)
     {
-        while (true)
+        cpu.RcuReadLock();
+        try
         {
-            ulong pmdval = Get(pmd);
-            if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) { ptl = null; return null; }
-            ptl = PteLockptr(m, pmdval);
-            Spin.Lock(ptl);
-            // Re-check: the table must still be the one we locked (__pte_offset_map_lock's pmd_same).
-            if (Get(pmd) == pmdval) return PteOffset(m.Memory, pmdval, address);
-            Spin.Unlock(ptl);
+            while (true)
+            {
+                ulong pmdval = Get(pmd);
+                if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) { ptl = null; return null; }
+                ptl = PteLockptr(m, pmdval);
+                Spin.Lock(ptl);
+                // pmd_same: the table must still be the one we locked; holding its lock now pins it.
+                if (Get(pmd) == pmdval) return PteOffset(m.Memory, pmdval, address);
+                Spin.Unlock(ptl);
+            }
+        }
+        finally
+        {
+            cpu.RcuReadUnlock();
         }
     }
 
@@ -120,6 +130,20 @@ internal static unsafe class PgTable
         m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, 1);
         m.Counters.Add(cpu.Id, VmEvent.PgtableAlloc);
         return pfn;
+    }
+
+    /// <summary>
+    /// The RCU callback for a table removed from a live tree: in the invariant mode the frame is poisoned
+    /// first, so a walker that still reaches it trips over an entry no user table can hold.
+    /// </summary>
+    public static void FreeTableRcu(Cpu.Cpu cpu, Machine m, ulong pfn)
+    {
+        if (m.Config.DebugVm)
+        {
+            ulong* t = (ulong*)m.Memory.FrameAddress(pfn);
+            for (int i = 0; i < Geometry.PtrsPerTable; i++) t[i] = Cpu.Cpu.FreedTablePoison;
+        }
+        FreeTable(cpu, m, pfn);
     }
 
     /// <summary>pagetable_dtor + pagetable_free.</summary>
@@ -151,7 +175,7 @@ internal static unsafe class PgTable
     /// lock unless another CPU won the race, in which case ours is freed. False: out of memory.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static bool PteAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pmd)
+    public static bool PteAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
     {
         Machine m = mm.Machine;
         ulong table = AllocTable(cpu, m);
@@ -160,6 +184,7 @@ internal static unsafe class PgTable
         Spin.Lock(ptl);
         if (new Pmd(Get(pmd)).None)
         {
+            ArchFlushTlbBeforeSetPtePage(cpu, mm, address);
             mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong)); // mm_inc_nr_ptes
             // smp_wmb(): the zeroed table is visible before the PMD that publishes it (release store).
             Set(pmd, Pmd.MkTable(table).Value);
@@ -168,6 +193,17 @@ internal static unsafe class PgTable
         Spin.Unlock(ptl);
         if (table != 0) FreeTable(cpu, m, table);
         return true;
+    }
+
+    /// <summary>
+    /// arch_flush_tlb_before_set_pte_page (x86, seed 002): a PMD cleared by a reclaim whose batched flush
+    /// is still pending may leave other CPUs holding translations through the old table; installing a new
+    /// table then would let one address translate through two tables. Flush the 2 MiB first.
+    /// </summary>
+    public static void ArchFlushTlbBeforeSetPtePage(Cpu.Cpu cpu, MmStruct mm, ulong address)
+    {
+        if (mm.Machine.Config.FlushTlbBeforeSetPmd && Volatile.Read(ref mm.TlbFlushPending) != 0)
+            TlbFlush.FlushMmRange(cpu, mm, address & Geometry.PmdMask, (address & Geometry.PmdMask) + Geometry.PmdSize, Geometry.PageShift, false);
     }
 
     /// <summary>__pmd_alloc: install a PMD table under mm->page_table_lock (the PUD level has no split lock).</summary>
@@ -252,7 +288,8 @@ internal static unsafe class PgTable
 
     /// <summary>
     /// The walk without allocation (follow_page-style): the PTE slot mapping address, or null when a
-    /// level is missing. Callers hold mmap_lock; the PTE itself is read without the PTL.
+    /// level is missing. Callers hold mmap_lock for write, or are inside an RCU read-side section (a
+    /// reclaim may free the PTE table otherwise); the PTE itself is read without the PTL.
     /// </summary>
     public static ulong* WalkToPte(MmStruct mm, ulong address)
     {

@@ -14,9 +14,10 @@ namespace NativeMmu.Mm;
 internal static unsafe class Zap
 {
     /// <summary>zap_page_range_single (MADV_DONTNEED): one VMA, one gather. Caller holds mmap_lock.</summary>
-    public static void ZapPageRangeSingle(Cpu.Cpu cpu, Vma vma, ulong address, ulong size)
+    public static void ZapPageRangeSingle(Cpu.Cpu cpu, Vma vma, ulong address, ulong size, bool reclaimPt = false)
     {
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
+        tlb.ReclaimPt = reclaimPt && vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Sync;
         vma.Mm.UpdateHiwaterRss();
         long before = vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages);
         UnmapSingleVma(cpu, tlb, vma, address, address + size);
@@ -106,17 +107,25 @@ internal static unsafe class Zap
     }
 
     /// <summary>
-    /// zap_pte_range: clear every present entry under the PTE lock, hand the pages to the gather, and
-    /// flush before dropping the lock when the batch filled (force_flush). Returns where it stopped.
+    /// zap_pte_range (6.14): clear every present entry under the PTE lock, hand the pages to the gather,
+    /// flush before dropping the lock when the batch filled (force_flush), and go round again until the
+    /// range is done. With reclaim_pt and the whole table zapped, the PMD is cleared too: directly while
+    /// the PTE lock is held when the PMD lock can be trylocked (the reverse of the usual order), else by
+    /// try_to_free_pte, which takes both locks in order and rescans the 512 entries.
     /// </summary>
     private static ulong ZapPteRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end)
     {
         MmStruct mm = vma.Mm;
         Machine m = mm.Machine;
         ulong zeroPfn = m.ZeroPfn;
+        ulong start = addr;
+        bool canReclaimPt = tlb.ReclaimPt && end - addr >= Geometry.PmdSize; // reclaim_pt_is_enabled
+        bool directReclaim = true;
+        ulong pmdval = 0;
+    retry:
         bool forceFlush = false;
         long rssAnon = 0;
-        ulong* pte = PgTable.PteOffsetMapLock(m, pmd, addr, out int* ptl);
+        ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, addr, out int* ptl);
         if (pte == null) return addr;
         for (; addr != end; pte++, addr += Geometry.PageSize)
         {
@@ -135,16 +144,70 @@ internal static unsafe class Zap
             if (tlb.RemovePage(pfn))
             {
                 forceFlush = true;
+                directReclaim = false;
                 addr += Geometry.PageSize;
                 break;
             }
         }
+        if (canReclaimPt && directReclaim && addr == end) directReclaim = TryGetAndClearPmd(m, pmd, out pmdval);
         mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, rssAnon);
         m.Counters.Add(cpu.Id, VmEvent.ZapPages, -rssAnon);
         if (forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
         Spin.Unlock(ptl);
         if (forceFlush) tlb.FlushMmuFree();
+        if (addr != end) goto retry;
+        if (canReclaimPt)
+        {
+            if (directReclaim) FreePte(cpu, tlb, start, pmdval);
+            else TryToFreePte(cpu, tlb, pmd, start);
+        }
         return addr;
+    }
+
+    /// <summary>try_get_and_clear_pmd (mm/pt_reclaim.c): PTE lock held, so the PMD lock may only be tried.</summary>
+    private static bool TryGetAndClearPmd(Machine m, ulong* pmd, out ulong pmdval)
+    {
+        int* pml = PgTable.PmdLockptr(m, pmd);
+        pmdval = 0;
+        if (!Spin.TryLock(pml)) return false;
+        pmdval = PgTable.Get(pmd);
+        PgTable.Set(pmd, 0); // pmd_clear
+        Spin.Unlock(pml);
+        return true;
+    }
+
+    /// <summary>free_pte: the table goes to the gather (freed after the flush and a grace period).</summary>
+    private static void FreePte(Cpu.Cpu cpu, MmuGather tlb, ulong addr, ulong pmdval)
+    {
+        ulong table = new Pmd(pmdval).Pfn;
+        tlb.RemoveTable(table, addr);                                      // pte_free_tlb
+        tlb.Mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong));      // mm_dec_nr_ptes
+        tlb.Mm.Machine.Counters.Add(cpu.Id, VmEvent.PtReclaim);
+        TestHooks.AfterPmdCleared?.Invoke(cpu, tlb.Mm, addr);
+        if (NativeMmuEventSource.Log.IsEnabled()) NativeMmuEventSource.Log.TableReclaim(addr, table, cpu.Id);
+    }
+
+    /// <summary>try_to_free_pte: PMD lock, then the PTE lock nested; free only if all 512 entries are none.</summary>
+    private static void TryToFreePte(Cpu.Cpu cpu, MmuGather tlb, ulong* pmd, ulong addr)
+    {
+        Machine m = tlb.Mm.Machine;
+        int* pml = PgTable.PmdLockptr(m, pmd);
+        Spin.Lock(pml);
+        ulong pmdval = PgTable.Get(pmd);
+        if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf)
+        {
+            Spin.Unlock(pml);
+            return;
+        }
+        int* ptl = PgTable.PteLockptr(m, pmdval);
+        if (ptl != pml) Spin.Lock(ptl);
+        ulong* start = PgTable.PteOffset(m.Memory, pmdval, addr & Geometry.PmdMask);
+        bool empty = true;
+        for (int i = 0; i < Geometry.PtrsPerPte && empty; i++) empty = new Pte(PgTable.Get(start + i)).None;
+        if (empty) PgTable.Set(pmd, 0);
+        if (ptl != pml) Spin.Unlock(ptl);
+        Spin.Unlock(pml);
+        if (empty) FreePte(cpu, tlb, addr, pmdval);
     }
 
     // ---------------------------------------------------------------------------------------------

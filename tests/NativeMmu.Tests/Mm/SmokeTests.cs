@@ -23,6 +23,7 @@ public class FaultSmokeTests
         TestContext.Out.WriteLine(p.ProcStatus());
         Assert.That(p.Munmap(a, 8UL << 20), Is.EqualTo(Errno.Success));
         p.Exit();
+        kernel.RcuBarrier(); // page tables are freed after a grace period
         Assert.That(kernel.FreeFrames, Is.EqualTo(free0));
     }
 }

@@ -1,0 +1,11 @@
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// Points where deterministic tests may hold a CPU: null in normal operation (one null check on a path
+/// that already freed a page table), so the emulator pays nothing for them.
+/// </summary>
+public static class TestHooks
+{
+    /// <summary>Called right after a reclaim cleared a PMD, before the batched TLB flush (the seed-002 window).</summary>
+    public static Action<Cpu.Cpu, MmStruct, ulong>? AfterPmdCleared { get; set; }
+}
