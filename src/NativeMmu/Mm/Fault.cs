@@ -68,6 +68,8 @@ internal unsafe ref struct VmFault
     /// <summary>What the fault turned out to be, and the PFN it left mapped (for counters and events).</summary>
     public FaultKind Kind;
     public ulong MappedPfn;
+    /// <summary>PtReclaim = Refcount: the PTE table this walker holds a pte_refcount on (0 otherwise).</summary>
+    public ulong PteTable;
 }
 
 /// <summary>
@@ -164,7 +166,14 @@ internal static unsafe class Memory
         if (pud == null) return VmFaultT.Oom;
         vmf.Pmd = PgTable.PmdAllocOffset(cpu, mm, pud, address);
         if (vmf.Pmd == null) return VmFaultT.Oom;
-        return HandlePteFault(ref vmf);
+        if (mm.Machine.Config.PtReclaim != PtReclaimMode.Refcount) return HandlePteFault(ref vmf);
+
+        // pte_alloc_get: the fault holds a reference on its PTE table from here to the end.
+        vmf.PteTable = PgTable.PteAllocGet(cpu, mm, vmf.Pmd, address);
+        if (vmf.PteTable == 0) return VmFaultT.Oom;
+        VmFaultT ret = HandlePteFault(ref vmf);
+        PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
+        return ret;
     }
 
     /// <summary>
@@ -252,6 +261,7 @@ internal static unsafe class Memory
                 return VmFaultT.None;
             }
             PgTable.Set(vmf.Pte, zero.Value);
+            if (vmf.PteTable != 0) PgTable.PteGetMany(m, vmf.PteTable, 1);
             Spin.Unlock(vmf.Ptl);
             vmf.Kind = FaultKind.ZeroPage;
             vmf.MappedPfn = m.ZeroPfn;
@@ -284,6 +294,7 @@ internal static unsafe class Memory
         mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, 1);
         Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, page, vma, anonVma, vmf.Address);
         PgTable.Set(vmf.Pte, entry.Value); // set_ptes: publishes the zeroed, rmapped page
+        if (vmf.PteTable != 0) PgTable.PteGetMany(m, vmf.PteTable, 1);
         Spin.Unlock(vmf.Ptl);
         vmf.Kind = FaultKind.AnonZeroFill;
         vmf.MappedPfn = pfn;

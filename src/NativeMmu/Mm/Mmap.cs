@@ -461,34 +461,45 @@ public static unsafe class Mmap
     private static void ChangeProtection(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, ulong newprot, bool tryWritable)
     {
         Machine m = vma.Mm.Machine;
+        bool refcount = m.Config.PtReclaim == PtReclaimMode.Refcount;
         for (ulong addr = start; addr < end;)
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
-            ulong* first = PgTable.WalkToPte(vma.Mm, addr);
-            if (first == null) { addr = next; continue; }
             ulong* pmd = PmdSlot(vma.Mm, addr);
+            if (pmd == null) { addr = next; continue; }
+            ulong table = refcount ? PgTable.PteTryGet(cpu, m, pmd) : 0;
+            if (refcount && table == 0) { addr = next; continue; }
+            ulong from = addr;
             ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, addr, out int* ptl);
-            if (pte == null) { addr = next; continue; }
-            for (; addr < next; addr += Geometry.PageSize, pte++)
+            if (pte != null)
             {
-                var oldpte = new Pte(PgTable.Get(pte));
-                if (!oldpte.Present) continue;
-                oldpte = new Pte(PgTable.GetAndClear(pte)); // ptep_modify_prot_start
-                Pte ptent = oldpte.Modify(newprot);
-                if (tryWritable && !ptent.Write && CanChangePteWritable(m, vma, ptent)) ptent = ptent.MkWrite();
-                PgTable.Set(pte, ptent.Value); // ptep_modify_prot_commit
-                if (PteNeedsFlush(oldpte, ptent)) tlb.AdjustRange(addr, Geometry.PageSize);
+                for (; addr < next; addr += Geometry.PageSize, pte++)
+                {
+                    var oldpte = new Pte(PgTable.Get(pte));
+                    if (!oldpte.Present) continue;
+                    oldpte = new Pte(PgTable.GetAndClear(pte)); // ptep_modify_prot_start
+                    Pte ptent = oldpte.Modify(newprot);
+                    if (tryWritable && !ptent.Write && CanChangePteWritable(m, vma, ptent)) ptent = ptent.MkWrite();
+                    PgTable.Set(pte, ptent.Value); // ptep_modify_prot_commit
+                    if (PteNeedsFlush(oldpte, ptent)) tlb.AdjustRange(addr, Geometry.PageSize);
+                }
+                Sync.Spin.Unlock(ptl);
             }
-            Sync.Spin.Unlock(ptl);
+            addr = next;
+            if (table != 0) PgTable.PtePut(cpu, vma.Mm, pmd, table, 1, from, tlb);
         }
         // tlb_finish_mmu (in the caller) flushes the range gathered above.
     }
 
+    /// <summary>The PMD slot for addr, or null when an upper level is missing. mmap_lock held.</summary>
     private static ulong* PmdSlot(MmStruct mm, ulong addr)
     {
         ulong* pgd = PgTable.PgdOffset(mm, addr);
+        if (new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) return null;
         ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        if (new P4d(PgTable.Get(p4d)).None) return null;
         ulong* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
+        if (new Pud(PgTable.Get(pud)).None) return null;
         return PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
     }
 

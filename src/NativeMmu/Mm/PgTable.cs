@@ -206,6 +206,115 @@ internal static unsafe class PgTable
             TlbFlush.FlushMmRange(cpu, mm, address & Geometry.PmdMask, (address & Geometry.PmdMask) + Geometry.PmdSize, Geometry.PageShift, false);
     }
 
+    // ---- pte_refcount (PtReclaim = Refcount) -------------------------------------------------------
+    //
+    // A PTE table's count is the number of its non-none entries plus the walkers using it. Walkers
+    // take a reference with PteTryGet (never from zero: a table at zero is being freed) and drop it
+    // with PtePut; the put that reaches zero clears the PMD under the PMD lock and frees the table.
+
+    /// <summary>pte_try_get: a reference on the table *pmd points to, or 0 if there is none (or it is dying).</summary>
+    public static ulong PteTryGet(Cpu.Cpu cpu, Machine m, ulong* pmd)
+    {
+        cpu.RcuReadLock();
+        try
+        {
+            while (true)
+            {
+                ulong pmdval = Get(pmd);
+                if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return 0;
+                ulong table = new Pmd(pmdval).Pfn;
+                int* count = &m.Vmemmap.PfnToPage(table)->PteRefcount;
+                int c = Volatile.Read(ref *count);
+                if (c == 0) return 0;
+                if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) continue;
+                if (Get(pmd) == pmdval) return table;
+                Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
+            }
+        }
+        finally
+        {
+            cpu.RcuReadUnlock();
+        }
+    }
+
+    /// <summary>pte_alloc_get: a reference on the PTE table for address, allocating and installing one if needed.</summary>
+    public static ulong PteAllocGet(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
+    {
+        Machine m = mm.Machine;
+        var spin = new SpinWait();
+        while (true)
+        {
+            ulong table = PteTryGet(cpu, m, pmd);
+            if (table != 0) return table;
+            if (!new Pmd(Get(pmd)).None)
+            {
+                spin.SpinOnce(sleep1Threshold: -1); // a table at zero: its freer is about to clear the PMD
+                continue;
+            }
+            table = AllocTable(cpu, m);
+            if (table == 0) return 0;
+            m.Vmemmap.PfnToPage(table)->PteRefcount = 1; // the installing walker's reference
+            int* ptl = PmdLockptr(m, pmd);
+            Spin.Lock(ptl);
+            bool installed = new Pmd(Get(pmd)).None;
+            if (installed)
+            {
+                ArchFlushTlbBeforeSetPtePage(cpu, mm, address);
+                mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong));
+                Set(pmd, Pmd.MkTable(table).Value);
+            }
+            Spin.Unlock(ptl);
+            if (installed) return table;
+            m.Vmemmap.PfnToPage(table)->PteRefcount = 0;
+            FreeTable(cpu, m, table);
+        }
+    }
+
+    /// <summary>pte_get_many: n entries of the table became non-none.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PteGetMany(Machine m, ulong table, int n) => Interlocked.Add(ref m.Vmemmap.PfnToPage(table)->PteRefcount, n);
+
+    /// <summary>
+    /// pte_put_many: drop n references (cleared entries and/or the caller's walker reference). The last
+    /// one frees the table: PMD cleared under its lock, then the table goes through the gather if one is
+    /// running (its flush covers it), else it is flushed here and handed to RCU.
+    /// </summary>
+    public static void PtePut(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong table, int n, ulong address, MmuGather? tlb)
+    {
+        Machine m = mm.Machine;
+        int after = Interlocked.Add(ref m.Vmemmap.PfnToPage(table)->PteRefcount, -n);
+        Bug.On(after < 0, "pte_refcount of table {0:x} went negative", table);
+        if (after != 0) return;
+
+        int* pml = PmdLockptr(m, pmd);
+        Spin.Lock(pml);
+        bool cleared = Get(pmd) is var v && !new Pmd(v).None && !new Pmd(v).Leaf && new Pmd(v).Pfn == table;
+        if (cleared)
+        {
+            if (m.Config.DebugVm)
+            {
+                ulong* t = (ulong*)m.Memory.FrameAddress(table);
+                for (int i = 0; i < Geometry.PtrsPerPte; i++) Bug.On(!new Pte(t[i]).None, "table {0:x} freed at refcount 0 with entry {1} in use", table, i);
+            }
+            Set(pmd, 0);
+            mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong)); // mm_dec_nr_ptes
+        }
+        Spin.Unlock(pml);
+        if (!cleared) return;
+        m.Counters.Add(cpu.Id, VmEvent.PtReclaim);
+        ulong start = address & Geometry.PmdMask;
+        TestHooks.AfterPmdCleared?.Invoke(cpu, mm, start);
+        if (tlb is not null && tlb.InUse && ReferenceEquals(tlb.Mm, mm))
+        {
+            tlb.RemoveTable(table, start);
+        }
+        else
+        {
+            TlbFlush.FlushMmRange(cpu, mm, start, start + Geometry.PmdSize, Geometry.PageShift, freedTables: true);
+            m.Rcu.CallRcuFreeTable(cpu, table);
+        }
+    }
+
     /// <summary>__pmd_alloc: install a PMD table under mm->page_table_lock (the PUD level has no split lock).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static bool PmdAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pud)

@@ -100,8 +100,26 @@ internal static unsafe class Zap
                 pmd++;
                 continue;
             }
-            addr = ZapPteRange(cpu, tlb, vma, pmd, addr, next);
-            if (addr == next) pmd++; // otherwise the batch filled up: go round the same PMD again
+            if (vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Refcount)
+            {
+                // The zap is a walker: it holds a pte_refcount while it works and drops it with the
+                // references of the entries it cleared; the last put frees the table.
+                ulong table = PgTable.PteTryGet(cpu, vma.Mm.Machine, pmd);
+                if (table == 0)
+                {
+                    addr = next;
+                    pmd++;
+                    continue;
+                }
+                ulong from = addr;
+                addr = ZapPteRange(cpu, tlb, vma, pmd, addr, next, out int cleared);
+                PgTable.PtePut(cpu, vma.Mm, pmd, table, cleared + 1, from, tlb);
+            }
+            else
+            {
+                addr = ZapPteRange(cpu, tlb, vma, pmd, addr, next, out _);
+            }
+            if (addr == next) pmd++; // otherwise the table went away under us: look at the PMD again
         }
         while (addr != end);
     }
@@ -113,8 +131,9 @@ internal static unsafe class Zap
     /// the PTE lock is held when the PMD lock can be trylocked (the reverse of the usual order), else by
     /// try_to_free_pte, which takes both locks in order and rescans the 512 entries.
     /// </summary>
-    private static ulong ZapPteRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end)
+    private static ulong ZapPteRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end, out int cleared)
     {
+        cleared = 0;
         MmStruct mm = vma.Mm;
         Machine m = mm.Machine;
         ulong zeroPfn = m.ZeroPfn;
@@ -135,6 +154,7 @@ internal static unsafe class Zap
             // ptep_get_and_clear_full: a dying mm has no walkers left, so a plain clear will do.
             if (tlb.FullMm) PgTable.Set(pte, 0);
             else ptent = PgTable.GetAndClear(pte);
+            cleared++;
             tlb.AdjustRange(addr, Geometry.PageSize);
             var entry = new Pte(ptent);
             ulong pfn = entry.Pfn;

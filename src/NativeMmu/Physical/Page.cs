@@ -37,6 +37,8 @@ public struct Page
     [FieldOffset(32)] public ulong Index;
     /// <summary>ptdesc pt_mm (x86 PGD pages) / pt_frag_refcount and friends.</summary>
     [FieldOffset(32)] public ulong PtMm;
+    /// <summary>pte_refcount of the 2021 "Free user PTE page table pages" series (the pt_frag_refcount slot).</summary>
+    [FieldOffset(32)] public int PteRefcount;
     /// <summary>private: the buddy order while free, the swap entry in swap cache.</summary>
     [FieldOffset(40)] public ulong Private;
     /// <summary>ptdesc ptl: the split page-table lock, a 4-byte spinlock embedded in the page.</summary>
