@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using NativeMmu.Cli.Emulated;
 using NativeMmu.Cli.Host;
+using NativeMmu;
 
 namespace NativeMmu.Cli.Commands;
 
@@ -30,12 +31,89 @@ public static class MultiFaultCommand
         loop.AcceptOnlyFromAmong("multi-fault", "page-fault1");
         var noHost = new Option<bool>("--no-host") { Description = "Skip the host-kernel run" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
+        var ptReclaim = new Option<string>("--pt-reclaim") { Description = "Empty PTE-table reclaim of the emulated kernel: off | refcount | sync", DefaultValueFactory = _ => "sync" };
+        ptReclaim.AcceptOnlyFromAmong("off", "refcount", "sync");
+        var compare = new Option<bool>("--compare-pt-reclaim") { Description = "Run the three reclaim modes interleaved (at least 5 rounds) and compare medians" };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds for --compare-pt-reclaim", DefaultValueFactory = _ => 5 };
         var cmd = new Command("multi-fault", "Page faults per minute at N threads: emulator, host kernel, zeroing ceiling")
         {
-            threads, seconds, loop, noHost, json,
+            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds,
         };
-        cmd.SetAction(r => Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json)));
+        cmd.SetAction(r => r.GetValue(compare)
+            ? ComparePtReclaim(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, Math.Max(5, r.GetValue(rounds)), r.GetValue(json))
+            : Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json), ParseMode(r.GetValue(ptReclaim)!)));
         return cmd;
+    }
+
+    internal static PtReclaimMode ParseMode(string s) => s switch
+    {
+        "off" => PtReclaimMode.Off,
+        "refcount" => PtReclaimMode.Refcount,
+        "sync" => PtReclaimMode.Sync,
+        _ => throw new ArgumentException($"unknown reclaim mode '{s}'"),
+    };
+
+    internal static string ModeName(PtReclaimMode m) => m.ToString().ToLowerInvariant();
+
+    public sealed record ComparePoint(
+        [property: JsonPropertyName("threads")] int Threads,
+        [property: JsonPropertyName("median_pf_per_min")] IReadOnlyDictionary<string, double> MedianPfPerMin);
+
+    public sealed record CompareReport(
+        [property: JsonPropertyName("benchmark")] string Benchmark,
+        [property: JsonPropertyName("compare")] string Compare,
+        [property: JsonPropertyName("loop")] string Loop,
+        [property: JsonPropertyName("seconds")] double Seconds,
+        [property: JsonPropertyName("rounds")] int Rounds,
+        [property: JsonPropertyName("points")] IReadOnlyList<ComparePoint> Points);
+
+    /// <summary>The modes interleaved A B C A B C …, each on its own booted kernel; medians per mode.</summary>
+    public static int ComparePtReclaim(int[] threadCounts, double seconds, string loop, int rounds, bool json)
+    {
+        bool pf1 = loop == "page-fault1";
+        PtReclaimMode[] modes = [PtReclaimMode.Off, PtReclaimMode.Refcount, PtReclaimMode.Sync];
+        var points = new List<ComparePoint>();
+        var kernels = modes.ToDictionary(m => m, m => new Kernel(new KernelConfig { PtReclaim = m }));
+        try
+        {
+            foreach (int t in threadCounts)
+            {
+                var samples = modes.ToDictionary(m => m, _ => new List<double>());
+                foreach (PtReclaimMode m in modes) Emulated(kernels[m], pf1, t, Math.Min(1.0, seconds / 4), null); // JIT warm-up
+                for (int r = 0; r < rounds; r++)
+                {
+                    foreach (PtReclaimMode m in modes)
+                    {
+                        LoopResult res = Emulated(kernels[m], pf1, t, seconds, Progress($"{t} thread(s) round {r + 1}/{rounds}: {ModeName(m)}"));
+                        samples[m].Add(res.PerMinute);
+                    }
+                }
+                ClearProgress();
+                var medians = modes.ToDictionary(ModeName, m => Math.Round(Median(samples[m])));
+                points.Add(new ComparePoint(t, medians));
+                if (!json)
+                {
+                    Console.WriteLine();
+                    Console.WriteLine($" '{loop}' by PT-reclaim mode ({t} thread{(t == 1 ? "" : "s")}, {rounds} interleaved rounds of {seconds} s, medians):");
+                    Console.WriteLine();
+                    foreach (PtReclaimMode m in modes)
+                        Console.WriteLine($"  {ModeName(m),-9} {medians[ModeName(m)],16:N0} pf/min   {(medians[ModeName(m)] / medians["off"] - 1) * 100,7:+0.00;-0.00}% vs off   (rounds: {string.Join(", ", samples[m].Select(x => (x / 1e6).ToString("F1")))} M)");
+                    Console.WriteLine();
+                }
+            }
+        }
+        finally
+        {
+            foreach (Kernel k in kernels.Values) k.Dispose();
+        }
+        if (json) Console.Out.WriteLine(JsonSerializer.Serialize(new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, points)));
+        return 0;
+    }
+
+    private static double Median(List<double> xs)
+    {
+        var sorted = xs.OrderBy(x => x).ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     internal static int[] ParseThreads(string? spec)
@@ -46,12 +124,12 @@ public static class MultiFaultCommand
             .ToArray();
     }
 
-    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json)
+    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json, PtReclaimMode mode = PtReclaimMode.Sync)
     {
         bool pf1 = loop == "page-fault1";
         ulong ceilingBuffer = pf1 ? 128UL << 20 : 2UL << 20;
         var points = new List<Point>();
-        using var kernel = new Kernel();
+        using var kernel = new Kernel(new KernelConfig { PtReclaim = mode });
         foreach (int t in threadCounts)
         {
             // JIT warm-up: the first second of a fresh process runs unoptimised code.
