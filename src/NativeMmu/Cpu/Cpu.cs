@@ -288,9 +288,17 @@ public sealed unsafe partial class Cpu : IDisposable
         }
     }
 
-    /// <summary>Delivers #PF to the kernel. A fault that never resolves is a kernel bug, not a hang.</summary>
+    /// <summary>
+    /// Delivers #PF to the kernel. A fault that never resolves is a kernel bug, not a hang. As the SDM
+    /// requires (4.10.4.1), the CPU first drops the TLB entry and the paging-structure-cache entry it
+    /// used for the faulting address, so the retry walks the tables afresh.
+    /// </summary>
     private FaultResult RaisePageFault(ulong address, X86PfError error, int attempt)
     {
+        FlushOneLocal(address);
+        ulong hpn = address >> Geometry.PmdShift;
+        PscEntry* psc = _psc + (hpn & (PscEntries - 1));
+        if ((psc->Tag >> 16) == hpn) psc->Tag = 0;
         Bug.On(attempt > 10_000, "page fault at {0:x} (error {1}) retried 10000 times without progress", address, error);
         IPageFaultHandler handler = Machine.FaultHandler ?? throw new InvalidOperationException("no page-fault handler is installed");
         return handler.HandleUserFault(this, address, error | X86PfError.User);

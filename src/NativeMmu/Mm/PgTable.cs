@@ -396,6 +396,41 @@ internal static unsafe class PgTable
     }
 
     /// <summary>
+    /// Counts the page-table pages of the user half by walking them, as a cross-check of
+    /// mm_pgtables_bytes (PTE, PMD and PUD tables count; PGD and P4D do not). mmap_lock held for write.
+    /// </summary>
+    public static long RecountPgtablesBytes(MmStruct mm)
+    {
+        PhysicalMemory mem = mm.Machine.Memory;
+        long tables = 0;
+        ulong* pgd = (ulong*)mem.FrameAddress(mm.PgdPfn);
+        for (int i = 0; i < KernelPgdBoundary; i++)
+        {
+            ulong pgdval = Get(pgd + i);
+            if (pgdval == 0) continue;
+            int p4ds = mm.Paging.L5Enabled ? Geometry.PtrsPerTable : 1;
+            ulong* p4dTable = mm.Paging.L5Enabled ? (ulong*)mem.FrameAddress(new Pgd(pgdval).Pfn) : pgd + i;
+            for (int j = 0; j < p4ds; j++)
+            {
+                ulong p4dval = Get(p4dTable + j);
+                if (new P4d(p4dval).None) continue;
+                tables++; // the PUD table
+                ulong* pud = (ulong*)mem.FrameAddress(new P4d(p4dval).Pfn);
+                for (int k = 0; k < Geometry.PtrsPerPud; k++)
+                {
+                    ulong pudval = Get(pud + k);
+                    if (new Pud(pudval).None) continue;
+                    tables++; // the PMD table
+                    ulong* pmd = (ulong*)mem.FrameAddress(new Pud(pudval).Pfn);
+                    for (int l = 0; l < Geometry.PtrsPerPmd; l++)
+                        if (!new Pmd(Get(pmd + l)).None && !new Pmd(Get(pmd + l)).Leaf) tables++; // a PTE table
+                }
+            }
+        }
+        return tables * (long)Geometry.PageSize;
+    }
+
+    /// <summary>
     /// The walk without allocation (follow_page-style): the PTE slot mapping address, or null when a
     /// level is missing. Callers hold mmap_lock for write, or are inside an RCU read-side section (a
     /// reclaim may free the PTE table otherwise); the PTE itself is read without the PTL.

@@ -1,0 +1,208 @@
+using NativeMmu.Arch.X86;
+using NativeMmu.Mm;
+
+namespace NativeMmu.Tests.Mm;
+
+/// <summary>Empty PTE-table reclaim: the window between the PMD clear and the flush, RCU, and pte_refcount.</summary>
+[NonParallelizable] // TestHooks are process-wide
+public unsafe class PtReclaimTests
+{
+    private const ulong Window = 2UL << 20;
+
+    [TearDown]
+    public void ClearHooks() => TestHooks.AfterPmdCleared = null;
+
+    /// <summary>
+    /// CPU B holds a translation through PTE table T1. CPU A's MADV_DONTNEED reclaims T1 and is held between
+    /// the PMD clear and its batched flush, while B faults on another page of the same 2 MiB: the fault
+    /// installs table T2. Unless the kernel flushes before setting the PMD, B now has one address cached
+    /// through T1 and the region mapped through T2 - the second situation of seed 002.
+    /// </summary>
+    [TestCase(true, ExpectedResult = 0)]
+    [TestCase(false, ExpectedResult = 1)]
+    [CancelAfter(20_000)]
+    public int A_fault_that_repopulates_a_reclaimed_PMD_before_the_flush_leaves_two_tables_in_one_TLB_unless_flushed_first(bool flushBeforeSet)
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Sync, FlushTlbBeforeSetPmd = flushBeforeSet });
+        Process p = kernel.CreateProcess();
+        ulong w = p.Mmap(2 * Window);
+        using var bReady = new ManualResetEventSlim();
+        using var go = new ManualResetEventSlim();
+        using var bDone = new ManualResetEventSlim();
+        Exception? bFailure = null;
+        var b = new Thread(() =>
+        {
+            try
+            {
+                using Cpu.Cpu cpu = kernel.AttachCpu();
+                p.Enter(cpu);
+                cpu.Store<long>(w, 1);                      // table T1, and a TLB entry for w through it
+                Assert.That(cpu.Load<long>(w), Is.EqualTo(1));
+                bReady.Set();
+                go.Wait();
+                cpu.Store<long>(w + 8 * 4096, 2);           // faults: the PMD is clear, a new table goes in
+                bDone.Set();
+                go.Reset();
+            }
+            catch (Exception e)
+            {
+                bFailure = e;
+                bDone.Set();
+            }
+        });
+        b.Start();
+        bReady.Wait();
+        using (Cpu.Cpu a = kernel.AttachCpu())
+        {
+            p.Enter(a);
+            TestHooks.AfterPmdCleared = (cpu, mm, addr) =>
+            {
+                if (!ReferenceEquals(mm, p.Mm) || cpu != a) return;
+                go.Set();        // let B fault while A's flush is still pending
+                bDone.Wait();
+            };
+            Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+            TestHooks.AfterPmdCleared = null;
+        }
+        b.Join();
+        Assert.That(bFailure, Is.Null, () => $"thread B failed: {bFailure}");
+        return kernel.Machine.TlbConflicts.Count > 0 ? 1 : 0;
+    }
+
+    [Test]
+    [CancelAfter(20_000)]
+    public void A_table_reclaimed_while_a_lockless_walker_holds_it_is_freed_only_after_the_walker_leaves()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Sync });
+        Process p = kernel.CreateProcess();
+        ulong w = p.Mmap(2 * Window);
+        ulong table;
+        using var inside = new ManualResetEventSlim();
+        using var leave = new ManualResetEventSlim();
+        ulong seenDuring = 0;
+        using Cpu.Cpu a = kernel.AttachCpu();
+        p.Enter(a);
+        a.Store<long>(w, 7);
+        table = new Pmd(PgTable.Get(PmdOf(p.Mm, w))).Pfn;
+        var walker = new Thread(() =>
+        {
+            using Cpu.Cpu cpu = kernel.AttachCpu();
+            cpu.RcuReadLock();                                // pte_offset_map: a lockless look at T
+            ulong* pte = (ulong*)kernel.Machine.Memory.FrameAddress(table);
+            inside.Set();
+            leave.Wait();
+            seenDuring = PgTable.Get(pte);                    // still T's (zapped) entry, never poison
+            cpu.RcuReadUnlock();
+        });
+        walker.Start();
+        inside.Wait();
+        Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        Assert.That(new Pmd(PgTable.Get(PmdOf(p.Mm, w))).None, Is.True, "the emptied table was reclaimed");
+        var sync = Task.Run(() =>
+        {
+            using Cpu.Cpu c = kernel.AttachCpu();
+            kernel.Machine.Rcu.Barrier(c);
+        });
+        Assert.That(sync.Wait(300), Is.False, "the grace period cannot end while the walker is inside its read-side section");
+        Assert.That(kernel.Machine.Rcu.Pending, Is.GreaterThan(0), "the table waits for the grace period");
+        leave.Set();
+        walker.Join();
+        Assert.That(sync.Wait(10_000), Is.True, "the grace period ends once the walker leaves");
+        Assert.That(seenDuring, Is.EqualTo(0UL), "inside its section the walker read the table's own (cleared) entry");
+        Assert.That(*(ulong*)kernel.Machine.Memory.FrameAddress(table), Is.EqualTo(Cpu.Cpu.FreedTablePoison).Or.EqualTo(0UL),
+            "after the grace period the frame was freed (poisoned, or already handed out again zeroed)");
+    }
+
+    [Test]
+    public void In_refcount_mode_a_table_is_freed_exactly_when_its_last_entry_or_walker_goes()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        ulong w = p.Mmap(2 * Window);
+        cpu.Store<long>(w, 1);
+        cpu.Store<long>(w + 4096, 2);
+        ulong* pmd = PmdOf(p.Mm, w);
+        ulong table = new Pmd(PgTable.Get(pmd)).Pfn;
+        Assert.That(Refcount(kernel, table), Is.EqualTo(2), "two present entries, no walker");
+
+        ulong held = PgTable.PteTryGet(cpu, kernel.Machine, pmd);
+        Assert.That(held, Is.EqualTo(table));
+        long vmpte = p.Mm.PgtablesBytes;
+        Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        Assert.That(Refcount(kernel, table), Is.EqualTo(1), "the entries are gone; our walker reference remains");
+        Assert.That(new Pmd(PgTable.Get(pmd)).Pfn, Is.EqualTo(table), "a table with a walker is not freed");
+        Assert.That(p.Mm.PgtablesBytes, Is.EqualTo(vmpte));
+
+        PgTable.PtePut(cpu, p.Mm, pmd, table, 1, w, null);
+        Assert.That(new Pmd(PgTable.Get(pmd)).None, Is.True, "the last put cleared the PMD");
+        Assert.That(p.Mm.PgtablesBytes, Is.EqualTo(vmpte - 4096), "and VmPTE lost the table");
+
+        cpu.Store<long>(w + 8192, 3);
+        Assert.That(Refcount(kernel, new Pmd(PgTable.Get(pmd)).Pfn), Is.EqualTo(1), "a new table for the next fault, one entry");
+    }
+
+    [TestCase(PtReclaimMode.Off, 0)]
+    [TestCase(PtReclaimMode.Sync, 1)]
+    [TestCase(PtReclaimMode.Refcount, 1)]
+    public void Madvise_dontneed_of_a_whole_table_reclaims_it_only_in_the_reclaim_modes(PtReclaimMode mode, int reclaimed)
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2, DebugVm = true, PtReclaim = mode });
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        ulong w = p.Mmap(4 * Window);
+        for (ulong off = 0; off < 2 * Window; off += 4096) cpu.Store<byte>(w + off, 1);
+        long before = p.Mm.PgtablesBytes;
+        // One whole table plus half of the next: a partially zapped table is never reclaimed.
+        Assert.That(p.Madvise(w, Window + Window / 2, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        Assert.That(before - p.Mm.PgtablesBytes, Is.EqualTo(reclaimed * 4096L));
+        Assert.That(cpu.Load<byte>(w + Window + Window / 2), Is.EqualTo(1), "the untouched half keeps its data");
+        p.Mm.MmapLock.WriteLock();
+        try
+        {
+            Assert.That(PgTable.RecountPgtablesBytes(p.Mm), Is.EqualTo(p.Mm.PgtablesBytes), "VmPTE equals a recount of the tables");
+        }
+        finally
+        {
+            p.Mm.MmapLock.WriteUnlock();
+        }
+    }
+
+    [Test]
+    public void The_pt_reclaim_layout_accounts_every_table_with_reclaim_off()
+    {
+        // 50 GiB, THP-aligned, 25,600 windows touched: 25,600 PTE tables + one PMD table per GiB started
+        // + the PUD table. The mapping starts 2 MiB-aligned, so 50 GiB spans 51 PUD entries unless
+        // it is also 1 GiB-aligned: each spanned GiB has a PMD table.
+        using var kernel = new Kernel(new KernelConfig { PtReclaim = PtReclaimMode.Off });
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        const ulong virt = 50UL << 30;
+        Assert.That(p.Mmap(0, virt, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve, out ulong a), Is.EqualTo(Errno.Success));
+        for (int i = 0; i < 25_600; i++)
+        {
+            ulong w = a + (ulong)i * Window;
+            cpu.Store<byte>(w, 1);
+            Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        }
+        ulong pmdTables = ((a + virt - 1) >> 30) - (a >> 30) + 1;
+        ulong pudTables = ((a + virt - 1) >> 39) - (a >> 39) + 1;
+        long expectedKb = (long)(25_600 + pmdTables + pudTables) * 4;
+        Assert.That(p.Mm.PgtablesBytes >> 10, Is.EqualTo(expectedKb), $"VmPTE for {pmdTables} PMD and {pudTables} PUD tables");
+        Assert.That(expectedKb, Is.EqualTo(102_400 + 4 * 51 + 4).Or.EqualTo(102_400 + 4 * 50 + 4),
+            "102,604 kB (or 102,608 kB across a 512 GiB boundary): the seed's 102,640 kB less the rest of a real process");
+    }
+
+    private static ulong* PmdOf(MmStruct mm, ulong addr)
+    {
+        ulong* pgd = PgTable.PgdOffset(mm, addr);
+        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        ulong* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
+        return PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
+    }
+
+    private static int Refcount(Kernel k, ulong table) => k.Machine.Vmemmap.PfnToPage(table)->PteRefcount;
+}
