@@ -126,6 +126,16 @@ public sealed class Process
         return NativeMmu.Mm.Mmap.DoMadvise(s.Cpu, Mm, addr, length, advice);
     }
 
+    /// <summary>fork(): a child process whose address space is a copy-on-write copy of this one.</summary>
+    public Process Fork(string? name = null)
+    {
+        var child = Kernel.CreateProcess(name ?? Name);
+        using CpuScope s = Kernel.Machine.EnterCpu();
+        NativeMmu.Mm.Fork.DupMmap(s.Cpu, Mm, child.Mm);
+        if (NativeMmuEventSource.Log.IsEnabled()) NativeMmuEventSource.Log.Fork(Pid, child.Pid, child.Mm.Vmas.Count);
+        return child;
+    }
+
     /// <summary>Runs the calling thread's CPU in this process (switch_mm).</summary>
     public void Enter(Cpu.Cpu cpu) => cpu.SwitchMm(Mm);
 
