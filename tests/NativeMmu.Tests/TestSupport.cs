@@ -8,8 +8,8 @@ namespace NativeMmu.Tests;
 /// <summary>Small kernels and the helpers the behaviour tests share.</summary>
 internal static partial class TestSupport
 {
-    public const ulong Page = Geometry.PageSize;
-    public const ulong Pmd = Geometry.PmdSize;
+    public const ulong PageSize = Geometry.PageSize;
+    public const ulong PmdSize = Geometry.PmdSize;
 
     /// <summary>How long any handshake or join may take before the test gives up (a hang, not a slow run).</summary>
     public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(20);
