@@ -362,6 +362,30 @@ public unsafe class AnonymousFaultTests
     }
 
     [Test]
+    public void A_fault_with_no_memory_left_is_out_of_memory_and_leaks_nothing()
+    {
+        ulong a = _p.Mmap(8 * PageSize);
+        _cpu.Store<long>(a, 1); // page tables exist; the next faults need only data pages
+        FrameAllocator alloc = _kernel.Machine.Allocator;
+        var taken = new List<(ulong Pfn, int Order)>();
+        for (int order = FrameAllocator.MaxOrder; order >= 0; order--)
+            for (ulong pfn; (pfn = alloc.AllocPages(_cpu.Id, order, Gfp.None)) != 0;) taken.Add((pfn, order));
+        Assert.That(_kernel.FreeFrames, Is.Zero);
+        long rss = _p.Mm.GetMmRss();
+
+        Assert.That(_cpu.TryStore<long>(a + PageSize, 2), Is.EqualTo(FaultResult.Oom), "VM_FAULT_OOM");
+        var ex = Assert.Throws<SegmentationFault>(() => _cpu.Store<long>(a + 2 * PageSize, 2));
+        Assert.That(ex!.Result, Is.EqualTo(FaultResult.Oom));
+        Assert.That(_cpu.Load<long>(a + 3 * PageSize), Is.Zero, "a read still maps the zero page: it needs no memory");
+        Assert.That(_p.Mm.GetMmRss(), Is.EqualTo(rss));
+
+        foreach (var (pfn, order) in taken) alloc.FreePages(_cpu.Id, pfn, order);
+        _cpu.Store<long>(a + PageSize, 2);
+        Assert.That(_cpu.Load<long>(a + PageSize), Is.EqualTo(2), "with memory back the same store succeeds");
+        Assert.That(_cpu.Load<long>(a), Is.EqualTo(1));
+    }
+
+    [Test]
     public void Read_and_write_of_spans_go_page_by_page()
     {
         ulong a = _p.Mmap(3 * PageSize);
