@@ -226,8 +226,8 @@ public sealed unsafe partial class Cpu : IDisposable
             if (scalar && chunk < length - done)
             {
                 // A scalar crossing into the next page: both translations must be valid together.
-                FaultResult r = CrossPageScalar(va, buffer + done, length - done, chunk, write);
-                if (r != FaultResult.Retry) return Fail(va, r, throwOnFault);
+                FaultResult r = CrossPageScalar(va, buffer + done, length - done, chunk, write, out ulong cr2);
+                if (r != FaultResult.Retry) return Fail(cr2, r, throwOnFault);
                 return FaultResult.Retry;
             }
             FaultResult res = CopyOnePage(va, buffer + done, chunk, write);
@@ -259,8 +259,10 @@ public sealed unsafe partial class Cpu : IDisposable
         }
     }
 
-    private FaultResult CrossPageScalar(ulong va, byte* buffer, int length, int first, bool write)
+    /// <summary>A scalar split across two pages; on a fault, <paramref name="cr2"/> is the address on the page that faulted.</summary>
+    private FaultResult CrossPageScalar(ulong va, byte* buffer, int length, int first, bool write, out ulong cr2)
     {
+        cr2 = va;
         ulong second = va + (ulong)first;
         for (int attempt = 0; ; attempt++)
         {
@@ -283,7 +285,8 @@ public sealed unsafe partial class Cpu : IDisposable
                 return FaultResult.Retry;
             }
             ExitAccess();
-            FaultResult r = RaisePageFault(h1 == null ? va : second, e1, attempt);
+            cr2 = h1 == null ? va : second;
+            FaultResult r = RaisePageFault(cr2, e1, attempt);
             if (r != FaultResult.Retry) return r;
         }
     }

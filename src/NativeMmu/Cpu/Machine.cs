@@ -97,8 +97,11 @@ public sealed unsafe class Machine : IDisposable
     /// <summary>The calling thread's CPU, or a CPU borrowed for the scope (a system call from an unattached thread).</summary>
     public CpuScope EnterCpu() => CurrentCpu is { } c ? new CpuScope(c, borrowed: false) : new CpuScope(AttachCpu(), borrowed: true);
 
+    private int _disposed;
+
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return; // a second Dispose must not free the native memory again
         foreach (Cpu cpu in Cpus) cpu.Free();
         Allocator.Dispose();
         Vmemmap.Dispose();

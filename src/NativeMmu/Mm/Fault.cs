@@ -424,7 +424,10 @@ internal static unsafe class Memory
             vmf.MappedPfn = newPfn;
         }
         if (vmf.Ptl != null) Spin.Unlock(vmf.Ptl);
+        // "Free the old page": once copied, the old page loses the reference its PTE held; either way
+        // the reference do_wp_page took for the copy goes too.
         if (!copied) Rmap.FolioPut(vmf.Cpu, m, newPfn);
+        else if (oldPfn != 0) Rmap.FolioPut(vmf.Cpu, m, oldPfn);
         if (oldPfn != 0) Rmap.FolioPut(vmf.Cpu, m, oldPfn);
         return VmFaultT.None;
     }

@@ -110,7 +110,7 @@ public static unsafe class Mmap
             if ((flags & MapFlags.GrowsDown) != 0) vmFlags |= VmFlags.GrowsDown;
             if ((flags & MapFlags.Locked) != 0) vmFlags |= VmFlags.Locked;
             if ((flags & MapFlags.NoReserve) != 0) vmFlags |= VmFlags.NoReserve;
-            if ((vmFlags & VmFlags.Write) != 0) vmFlags |= VmFlags.Account;
+            if ((vmFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.NoReserve)) == VmFlags.Write) vmFlags |= VmFlags.Account; // accountable_mapping
 
             err = MmapRegion(cpu, mm, start, alignedLen, vmFlags);
             if (err != Errno.Success) return err;
@@ -392,12 +392,16 @@ public static unsafe class Mmap
         if (end < vma.VmEnd) SplitVma(mm, vma, end);
         vma.VmFlags = newFlags;
         vma.VmPageProt = Vma.VmGetPageProt(newFlags);
-        if (vma.Next is { } n && n.VmStart == vma.VmEnd && CanMerge(n, vma.VmFlags, vma.AnonVma) && vma.VmPgoff + vma.Pages == n.VmPgoff)
-            RemoveMergedNext(mm, vma, n);
-        if (vma.Prev is { } p && p.VmEnd == vma.VmStart && CanMerge(p, vma.VmFlags, vma.AnonVma) && p.VmPgoff + p.Pages == vma.VmPgoff)
+        Vma? n = vma.Next, p = vma.Prev;
+        bool mergeNext = n is not null && n.VmStart == vma.VmEnd && CanMerge(n, vma.VmFlags, vma.AnonVma) && vma.VmPgoff + vma.Pages == n.VmPgoff;
+        bool mergePrev = p is not null && p.VmEnd == vma.VmStart && CanMerge(p, vma.VmFlags, vma.AnonVma) && p.VmPgoff + p.Pages == vma.VmPgoff;
+        // can_vma_merge_right: merging all three needs prev's and next's anon_vmas to agree; otherwise only prev merges.
+        if (mergePrev && mergeNext && !AnonVmaCompatible(p!.AnonVma, n!.AnonVma)) mergeNext = false;
+        if (mergeNext) RemoveMergedNext(mm, vma, n!);
+        if (mergePrev)
         {
-            RemoveMergedNext(mm, p, vma);
-            vma = p;
+            RemoveMergedNext(mm, p!, vma);
+            vma = p!;
         }
         Interlocked.Increment(ref mm.VmaSeq);
         return vma;
@@ -450,6 +454,17 @@ public static unsafe class Mmap
     private static Vma MprotectFixup(Cpu.Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
         if (newFlags == vma.VmFlags) return vma;
+        // A private mapping made writable is charged (VM_ACCOUNT); one made read-only before it has an
+        // anon_vma gives the charge back, as nothing can have been committed yet.
+        if ((newFlags & VmFlags.Write) != 0)
+        {
+            if ((vma.VmFlags & (VmFlags.Account | VmFlags.Write | VmFlags.HugeTlb | VmFlags.Shared | VmFlags.NoReserve)) == 0)
+                newFlags |= VmFlags.Account;
+        }
+        else if ((vma.VmFlags & VmFlags.Account) != 0 && vma.IsAnonymous && vma.AnonVma is null)
+        {
+            newFlags &= ~VmFlags.Account;
+        }
         vma = VmaModifyFlags(mm, vma, start, end, newFlags);
         // MM_CP_TRY_CHANGE_WRITABLE: a private writable VMA may make exclusive anon pages writable now.
         bool tryWritable = (newFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;

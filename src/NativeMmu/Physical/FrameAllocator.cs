@@ -340,6 +340,8 @@ public sealed unsafe class FrameAllocator : IDisposable
             BadPage(pfn, "freed page is still mapped, referenced or flagged");
         if (order > 0 && (p->Flags & (1UL << PG.Head)) != 0)
         {
+            // folio->_nr_pages = 0: it overlays page[1]'s memcg_data, which the tail loop leaves alone.
+            *(ulong*)((byte*)p + FolioLayout.NrPages) = 0;
             for (ulong i = 1; i < (1UL << order); i++)
             {
                 Page* t = Page(pfn + i);
