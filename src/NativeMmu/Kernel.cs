@@ -60,8 +60,12 @@ public sealed class Kernel : IDisposable
     /// <summary>/proc/vmstat text for the counters this kernel keeps.</summary>
     public string ProcVmstat() => Stats.RenderVmstat(Machine);
 
+    private bool _disposed;
+
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         Process[] left;
         lock (_processes) left = [.. _processes];
         foreach (Process p in left) p.Exit();

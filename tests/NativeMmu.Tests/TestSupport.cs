@@ -18,6 +18,16 @@ internal static partial class TestSupport
     public static Kernel Boot(int cpus = 4, ulong memoryBytes = 32UL << 20, int pagingLevels = 4)
         => new(new KernelConfig { MemoryBytes = memoryBytes, Cpus = cpus, PagingLevels = pagingLevels, DebugVm = true });
 
+    /// <summary>
+    /// Free frames once pending RCU callbacks have run: page tables removed from a live tree are freed
+    /// after a grace period, as in the kernel, so a count taken right after munmap or exit waits for it.
+    /// </summary>
+    public static long SettledFreeFrames(Kernel kernel)
+    {
+        kernel.RcuBarrier();
+        return kernel.FreeFrames;
+    }
+
     /// <summary>A value of a /proc/PID/status line in kB.</summary>
     public static long StatusKb(Process p, string field)
     {

@@ -50,5 +50,9 @@ internal sealed class MmPerCpu : IDisposable
         return g;
     }
 
-    public void Dispose() => _gather?.Dispose();
+    public void Dispose()
+    {
+        _gather?.Dispose();
+        _gather = null;
+    }
 }

@@ -86,6 +86,7 @@ internal sealed unsafe class MmuGather : IDisposable
     {
         FreedTables = true;
         AdjustRange(address, Geometry.PageSize);
+        PgTable.TableDtor(_cpu, Mm.Machine, tablePfn); // ___pte_free_tlb: pagetable_dtor now, the frame after RCU
         if (_nrTables == MaxTables) FlushMmu();
         _tables[_nrTables++] = tablePfn;
     }

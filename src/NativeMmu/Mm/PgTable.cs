@@ -133,29 +133,41 @@ internal static unsafe class PgTable
     }
 
     /// <summary>
+    /// pagetable_dtor: the page stops being a page table (NR_PAGETABLE drops) when it is removed from the
+    /// tree; its frame may still be read by lockless walkers until RCU frees it. The ptl is not checked
+    /// here: a walker may hold it for the moment it takes to see that the PMD changed.
+    /// </summary>
+    public static void TableDtor(Cpu.Cpu cpu, Machine m, ulong pfn)
+    {
+        Page* p = m.Vmemmap.PfnToPage(pfn);
+        Bug.On(p->PageType != PageTypes.Table << 24, "freeing page {0:x} as a page table, but it is not one", pfn);
+        p->PageType = PageTypes.NoType;
+        p->PtMm = 0;
+        m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, -1);
+        m.Counters.Add(cpu.Id, VmEvent.PgtableFree);
+    }
+
+    /// <summary>
     /// The RCU callback for a table removed from a live tree: in the invariant mode the frame is poisoned
     /// first, so a walker that still reaches it trips over an entry no user table can hold.
     /// </summary>
     public static void FreeTableRcu(Cpu.Cpu cpu, Machine m, ulong pfn)
     {
+        Page* p = m.Vmemmap.PfnToPage(pfn);
+        Bug.On(p->Ptl != 0, "page table {0:x} freed after its grace period with its lock held", pfn);
         if (m.Config.DebugVm)
         {
             ulong* t = (ulong*)m.Memory.FrameAddress(pfn);
             for (int i = 0; i < Geometry.PtrsPerTable; i++) t[i] = Cpu.Cpu.FreedTablePoison;
         }
-        FreeTable(cpu, m, pfn);
+        m.Allocator.FreePages(cpu.Id, pfn, 0);
     }
 
-    /// <summary>pagetable_dtor + pagetable_free.</summary>
+    /// <summary>pagetable_dtor + pagetable_free, for a table no walker can have seen (never published, or the PGD of a dead mm).</summary>
     public static void FreeTable(Cpu.Cpu cpu, Machine m, ulong pfn)
     {
-        Page* p = m.Vmemmap.PfnToPage(pfn);
-        Bug.On(p->PageType != PageTypes.Table << 24, "freeing page {0:x} as a page table, but it is not one", pfn);
-        Bug.On(p->Ptl != 0, "freeing page table {0:x} while its lock is held", pfn);
-        p->PageType = PageTypes.NoType;
-        p->PtMm = 0;
-        m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, -1);
-        m.Counters.Add(cpu.Id, VmEvent.PgtableFree);
+        Bug.On(m.Vmemmap.PfnToPage(pfn)->Ptl != 0, "freeing page table {0:x} while its lock is held", pfn);
+        TableDtor(cpu, m, pfn);
         m.Allocator.FreePages(cpu.Id, pfn, 0);
     }
 
@@ -310,6 +322,7 @@ internal static unsafe class PgTable
         }
         else
         {
+            TableDtor(cpu, m, table);
             TlbFlush.FlushMmRange(cpu, mm, start, start + Geometry.PmdSize, Geometry.PageShift, freedTables: true);
             m.Rcu.CallRcuFreeTable(cpu, table);
         }

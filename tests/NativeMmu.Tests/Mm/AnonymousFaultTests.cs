@@ -37,7 +37,7 @@ public unsafe class AnonymousFaultTests
     public void Untouched_memory_reads_zero_through_the_zero_page()
     {
         ulong a = _p.Mmap(4 * PageSize);
-        long free0 = _kernel.FreeFrames, tables0 = PageTablePages;
+        long free0 = TestSupport.SettledFreeFrames(_kernel), tables0 = PageTablePages;
 
         Assert.That(_cpu.Load<long>(a + 8), Is.Zero);
 
@@ -54,7 +54,7 @@ public unsafe class AnonymousFaultTests
             Assert.That(_p.Mm.GetMmRss(), Is.Zero, "the zero page is not counted in RSS");
             long tables = PageTablePages - tables0;
             Assert.That(tables, Is.EqualTo(3), "PUD, PMD and PTE tables for the first fault of an mm");
-            Assert.That(free0 - _kernel.FreeFrames, Is.EqualTo(tables), "no data frame was allocated, only the page tables");
+            Assert.That(free0 - TestSupport.SettledFreeFrames(_kernel), Is.EqualTo(tables), "no data frame was allocated, only the page tables");
             Assert.That(new Pte(PteOf(_p, a + PageSize)!.Value).None, Is.True, "only the faulting page is mapped");
         });
     }
@@ -126,7 +126,7 @@ public unsafe class AnonymousFaultTests
     {
         const int pages = 256;
         ulong a = _p.Mmap(pages * PageSize);
-        long free0 = _kernel.FreeFrames, tables0 = PageTablePages;
+        long free0 = TestSupport.SettledFreeFrames(_kernel), tables0 = PageTablePages;
         var pfns = new ulong[2, pages];
         using var barrier = new Barrier(2);
         Action<NativeMmu.Cpu.Cpu> Body(int who) => cpu =>
@@ -143,7 +143,7 @@ public unsafe class AnonymousFaultTests
 
         Assert.That(_p.Mm.GetMmRss(), Is.EqualTo(pages), "one page per address, however the faults raced");
         long tables = PageTablePages - tables0;
-        Assert.That(free0 - _kernel.FreeFrames, Is.EqualTo(pages + tables), "the loser of each race freed its frame");
+        Assert.That(free0 - TestSupport.SettledFreeFrames(_kernel), Is.EqualTo(pages + tables), "the loser of each race freed its frame");
         for (int i = 0; i < pages; i++)
         {
             ulong va = a + (ulong)i * PageSize;
@@ -370,7 +370,7 @@ public unsafe class AnonymousFaultTests
         var taken = new List<(ulong Pfn, int Order)>();
         for (int order = FrameAllocator.MaxOrder; order >= 0; order--)
             for (ulong pfn; (pfn = alloc.AllocPages(_cpu.Id, order, Gfp.None)) != 0;) taken.Add((pfn, order));
-        Assert.That(_kernel.FreeFrames, Is.Zero);
+        Assert.That(TestSupport.SettledFreeFrames(_kernel), Is.Zero);
         long rss = _p.Mm.GetMmRss();
 
         Assert.That(_cpu.TryStore<long>(a + PageSize, 2), Is.EqualTo(FaultResult.Oom), "VM_FAULT_OOM");

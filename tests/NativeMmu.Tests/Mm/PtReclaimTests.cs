@@ -34,7 +34,7 @@ public unsafe class PtReclaimTests
         {
             try
             {
-                using Cpu.Cpu cpu = kernel.AttachCpu();
+                using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
                 p.Enter(cpu);
                 cpu.Store<long>(w, 1);                      // table T1, and a TLB entry for w through it
                 Assert.That(cpu.Load<long>(w), Is.EqualTo(1));
@@ -52,7 +52,7 @@ public unsafe class PtReclaimTests
         });
         b.Start();
         bReady.Wait();
-        using (Cpu.Cpu a = kernel.AttachCpu())
+        using (global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu())
         {
             p.Enter(a);
             TestHooks.AfterPmdCleared = (cpu, mm, addr) =>
@@ -80,13 +80,13 @@ public unsafe class PtReclaimTests
         using var inside = new ManualResetEventSlim();
         using var leave = new ManualResetEventSlim();
         ulong seenDuring = 0;
-        using Cpu.Cpu a = kernel.AttachCpu();
+        using global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu();
         p.Enter(a);
         a.Store<long>(w, 7);
         table = new Pmd(PgTable.Get(PmdOf(p.Mm, w))).Pfn;
         var walker = new Thread(() =>
         {
-            using Cpu.Cpu cpu = kernel.AttachCpu();
+            using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
             cpu.RcuReadLock();                                // pte_offset_map: a lockless look at T
             ulong* pte = (ulong*)kernel.Machine.Memory.FrameAddress(table);
             inside.Set();
@@ -100,7 +100,7 @@ public unsafe class PtReclaimTests
         Assert.That(new Pmd(PgTable.Get(PmdOf(p.Mm, w))).None, Is.True, "the emptied table was reclaimed");
         var sync = Task.Run(() =>
         {
-            using Cpu.Cpu c = kernel.AttachCpu();
+            using global::NativeMmu.Cpu.Cpu c = kernel.AttachCpu();
             kernel.Machine.Rcu.Barrier(c);
         });
         Assert.That(sync.Wait(300), Is.False, "the grace period cannot end while the walker is inside its read-side section");
@@ -109,7 +109,7 @@ public unsafe class PtReclaimTests
         walker.Join();
         Assert.That(sync.Wait(10_000), Is.True, "the grace period ends once the walker leaves");
         Assert.That(seenDuring, Is.EqualTo(0UL), "inside its section the walker read the table's own (cleared) entry");
-        Assert.That(*(ulong*)kernel.Machine.Memory.FrameAddress(table), Is.EqualTo(Cpu.Cpu.FreedTablePoison).Or.EqualTo(0UL),
+        Assert.That(*(ulong*)kernel.Machine.Memory.FrameAddress(table), Is.EqualTo(global::NativeMmu.Cpu.Cpu.FreedTablePoison).Or.EqualTo(0UL),
             "after the grace period the frame was freed (poisoned, or already handed out again zeroed)");
     }
 
@@ -118,7 +118,7 @@ public unsafe class PtReclaimTests
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         ulong w = p.Mmap(2 * Window);
         cpu.Store<long>(w, 1);
@@ -150,7 +150,7 @@ public unsafe class PtReclaimTests
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2, DebugVm = true, PtReclaim = mode });
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         ulong w = p.Mmap(4 * Window);
         for (ulong off = 0; off < 2 * Window; off += 4096) cpu.Store<byte>(w + off, 1);
@@ -178,7 +178,7 @@ public unsafe class PtReclaimTests
         // it is also 1 GiB-aligned: each spanned GiB has a PMD table.
         using var kernel = new Kernel(new KernelConfig { PtReclaim = PtReclaimMode.Off });
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         const ulong virt = 50UL << 30;
         Assert.That(p.Mmap(0, virt, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve, out ulong a), Is.EqualTo(Errno.Success));
