@@ -1,0 +1,115 @@
+using NativeMmu.Mm;
+
+namespace NativeMmu.Tests.Mm;
+
+/// <summary>
+/// Faulting writers, a MADV_DONTNEED thread and a fork-and-exit thread on one mm, with the invariant
+/// checks on (freed tables poisoned, the walker checking, the TLB checker) and a checker that recounts
+/// the page tables under mmap_lock. Bounded in time; fixed seeds.
+/// </summary>
+[NonParallelizable]
+public class PtReclaimStressTests
+{
+    private const ulong Window = 2UL << 20;
+    private const ulong Region = 8 * Window;
+    private const int Pages = (int)(Region / 4096);
+
+    [TestCase(PtReclaimMode.Off)]
+    [TestCase(PtReclaimMode.Refcount)]
+    [TestCase(PtReclaimMode.Sync)]
+    [CancelAfter(60_000)]
+    public void Writers_dontneed_and_fork_race_without_a_violation(PtReclaimMode mode)
+    {
+        double seconds = Environment.GetEnvironmentVariable("CI") is null ? 3 : 4;
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 128UL << 20, Cpus = 8, DebugVm = true, PtReclaim = mode });
+        long free0 = TestSupport.SettledFreeFrames(kernel);
+        Process p = kernel.CreateProcess();
+        ulong r = p.Mmap(Region);
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        long reads = 0, zaps = 0, forks = 0, recounts = 0;
+
+        void Writer(global::NativeMmu.Cpu.Cpu cpu, int id)
+        {
+            var rng = new Random(1000 + id);
+            var last = new long[Pages];
+            long next = ((long)id << 40) + 1;
+            while (DateTime.UtcNow < deadline && errors.IsEmpty)
+            {
+                int page = rng.Next(Pages / 2) * 2 + id; // writers own alternate pages
+                ulong va = r + (ulong)page * 4096;
+                long seen = cpu.Load<long>(va);
+                if (seen != last[page] && seen != 0) errors.Enqueue($"writer {id}: page {page} read {seen:x}, last written {last[page]:x}");
+                long v = next++;
+                cpu.Store(va, v);
+                last[page] = v;
+                seen = cpu.Load<long>(va);
+                if (seen != v && seen != 0) errors.Enqueue($"writer {id}: page {page} read {seen:x} right after writing {v:x}");
+                if (seen == 0) last[page] = 0;
+                Interlocked.Increment(ref reads);
+            }
+        }
+
+        void Zapper(global::NativeMmu.Cpu.Cpu cpu)
+        {
+            var rng = new Random(7);
+            while (DateTime.UtcNow < deadline && errors.IsEmpty)
+            {
+                ulong w = r + (ulong)rng.Next((int)(Region / Window)) * Window;
+                if (p.Madvise(w, Window, Advice.DontNeed) != Errno.Success) errors.Enqueue("madvise failed");
+                Interlocked.Increment(ref zaps);
+            }
+        }
+
+        void Forker(global::NativeMmu.Cpu.Cpu cpu)
+        {
+            var rng = new Random(11);
+            while (DateTime.UtcNow < deadline && errors.IsEmpty)
+            {
+                Process child = p.Fork();
+                child.Enter(cpu);
+                for (int i = 0; i < 8; i++)
+                {
+                    ulong va = r + (ulong)rng.Next(Pages) * 4096;
+                    cpu.Store(va, cpu.Load<long>(va) + 1); // COW in the child; the parent must not see it
+                }
+                p.Enter(cpu);
+                child.Exit();
+                Interlocked.Increment(ref forks);
+            }
+        }
+
+        void Recounter(global::NativeMmu.Cpu.Cpu cpu)
+        {
+            while (DateTime.UtcNow < deadline && errors.IsEmpty)
+            {
+                p.Mm.MmapLock.WriteLock();
+                try
+                {
+                    long counted = PgTable.RecountPgtablesBytes(p.Mm), accounted = p.Mm.PgtablesBytes;
+                    if (counted != accounted) errors.Enqueue($"VmPTE {accounted >> 10} kB, but the tables add up to {counted >> 10} kB");
+                }
+                finally
+                {
+                    p.Mm.MmapLock.WriteUnlock();
+                }
+                Interlocked.Increment(ref recounts);
+                Thread.Yield();
+            }
+        }
+
+        bool finished = TestSupport.RunOnCpus(kernel, p, c => Writer(c, 0), c => Writer(c, 1), Zapper, Forker, Recounter);
+        Assert.That(finished, Is.True, "every thread finished in time");
+        Assert.That(errors, Is.Empty, () => string.Join("\n", errors.Take(5)));
+        Assert.That(kernel.Machine.TlbConflicts, Is.Empty, () => string.Join("\n", kernel.Machine.TlbConflicts.Take(5)));
+        Assert.That(reads, Is.GreaterThan(1000), "the writers ran");
+        Assert.That(zaps, Is.GreaterThan(10), "the zapper ran");
+        Assert.That(forks, Is.GreaterThan(2), "the forker ran");
+        Assert.That(recounts, Is.GreaterThan(2), "the recounter ran");
+        TestContext.Out.WriteLine($"{mode}: {reads} checked writes, {zaps} zaps, {forks} forks, {recounts} recounts, {kernel.VmstatValue("pgfault")} faults");
+
+        Assert.That(p.Munmap(r, Region), Is.EqualTo(Errno.Success));
+        p.Exit();
+        Assert.That(TestSupport.SettledFreeFrames(kernel), Is.EqualTo(free0), "every frame returned after munmap and exit");
+    }
+}
