@@ -10,6 +10,7 @@ public static class Program
         var root = new RootCommand("nativemmu: an emulator of the Linux x86-64 memory-management subsystem")
         {
             MultiFaultCommand.Create(),
+            FuzzCommand.Create(),
         };
         return root.Parse(args).Invoke();
     }
