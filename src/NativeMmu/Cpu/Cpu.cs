@@ -205,8 +205,8 @@ public sealed unsafe partial class Cpu : IDisposable
             if (scalar && chunk < length - done)
             {
                 // A scalar crossing into the next page: both translations must be valid together.
-                FaultResult r = CrossPageScalar(va, buffer + done, length - done, chunk, write);
-                if (r != FaultResult.Retry) return Fail(va, r, throwOnFault);
+                FaultResult r = CrossPageScalar(va, buffer + done, length - done, chunk, write, out ulong faultAddress);
+                if (r != FaultResult.Retry) return Fail(faultAddress, r, throwOnFault);
                 return FaultResult.Retry;
             }
             FaultResult res = CopyOnePage(va, buffer + done, chunk, write);
@@ -238,9 +238,11 @@ public sealed unsafe partial class Cpu : IDisposable
         }
     }
 
-    private FaultResult CrossPageScalar(ulong va, byte* buffer, int length, int first, bool write)
+    /// <summary>A scalar split across two pages; on a fault, <paramref name="faultAddress"/> is CR2: va, or the second page's start.</summary>
+    private FaultResult CrossPageScalar(ulong va, byte* buffer, int length, int first, bool write, out ulong faultAddress)
     {
         ulong second = va + (ulong)first;
+        faultAddress = 0;
         for (int attempt = 0; ; attempt++)
         {
             EnterAccess();
@@ -262,7 +264,8 @@ public sealed unsafe partial class Cpu : IDisposable
                 return FaultResult.Retry;
             }
             ExitAccess();
-            FaultResult r = RaisePageFault(h1 == null ? va : second, e1, attempt);
+            faultAddress = h1 == null ? va : second;
+            FaultResult r = RaisePageFault(faultAddress, e1, attempt);
             if (r != FaultResult.Retry) return r;
         }
     }

@@ -1,0 +1,37 @@
+using NativeMmu.Cpu;
+using NativeMmu.Mm;
+
+namespace NativeMmu.Tests.Fuzz;
+
+/// <summary>Differences from Linux the system fuzzer found, each pinned by the shrunk program's system calls.</summary>
+public class EmulatorRegressionTests
+{
+    private static Kernel NewKernel() => new(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true });
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x1000 rw- - / p0 store2 m1+0xfff 0x0: the store faults on the second page, so si_addr
+    /// (CR2) is that page's first byte, not the store's own address.
+    /// </summary>
+    [Test]
+    public void A_scalar_that_faults_on_its_second_page_reports_that_page()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        ulong a = p.Mmap(2 * 4096);
+        Assert.That(p.Munmap(a + 4096, 4096), Is.EqualTo(Errno.Success));
+
+        var store = Assert.Throws<SegmentationFault>(() => cpu.Store<ushort>(a + 0xfff, 0))!;
+        Assert.That((store.Address, store.Code), Is.EqualTo((a + 0x1000, (SegvCode?)SegvCode.MapErr)));
+        var load = Assert.Throws<SegmentationFault>(() => cpu.Load<ulong>(a + 0xffc))!;
+        Assert.That((load.Address, load.Code), Is.EqualTo((a + 0x1000, (SegvCode?)SegvCode.MapErr)));
+        Assert.That(cpu.Load<ushort>(a + 0xfff - 1), Is.Zero, "the first page itself is fine");
+
+        // When the first page faults, the access's own address is reported.
+        Assert.That(p.Mprotect(a, 4096, Prot.None), Is.EqualTo(Errno.Success));
+        var first = Assert.Throws<SegmentationFault>(() => cpu.Load<uint>(a + 0xffe))!;
+        Assert.That((first.Address, first.Code), Is.EqualTo((a + 0xffe, (SegvCode?)SegvCode.AccErr)));
+        p.Exit();
+    }
+}
