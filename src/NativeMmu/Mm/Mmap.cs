@@ -90,7 +90,7 @@ public static unsafe class Mmap
         if ((flags & MapFlags.Anonymous) == 0) return Errno.EBADF; // a file mapping needs a file descriptor
         if (type != MapFlags.Private) return Errno.EINVAL; // shared anonymous memory (shmem) is not emulated
         if ((flags & MapFlags.HugeTlb) != 0) return Errno.EINVAL;
-        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec)) != 0) return Errno.EINVAL;
+        // prot bits other than R/W/X are ignored, not refused: calc_vm_prot_bits takes only those three.
         if (len == 0) return Errno.EINVAL;
         if ((flags & MapFlags.FixedNoReplace) != 0) flags |= MapFlags.Fixed;
         if ((flags & MapFlags.Fixed) == 0 && addr < MmapMinAddr) addr = addr == 0 ? 0 : Geometry.PageAlign(MmapMinAddr); // round_hint_to_min

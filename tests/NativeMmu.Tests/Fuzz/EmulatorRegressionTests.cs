@@ -34,4 +34,24 @@ public class EmulatorRegressionTests
         Assert.That((first.Address, first.Code), Is.EqualTo((a + 0xffe, (SegvCode?)SegvCode.AccErr)));
         p.Exit();
     }
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x1000 0x103 -: do_mmap does not validate prot; bits beyond R/W/X are ignored
+    /// (mprotect is the call that refuses them).
+    /// </summary>
+    [Test]
+    public void Mmap_ignores_prot_bits_beyond_read_write_exec()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Errno e = p.Mmap(0, 4096, (Prot)0x103, MapFlags.Private | MapFlags.Anonymous, out ulong a);
+        Assert.That(e, Is.EqualTo(Errno.Success));
+        cpu.Store<int>(a, 7);
+        Assert.That(p.Mm.Vmas.FindVma(a)!.FlagsString(), Is.EqualTo("rw-p"));
+        Assert.That(p.Mmap(0, 4096, (Prot)0x8, MapFlags.Private | MapFlags.Anonymous, out ulong b), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mm.Vmas.FindVma(b)!.FlagsString(), Is.EqualTo("---p"));
+        p.Exit();
+    }
 }
