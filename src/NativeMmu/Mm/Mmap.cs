@@ -11,6 +11,8 @@ public enum Prot
     Read = 1,
     Write = 2,
     Exec = 4,
+    /// <summary>PROT_SEM: accepted by mprotect (arch_validate_prot), without effect on x86.</summary>
+    Sem = 8,
     ReadWrite = Read | Write,
 }
 
@@ -408,7 +410,7 @@ public static unsafe class Mmap
         len = Geometry.PageAlign(len);
         ulong end = start + len;
         if (end <= start) return Errno.ENOMEM;
-        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec)) != 0) return Errno.EINVAL;
+        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec | Prot.Sem)) != 0) return Errno.EINVAL; // arch_validate_prot
 
         mm.MmapLock.WriteLock();
         try

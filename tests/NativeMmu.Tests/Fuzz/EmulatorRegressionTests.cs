@@ -54,4 +54,23 @@ public class EmulatorRegressionTests
         Assert.That(p.Mm.Vmas.FindVma(b)!.FlagsString(), Is.EqualTo("---p"));
         p.Exit();
     }
+
+    /// <summary>
+    /// p0 mprotect 0x0 0xf48 0x8: arch_validate_prot accepts PROT_SEM, so the call goes on to find no
+    /// mapping (ENOMEM); over a mapping it succeeds and changes the protection to the R/W/X bits given.
+    /// </summary>
+    [Test]
+    public void Mprotect_accepts_prot_sem()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(p.Mprotect(0, 0xf48, (Prot)0x8), Is.EqualTo(Errno.ENOMEM));
+        ulong a = p.Mmap(4096);
+        Assert.That(p.Mprotect(a, 4096, Prot.Read | (Prot)0x8), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mm.Vmas.FindVma(a)!.FlagsString(), Is.EqualTo("r--p"));
+        Assert.That(p.Mprotect(a, 4096, Prot.Read | (Prot)0x10), Is.EqualTo(Errno.EINVAL), "other bits are still refused");
+        p.Exit();
+    }
 }
