@@ -95,7 +95,12 @@ public static unsafe class Mmap
         // prot bits other than R/W/X are ignored, not refused: calc_vm_prot_bits takes only those three.
         if (len == 0) return Errno.EINVAL;
         if ((flags & MapFlags.FixedNoReplace) != 0) flags |= MapFlags.Fixed;
-        if ((flags & MapFlags.Fixed) == 0 && addr < MmapMinAddr) addr = addr == 0 ? 0 : Geometry.PageAlign(MmapMinAddr); // round_hint_to_min
+        if ((flags & MapFlags.Fixed) == 0)
+        {
+            // round_hint_to_min: the hint loses its page offset first, so a hint inside page 0 is no hint.
+            addr &= Geometry.PageMask;
+            if (addr != 0 && addr < MmapMinAddr) addr = Geometry.PageAlign(MmapMinAddr);
+        }
         ulong alignedLen = Geometry.PageAlign(len);
         if (alignedLen == 0) return Errno.ENOMEM;
 

@@ -73,4 +73,24 @@ public class EmulatorRegressionTests
         Assert.That(p.Mprotect(a, 4096, Prot.Read | (Prot)0x10), Is.EqualTo(Errno.EINVAL), "other bits are still refused");
         p.Exit();
     }
+
+    /// <summary>
+    /// p0 mmap m1 0x123 0x200000 rw- -: round_hint_to_min masks the hint to a page first, so 0x123 is
+    /// no hint at all and the 2 MiB mapping is placed top-down, THP aligned (not at mmap_min_addr).
+    /// </summary>
+    [Test]
+    public void A_hint_inside_page_zero_is_no_hint()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(p.Mmap(0x123, 2UL << 20, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong a), Is.EqualTo(Errno.Success));
+        Assert.That(a % (2UL << 20), Is.Zero);
+        Assert.That(a, Is.GreaterThan(1UL << 40), "placed top-down, not at the hint");
+        // A hint in [4096, mmap_min_addr) is still raised to mmap_min_addr.
+        Assert.That(p.Mmap(0x1000, 4096, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong b), Is.EqualTo(Errno.Success));
+        Assert.That(b, Is.EqualTo(NativeMmu.Mm.Mmap.MmapMinAddr));
+        p.Exit();
+    }
 }
