@@ -146,8 +146,9 @@ public static unsafe class Mmap
         if (len > mm.TaskSize) return Errno.ENOMEM;
         if ((flags & MapFlags.Fixed) != 0)
         {
-            if ((addr & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
+            // __get_unmapped_area checks the range before the alignment.
             if (addr > mm.TaskSize - len) return Errno.ENOMEM;
+            if ((addr & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
             start = addr;
             return Errno.Success;
         }

@@ -93,4 +93,21 @@ public class EmulatorRegressionTests
         Assert.That(b, Is.EqualTo(NativeMmu.Mm.Mmap.MmapMinAddr));
         p.Exit();
     }
+
+    /// <summary>
+    /// p0 mmap m1 0x7fffffffe001 0x2000 rw- fixed: __get_unmapped_area tests addr &gt; TASK_SIZE - len (ENOMEM)
+    /// before offset_in_page (EINVAL).
+    /// </summary>
+    [Test]
+    public void Map_fixed_checks_the_range_before_the_alignment()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        const MapFlags fixedAnon = MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed;
+        Assert.That(p.Mmap(0x7fffffffe001, 0x2000, Prot.ReadWrite, fixedAnon, out _), Is.EqualTo(Errno.ENOMEM));
+        Assert.That(p.Mmap(0x7fffffffc001, 0x2000, Prot.ReadWrite, fixedAnon, out _), Is.EqualTo(Errno.EINVAL));
+        p.Exit();
+    }
 }
