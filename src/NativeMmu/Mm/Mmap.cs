@@ -149,6 +149,8 @@ public static unsafe class Mmap
             // __get_unmapped_area checks the range before the alignment.
             if (addr > mm.TaskSize - len) return Errno.ENOMEM;
             if ((addr & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
+            // security_mmap_addr → cap_mmap_addr: below vm.mmap_min_addr needs CAP_SYS_RAWIO, which emulated tasks lack.
+            if (addr < MmapMinAddr) return Errno.EPERM;
             start = addr;
             return Errno.Success;
         }

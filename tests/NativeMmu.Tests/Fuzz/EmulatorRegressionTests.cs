@@ -110,4 +110,24 @@ public class EmulatorRegressionTests
         Assert.That(p.Mmap(0x7fffffffc001, 0x2000, Prot.ReadWrite, fixedAnon, out _), Is.EqualTo(Errno.EINVAL));
         p.Exit();
     }
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x1000 rw- noreplace: a fixed mapping below vm.mmap_min_addr is refused with EPERM
+    /// (cap_mmap_addr) for a task without CAP_SYS_RAWIO; at mmap_min_addr it is fine.
+    /// </summary>
+    [Test]
+    public void Map_fixed_below_mmap_min_addr_is_refused()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        const MapFlags anon = MapFlags.Private | MapFlags.Anonymous;
+        Assert.That(p.Mmap(0, 0x1000, Prot.ReadWrite, anon | MapFlags.FixedNoReplace, out _), Is.EqualTo(Errno.EPERM));
+        Assert.That(p.Mmap(0xf000, 0x1000, Prot.ReadWrite, anon | MapFlags.Fixed, out _), Is.EqualTo(Errno.EPERM));
+        Assert.That(p.Mm.Vmas.Count, Is.Zero);
+        Assert.That(p.Mmap(0x10000, 0x1000, Prot.ReadWrite, anon | MapFlags.Fixed, out ulong a), Is.EqualTo(Errno.Success));
+        Assert.That(a, Is.EqualTo(0x10000UL));
+        p.Exit();
+    }
 }
