@@ -44,6 +44,10 @@ internal sealed class ProgramGenerator
     private SplitMix64 _rng;
     private readonly bool _fork;
     private readonly List<(int Label, ulong Length, int Proc)> _maps = [];
+    /// <summary>The mappings each process made or inherited, so that most operations land on its own memory.</summary>
+    private readonly Dictionary<int, List<(int Label, ulong Length, int Proc)>> _mapsOf = [];
+    /// <summary>Recent stores (process, address): loads, spans and madvise often go back to them.</summary>
+    private readonly List<(int Proc, AddrExpr Addr)> _recent = [];
     private readonly List<int> _live = [];
     private int _nextProc;
     private int _nextLabel = 1;
@@ -53,6 +57,8 @@ internal sealed class ProgramGenerator
     {
         _rng = new SplitMix64(seed);
         _fork = fork;
+        // With fork every live process may end up holding its own copy of the populated memory.
+        if (fork) _populateBudget = PopulateBudgetPages / MaxLiveProcesses;
     }
 
     public static SysProgram Generate(ulong seed, bool fork) => new ProgramGenerator(seed, fork).Build(seed);
@@ -61,7 +67,11 @@ internal sealed class ProgramGenerator
     {
         int r = _rng.Below(100);
         int processes = r < 40 ? 1 : r < 65 ? 2 : r < 85 ? 3 : 4;
-        for (int i = 0; i < processes; i++) _live.Add(i);
+        for (int i = 0; i < processes; i++)
+        {
+            _live.Add(i);
+            _mapsOf[i] = [];
+        }
         _nextProc = processes;
         int count = _rng.Range(1, 200);
         var ops = new List<SysOp>(count);
@@ -75,9 +85,9 @@ internal sealed class ProgramGenerator
         if (first || _maps.Count == 0 && _rng.Chance(70)) return Mmap(proc);
         int r = _rng.Below(100);
         if (r < 14) return Mmap(proc);
-        if (r < 20) return new SysOp { Kind = SysOpKind.Munmap, Proc = proc, Addr = SyscallAddr(), Length = SyscallLength() };
-        if (r < 29) return new SysOp { Kind = SysOpKind.Mprotect, Proc = proc, Addr = SyscallAddr(), Length = SyscallLength(), Prot = MprotectProt() };
-        if (r < 39) return new SysOp { Kind = SysOpKind.Madvise, Proc = proc, Addr = SyscallAddr(), Length = SyscallLength(), Advice = PickAdvice() };
+        if (r < 20) return new SysOp { Kind = SysOpKind.Munmap, Proc = proc, Addr = SyscallAddr(proc), Length = SyscallLength(proc) };
+        if (r < 29) return new SysOp { Kind = SysOpKind.Mprotect, Proc = proc, Addr = SyscallAddr(proc), Length = SyscallLength(proc), Prot = MprotectProt() };
+        if (r < 39) return new SysOp { Kind = SysOpKind.Madvise, Proc = proc, Addr = SyscallAddr(proc), Length = SyscallLength(proc), Advice = PickAdvice() };
         if (r < 56) return Scalar(SysOpKind.Load, proc);
         if (r < 75) return Scalar(SysOpKind.Store, proc);
         if (r < 79) return Scalar(SysOpKind.TryLoad, proc);
@@ -88,6 +98,7 @@ internal sealed class ProgramGenerator
         {
             int child = _nextProc++;
             _live.Add(child);
+            _mapsOf[child] = [.. _mapsOf[proc]];
             return new SysOp { Kind = SysOpKind.Fork, Proc = proc, Child = child };
         }
         if (r < 99 || _live.Count == 1) return Scalar(SysOpKind.Store, proc);
@@ -120,7 +131,9 @@ internal sealed class ProgramGenerator
         }
         AddrExpr addr = (flags & (Linux.MapFixed | Linux.MapFixedNoReplace)) != 0 ? FixedAddr(len) : HintAddr(len);
         int label = _nextLabel++;
-        _maps.Add((label, len is > 0 and <= 64UL << 20 ? len : Page, proc));
+        var map = (label, len is > 0 and <= 64UL << 20 ? len : Page, proc);
+        _maps.Add(map);
+        _mapsOf[proc].Add(map);
         return new SysOp { Kind = SysOpKind.Mmap, Proc = proc, Label = label, Addr = addr, Length = len, Prot = prot, Flags = flags };
     }
 
@@ -195,34 +208,55 @@ internal sealed class ProgramGenerator
     // munmap, mprotect, madvise
     // ---------------------------------------------------------------------------------------------
 
-    private (int Label, ulong Length, int Proc) PickMap() => _rng.Pick(_maps);
+    /// <summary>A mapping of this process (mostly) or of any process.</summary>
+    private (int Label, ulong Length, int Proc) PickMap(int proc)
+        => _mapsOf[proc].Count > 0 && _rng.Chance(80) ? _rng.Pick(_mapsOf[proc]) : _rng.Pick(_maps);
 
-    private AddrExpr SyscallAddr()
+    /// <summary>A recent store of this process, if there is one.</summary>
+    private AddrExpr? Recent(int proc)
+    {
+        for (int tries = 0; tries < 4 && _recent.Count > 0; tries++)
+        {
+            var (p, a) = _recent[_recent.Count - 1 - _rng.Below(Math.Min(_recent.Count, 16))];
+            if (p == proc || _rng.Chance(10)) return a;
+        }
+        return null;
+    }
+
+    private void Remember(int proc, AddrExpr a)
+    {
+        _recent.Add((proc, a));
+        if (_recent.Count > 64) _recent.RemoveAt(0);
+    }
+
+    private AddrExpr SyscallAddr(int proc)
     {
         int r = _rng.Below(100);
+        if (r < 15 && Recent(proc) is { } near)
+            return near with { Offset = unchecked((near.Offset & Linux.PageMask) - (_rng.Chance(50) ? 0 : Page * (ulong)_rng.Below(3))) };
         if (r < 75 && _maps.Count > 0)
         {
-            var m = PickMap();
+            var m = PickMap(proc);
             return AddrExpr.Relative(m.Label, _rng.Range(-2, (int)(m.Length / Page) + 2) * (long)Page);
         }
-        if (r < 80 && _maps.Count > 0) return AddrExpr.Relative(PickMap().Label, _rng.Range(1, 3 * (int)Page));
+        if (r < 80 && _maps.Count > 0) return AddrExpr.Relative(PickMap(proc).Label, _rng.Range(1, 3 * (int)Page));
         if (r < 90) return AddrExpr.Absolute(FixedZone + (ulong)_rng.Range(-4, 64) * Page);
         if (r < 95) return AddrExpr.Absolute(Linux.TaskSize - (ulong)_rng.Range(1, 16) * Page);
         return AddrExpr.Absolute(_rng.Pick(new[] { 0UL, Page, Linux.TaskSize, Linux.CanonicalEnd, 0xffff_ffff_ffff_f000UL, Linux.TaskSize - Page }));
     }
 
-    private ulong SyscallLength()
+    private ulong SyscallLength(int proc)
     {
         int r = _rng.Below(100);
         if (r < 55)
         {
-            ulong pages = _maps.Count > 0 ? PickMap().Length / Page + 2 : 8;
+            ulong pages = _maps.Count > 0 ? PickMap(proc).Length / Page + 2 : 8;
             return (ulong)_rng.Range(1, (int)Math.Min(pages, 1100)) * Page;
         }
         if (r < 65) return 0;
         if (r < 75) return (ulong)_rng.Range(1, 3 * (int)Page);
         if (r < 85) return (ulong)_rng.Range(1, 3) * Linux.PmdSize;
-        if (r < 95) return _maps.Count > 0 ? PickMap().Length : Page;
+        if (r < 95) return _maps.Count > 0 ? PickMap(proc).Length : Page;
         return _rng.Pick(new[] { ulong.MaxValue, ulong.MaxValue - Page + 1, Linux.CanonicalEnd, Linux.TaskSize, ulong.MaxValue - 3 * Page });
     }
 
@@ -256,21 +290,27 @@ internal sealed class ProgramGenerator
         ulong value = _rng.Chance(10) ? 0 : _rng.Next();
         if (width < 8) value &= (1UL << (8 * width)) - 1;
         bool store = kind is SysOpKind.Store or SysOpKind.TryStore;
-        return new SysOp { Kind = kind, Proc = proc, Width = width, Addr = AccessAddr(width), Value = store ? value : 0 };
+        AddrExpr addr = !store && _rng.Chance(45) && Recent(proc) is { } back ? back : AccessAddr(proc, width);
+        if (store) Remember(proc, addr);
+        return new SysOp { Kind = kind, Proc = proc, Width = width, Addr = addr, Value = store ? value : 0 };
     }
 
     private SysOp Span(SysOpKind kind, int proc)
     {
         ulong len = (ulong)(_rng.Chance(70) ? _rng.Range(17, 600) : _rng.Range(17, 3 * (int)Page + 64));
-        return new SysOp { Kind = kind, Proc = proc, Length = len, Addr = AccessAddr((int)len), Value = kind == SysOpKind.Write ? _rng.Next() & 0xff : 0 };
+        AddrExpr addr = _rng.Chance(35) && Recent(proc) is { } back
+            ? back with { Offset = unchecked(back.Offset - (ulong)_rng.Below(Math.Min(len, 256UL))) }
+            : AccessAddr(proc, (int)len);
+        if (kind == SysOpKind.Write) Remember(proc, addr);
+        return new SysOp { Kind = kind, Proc = proc, Length = len, Addr = addr, Value = kind == SysOpKind.Write ? _rng.Next() & 0xff : 0 };
     }
 
-    private AddrExpr AccessAddr(int width)
+    private AddrExpr AccessAddr(int proc, int width)
     {
         int r = _rng.Below(100);
         if (r < 80 && _maps.Count > 0)
         {
-            var m = PickMap();
+            var m = PickMap(proc);
             long len = (long)m.Length;
             long pages = Math.Max(1, len / (long)Page);
             int s = _rng.Below(100);

@@ -25,14 +25,15 @@ public sealed partial class SystemFuzzer
 
     private readonly ProgramRunner _runner;
 
-    public SystemFuzzer() : this(() => new ReferenceModel()) { }
+    public SystemFuzzer() : this(modelFactory: null) { }
 
-    /// <summary>A fuzzer against another model (tests plant a wrong one); fork on or off regardless of the emulator.</summary>
-    internal SystemFuzzer(Func<ReferenceModel> modelFactory, bool? fork = null)
+    /// <summary>
+    /// A fuzzer against another model (tests plant a wrong one) and with another fork (tests supply a
+    /// stand-in while Process has no Fork); by default the reference model and Process.Fork() if it exists.
+    /// </summary>
+    internal SystemFuzzer(Func<ReferenceModel>? modelFactory, Func<Process, Process>? fork = null)
     {
-        Func<Process, Process>? f = fork == false ? null : ProgramRunner.FindFork();
-        if (fork == true && f is null) throw new InvalidOperationException("this emulator's Process has no Fork method");
-        _runner = new ProgramRunner(modelFactory, f);
+        _runner = new ProgramRunner(modelFactory ?? (() => new ReferenceModel()), fork ?? ProgramRunner.FindFork());
     }
 
     /// <summary>Whether fork operations run (the emulator's Process has a Fork method).</summary>
