@@ -33,10 +33,10 @@ public static class FuzzCommand
     /// <summary>`fuzz system`: random system-call programs against the reference model.</summary>
     public static Command CreateSystem()
     {
-        var seconds = new Option<double>("--seconds") { Description = "How long to fuzz", DefaultValueFactory = _ => 30 };
-        var seed = new Option<string?>("--seed") { Description = "Session seed, decimal or 0x-hex (default: random, printed)" };
+        var seconds = new Option<double>("--seconds") { Description = "How long to fuzz", DefaultValueFactory = _ => 30, HelpName = "N" };
+        var seed = new Option<string?>("--seed") { Description = "Session seed, decimal or 0x-hex (default: random, printed)", HelpName = "S" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
-        var replay = new Option<FileInfo?>("--replay") { Description = "Run the program in FILE (as printed for a failure) once and report" };
+        var replay = new Option<FileInfo?>("--replay") { Description = "Run the program in FILE (as printed for a failure) once and report", HelpName = "FILE" };
         var cmd = new Command("system", "mmap/munmap/mprotect/madvise/loads/stores/fork/exit programs: emulator against the reference model")
         {
             seconds, seed, json, replay,

@@ -37,6 +37,10 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 /// and a task without CAP_SYS_RAWIO, THP enabled (for MADV_HUGEPAGE and the 2 MiB placement of
 /// anonymous mappings), no KSM, no memory-failure, no swap, no reclaim, a CPU without protection keys
 /// (PROT_EXEC alone is readable, PROT_WRITE implies read, as x86 page tables can express no less).</para>
+/// <para>Not modelled (the fuzzer does not generate them; a replayed program that uses them fails with
+/// category "model"): shared or file mappings, MAP_LOCKED and mlock (so every page is DONTNEED-able),
+/// PROT_GROWSDOWN/PROT_GROWSUP, MADV_FREE (contents undefined until the next write),
+/// MADV_POPULATE_*, MADV_COLLAPSE, rlimits, overcommit accounting and vm.max_map_count.</para>
 /// <para>Top-down placement is implementation-defined: for a mapping the kernel places, the model takes
 /// the address the emulator returned and checks that Linux could have returned it: page aligned,
 /// inside [mmap_min_addr, TASK_SIZE), free, the hint itself when the hint was usable, and 2 MiB aligned
