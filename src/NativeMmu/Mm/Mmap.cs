@@ -11,6 +11,8 @@ public enum Prot
     Read = 1,
     Write = 2,
     Exec = 4,
+    /// <summary>PROT_SEM: accepted by mprotect (arch_validate_prot), without effect on x86.</summary>
+    Sem = 8,
     ReadWrite = Read | Write,
 }
 
@@ -90,10 +92,15 @@ public static unsafe class Mmap
         if ((flags & MapFlags.Anonymous) == 0) return Errno.EBADF; // a file mapping needs a file descriptor
         if (type != MapFlags.Private) return Errno.EINVAL; // shared anonymous memory (shmem) is not emulated
         if ((flags & MapFlags.HugeTlb) != 0) return Errno.EINVAL;
-        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec)) != 0) return Errno.EINVAL;
+        // prot bits other than R/W/X are ignored, not refused: calc_vm_prot_bits takes only those three.
         if (len == 0) return Errno.EINVAL;
         if ((flags & MapFlags.FixedNoReplace) != 0) flags |= MapFlags.Fixed;
-        if ((flags & MapFlags.Fixed) == 0 && addr < MmapMinAddr) addr = addr == 0 ? 0 : Geometry.PageAlign(MmapMinAddr); // round_hint_to_min
+        if ((flags & MapFlags.Fixed) == 0)
+        {
+            // round_hint_to_min: the hint loses its page offset first, so a hint inside page 0 is no hint.
+            addr &= Geometry.PageMask;
+            if (addr != 0 && addr < MmapMinAddr) addr = Geometry.PageAlign(MmapMinAddr);
+        }
         ulong alignedLen = Geometry.PageAlign(len);
         if (alignedLen == 0) return Errno.ENOMEM;
 
@@ -139,9 +146,10 @@ public static unsafe class Mmap
         if (len > mm.TaskSize) return Errno.ENOMEM;
         if ((flags & MapFlags.Fixed) != 0)
         {
-            if ((addr & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
+            // __get_unmapped_area checks the range before the alignment.
             if (addr > mm.TaskSize - len) return Errno.ENOMEM;
-            // security_mmap_addr: below vm.mmap_min_addr needs CAP_SYS_RAWIO, which tasks here lack.
+            if ((addr & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
+            // security_mmap_addr → cap_mmap_addr: below vm.mmap_min_addr needs CAP_SYS_RAWIO, which emulated tasks lack.
             if (addr < MmapMinAddr) return Errno.EPERM;
             start = addr;
             return Errno.Success;
@@ -419,7 +427,7 @@ public static unsafe class Mmap
         len = Geometry.PageAlign(len);
         ulong end = start + len;
         if (end <= start) return Errno.ENOMEM;
-        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec)) != 0) return Errno.EINVAL;
+        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec | Prot.Sem)) != 0) return Errno.EINVAL; // arch_validate_prot
 
         mm.MmapLock.WriteLock();
         try

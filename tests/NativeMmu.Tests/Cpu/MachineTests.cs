@@ -1,6 +1,6 @@
 using NativeMmu.Mm;
 
-namespace NativeMmu.Tests.Cpu;
+namespace NativeMmu.Tests.Processor;
 
 /// <summary>Booting, CPU attachment and shutdown of the emulated machine.</summary>
 public class MachineTests

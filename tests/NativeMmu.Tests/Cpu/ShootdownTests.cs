@@ -2,7 +2,7 @@ using NativeMmu.Cpu;
 using NativeMmu.Mm;
 using static NativeMmu.Tests.TestSupport;
 
-namespace NativeMmu.Tests.Cpu;
+namespace NativeMmu.Tests.Processor;
 
 /// <summary>
 /// TLB shootdown between CPUs running one mm: a translation another CPU cached must not survive a

@@ -3,7 +3,7 @@ using NativeMmu.Cpu;
 using NativeMmu.Mm;
 using static NativeMmu.Tests.TestSupport;
 
-namespace NativeMmu.Tests.Cpu;
+namespace NativeMmu.Tests.Processor;
 
 /// <summary>The emulated MMU: the TLB and the hardware walk with its Accessed/Dirty updates.</summary>
 public unsafe class WalkerTests

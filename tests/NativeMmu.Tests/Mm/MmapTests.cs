@@ -49,9 +49,12 @@ public class MmapTests
     }
 
     [Test]
-    public void Mmap_with_unknown_prot_bits_is_einval()
+    public void Mmap_ignores_prot_bits_beyond_read_write_exec()
     {
-        Assert.That(Mmap(0, PageSize, Anon, out _, (Prot)0x40), Is.EqualTo(Errno.EINVAL));
+        // do_mmap never validates prot: calc_vm_prot_bits takes R/W/X and drops the rest
+        // (only mprotect checks, through arch_validate_prot).
+        Assert.That(Mmap(0, PageSize, Anon, out ulong a, (Prot)0x40 | Prot.Read), Is.EqualTo(Errno.Success));
+        Assert.That(_p.Mm.Vmas.FindVma(a)!.VmFlags & NativeMmu.Mm.VmFlags.AccessFlags, Is.EqualTo(NativeMmu.Mm.VmFlags.Read));
     }
 
     [Test]

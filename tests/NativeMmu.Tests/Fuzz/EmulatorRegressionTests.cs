@@ -1,0 +1,133 @@
+using NativeMmu.Cpu;
+using NativeMmu.Mm;
+
+namespace NativeMmu.Tests.Fuzz;
+
+/// <summary>Differences from Linux the system fuzzer found, each pinned by the shrunk program's system calls.</summary>
+public class EmulatorRegressionTests
+{
+    private static Kernel NewKernel() => new(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true });
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x1000 rw- - / p0 store2 m1+0xfff 0x0: the store faults on the second page, so si_addr
+    /// (CR2) is that page's first byte, not the store's own address.
+    /// </summary>
+    [Test]
+    public void A_scalar_that_faults_on_its_second_page_reports_that_page()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        ulong a = p.Mmap(2 * 4096);
+        Assert.That(p.Munmap(a + 4096, 4096), Is.EqualTo(Errno.Success));
+
+        var store = Assert.Throws<SegmentationFault>(() => cpu.Store<ushort>(a + 0xfff, 0))!;
+        Assert.That((store.Address, store.Code), Is.EqualTo((a + 0x1000, (SegvCode?)SegvCode.MapErr)));
+        var load = Assert.Throws<SegmentationFault>(() => cpu.Load<ulong>(a + 0xffc))!;
+        Assert.That((load.Address, load.Code), Is.EqualTo((a + 0x1000, (SegvCode?)SegvCode.MapErr)));
+        Assert.That(cpu.Load<ushort>(a + 0xfff - 1), Is.Zero, "the first page itself is fine");
+
+        // When the first page faults, the access's own address is reported.
+        Assert.That(p.Mprotect(a, 4096, Prot.None), Is.EqualTo(Errno.Success));
+        var first = Assert.Throws<SegmentationFault>(() => cpu.Load<uint>(a + 0xffe))!;
+        Assert.That((first.Address, first.Code), Is.EqualTo((a + 0xffe, (SegvCode?)SegvCode.AccErr)));
+        p.Exit();
+    }
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x1000 0x103 -: do_mmap does not validate prot; bits beyond R/W/X are ignored
+    /// (mprotect is the call that refuses them).
+    /// </summary>
+    [Test]
+    public void Mmap_ignores_prot_bits_beyond_read_write_exec()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Errno e = p.Mmap(0, 4096, (Prot)0x103, MapFlags.Private | MapFlags.Anonymous, out ulong a);
+        Assert.That(e, Is.EqualTo(Errno.Success));
+        cpu.Store<int>(a, 7);
+        Assert.That(p.Mm.Vmas.FindVma(a)!.FlagsString(), Is.EqualTo("rw-p"));
+        Assert.That(p.Mmap(0, 4096, (Prot)0x8, MapFlags.Private | MapFlags.Anonymous, out ulong b), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mm.Vmas.FindVma(b)!.FlagsString(), Is.EqualTo("---p"));
+        p.Exit();
+    }
+
+    /// <summary>
+    /// p0 mprotect 0x0 0xf48 0x8: arch_validate_prot accepts PROT_SEM, so the call goes on to find no
+    /// mapping (ENOMEM); over a mapping it succeeds and changes the protection to the R/W/X bits given.
+    /// </summary>
+    [Test]
+    public void Mprotect_accepts_prot_sem()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(p.Mprotect(0, 0xf48, (Prot)0x8), Is.EqualTo(Errno.ENOMEM));
+        ulong a = p.Mmap(4096);
+        Assert.That(p.Mprotect(a, 4096, Prot.Read | (Prot)0x8), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mm.Vmas.FindVma(a)!.FlagsString(), Is.EqualTo("r--p"));
+        Assert.That(p.Mprotect(a, 4096, Prot.Read | (Prot)0x10), Is.EqualTo(Errno.EINVAL), "other bits are still refused");
+        p.Exit();
+    }
+
+    /// <summary>
+    /// p0 mmap m1 0x123 0x200000 rw- -: round_hint_to_min masks the hint to a page first, so 0x123 is
+    /// no hint at all and the 2 MiB mapping is placed top-down, THP aligned (not at mmap_min_addr).
+    /// </summary>
+    [Test]
+    public void A_hint_inside_page_zero_is_no_hint()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(p.Mmap(0x123, 2UL << 20, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong a), Is.EqualTo(Errno.Success));
+        Assert.That(a % (2UL << 20), Is.Zero);
+        Assert.That(a, Is.GreaterThan(1UL << 40), "placed top-down, not at the hint");
+        // A hint in [4096, mmap_min_addr) is still raised to mmap_min_addr.
+        Assert.That(p.Mmap(0x1000, 4096, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong b), Is.EqualTo(Errno.Success));
+        Assert.That(b, Is.EqualTo(NativeMmu.Mm.Mmap.MmapMinAddr));
+        p.Exit();
+    }
+
+    /// <summary>
+    /// p0 mmap m1 0x7fffffffe001 0x2000 rw- fixed: __get_unmapped_area tests addr &gt; TASK_SIZE - len (ENOMEM)
+    /// before offset_in_page (EINVAL).
+    /// </summary>
+    [Test]
+    public void Map_fixed_checks_the_range_before_the_alignment()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        const MapFlags fixedAnon = MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed;
+        Assert.That(p.Mmap(0x7fffffffe001, 0x2000, Prot.ReadWrite, fixedAnon, out _), Is.EqualTo(Errno.ENOMEM));
+        Assert.That(p.Mmap(0x7fffffffc001, 0x2000, Prot.ReadWrite, fixedAnon, out _), Is.EqualTo(Errno.EINVAL));
+        p.Exit();
+    }
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x1000 rw- noreplace: a fixed mapping below vm.mmap_min_addr is refused with EPERM
+    /// (cap_mmap_addr) for a task without CAP_SYS_RAWIO; at mmap_min_addr it is fine.
+    /// </summary>
+    [Test]
+    public void Map_fixed_below_mmap_min_addr_is_refused()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu.Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        const MapFlags anon = MapFlags.Private | MapFlags.Anonymous;
+        Assert.That(p.Mmap(0, 0x1000, Prot.ReadWrite, anon | MapFlags.FixedNoReplace, out _), Is.EqualTo(Errno.EPERM));
+        Assert.That(p.Mmap(0xf000, 0x1000, Prot.ReadWrite, anon | MapFlags.Fixed, out _), Is.EqualTo(Errno.EPERM));
+        Assert.That(p.Mm.Vmas.Count, Is.Zero);
+        Assert.That(p.Mmap(0x10000, 0x1000, Prot.ReadWrite, anon | MapFlags.Fixed, out ulong a), Is.EqualTo(Errno.Success));
+        Assert.That(a, Is.EqualTo(0x10000UL));
+        p.Exit();
+    }
+}

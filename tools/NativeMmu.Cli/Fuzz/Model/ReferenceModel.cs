@@ -1,0 +1,345 @@
+namespace NativeMmu.Cli.Fuzz.Model;
+
+/// <summary>The signal a user access gets: none, SIGSEGV with SEGV_MAPERR, or SIGSEGV with SEGV_ACCERR.</summary>
+public enum ModelFault
+{
+    None,
+    MapErr,
+    AccErr,
+}
+
+/// <summary>What a load or store did: the fault (if any) and the address it reports (si_addr).</summary>
+public readonly record struct AccessOutcome(ModelFault Fault, ulong FaultAddress)
+{
+    public static readonly AccessOutcome Ok = new(ModelFault.None, 0);
+    public override string ToString() => Fault switch
+    {
+        ModelFault.None => "ok",
+        ModelFault.MapErr => $"SIGSEGV (SEGV_MAPERR) at {FaultAddress:x}",
+        _ => $"SIGSEGV (SEGV_ACCERR) at {FaultAddress:x}",
+    };
+}
+
+/// <summary>
+/// What mmap returns: errno (0 on success) and the address. For a placement the kernel chooses,
+/// <see cref="PlacementError"/> says why the address the emulator chose is not one Linux could return.
+/// </summary>
+public readonly record struct MmapOutcome(int Errno, ulong Address, string? PlacementError = null);
+
+/// <summary>
+/// A reference model of the Linux x86-64 system-call surface for private anonymous memory, written from
+/// the kernel's rules rather than from the emulator: mmap (hint, MAP_FIXED, MAP_FIXED_NOREPLACE,
+/// MAP_POPULATE), munmap, mprotect, madvise, user loads and stores, fork and exit, one
+/// <see cref="ModelProcess"/> per process.
+/// </summary>
+/// <remarks>
+/// <para>Modelled configuration: 4-level paging (TASK_SIZE = 2^47 - 4 KiB), vm.mmap_min_addr = 65536
+/// and a task without CAP_SYS_RAWIO, THP enabled (for MADV_HUGEPAGE and the 2 MiB placement of
+/// anonymous mappings), no KSM, no memory-failure, no swap, no reclaim, a CPU without protection keys
+/// (PROT_EXEC alone is readable, PROT_WRITE implies read, as x86 page tables can express no less).</para>
+/// <para>Not modelled (the fuzzer does not generate them; a replayed program that uses them fails with
+/// category "model"): shared or file mappings, MAP_LOCKED and mlock (so every page is DONTNEED-able),
+/// PROT_GROWSDOWN/PROT_GROWSUP, MADV_FREE (contents undefined until the next write),
+/// MADV_POPULATE_*, MADV_COLLAPSE, rlimits, overcommit accounting and vm.max_map_count.</para>
+/// <para>Top-down placement is implementation-defined: for a mapping the kernel places, the model takes
+/// the address the emulator returned and checks that Linux could have returned it: page aligned,
+/// inside [mmap_min_addr, TASK_SIZE), free, the hint itself when the hint was usable, and 2 MiB aligned
+/// when there was no hint and the length is a multiple of 2 MiB (thp_get_unmapped_area).</para>
+/// <para>RSS bounds. RssAnon (MM_ANONPAGES) counts the anonymous frames a process maps. Reads never
+/// allocate one (they map the shared zero page); a write fault does, and only DONTNEED, munmap, a
+/// MAP_FIXED over the page, and exit take it away (mprotect keeps present pages, fork keeps the parent's).
+/// Hence, per process:
+/// <c>WrittenPages &lt;= RssAnon &lt;= MaybeResidentPages</c>, where WrittenPages counts the mapped pages a
+/// store completed on (or MAP_POPULATE filled writable) since they were last mapped or discarded, and
+/// MaybeResidentPages counts those plus the pages a write reached without completing: a store crossing
+/// a page boundary faults in its first page before it finds that the second faults, so the first may
+/// hold a frame although nothing was written. The bounds assume 4 KiB faults only; a THP fault path
+/// would have to widen the upper bound to whole 2 MiB extents.</para>
+/// <para>Faulting accesses. A scalar (at most 16 bytes) is all or nothing: when it crosses into a page
+/// that faults, nothing is written and the reported address is the start of that page; when its first
+/// page faults, the access's own address. A longer span (Cpu.Read/Cpu.Write) is copied page by page
+/// in address order and stops at the first page that faults: earlier pages are read or written, and
+/// the reported address is the start of the faulting chunk (the span's own address for the first).</para>
+/// </remarks>
+public class ReferenceModel
+{
+    private readonly Dictionary<int, ModelProcess> _processes = [];
+
+    public ModelProcess CreateProcess(int id)
+    {
+        if (_processes.ContainsKey(id)) throw new InvalidOperationException($"model: process {id} exists");
+        var p = new ModelProcess(id);
+        _processes.Add(id, p);
+        return p;
+    }
+
+    /// <summary>The live process with this id, or null (never created, or exited).</summary>
+    public ModelProcess? Process(int id) => _processes.TryGetValue(id, out ModelProcess? p) && !p.Exited ? p : null;
+
+    public IEnumerable<ModelProcess> LiveProcesses => _processes.Values.Where(p => !p.Exited);
+
+    private ModelProcess Live(int id) => Process(id) ?? throw new InvalidOperationException($"model: process {id} is not running");
+
+    // ---------------------------------------------------------------------------------------------
+    // mmap
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>round_hint_to_min: a hint below mmap_min_addr is raised to it; the hint loses its page offset first.</summary>
+    public static ulong RoundHintToMin(ulong hint)
+    {
+        hint &= Linux.PageMask;
+        if (hint != 0 && hint < Linux.MmapMinAddr) return Linux.PageAlign(Linux.MmapMinAddr);
+        return hint;
+    }
+
+    /// <summary>
+    /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | flags) in process pid. <paramref name="placed"/>
+    /// is the address the emulator returned when it succeeded (null when it failed); it is consulted only
+    /// for mappings whose address the kernel chooses.
+    /// </summary>
+    public virtual MmapOutcome Mmap(int pid, ulong addr, ulong len, int prot, int flags, ulong? placed)
+    {
+        ModelProcess p = Live(pid);
+        if ((flags & Linux.MapType) != Linux.MapPrivate || (flags & Linux.MapAnonymous) == 0)
+            throw new NotSupportedException("model: only private anonymous mappings are modelled");
+        if ((prot & (Linux.ProtGrowsDown | Linux.ProtGrowsUp)) != 0)
+            throw new NotSupportedException("model: PROT_GROWSDOWN/PROT_GROWSUP are not modelled");
+
+        // do_mmap. Unknown prot bits are ignored (calc_vm_prot_bits takes R, W and X).
+        if (len == 0) return new(Linux.EINVAL, 0);
+        if ((flags & Linux.MapFixedNoReplace) != 0) flags |= Linux.MapFixed;
+        bool isFixed = (flags & Linux.MapFixed) != 0;
+        if (!isFixed) addr = RoundHintToMin(addr);
+        ulong alen = Linux.PageAlign(len);
+        if (alen == 0) return new(Linux.ENOMEM, 0);
+
+        // __get_unmapped_area
+        if (alen > Linux.TaskSize) return new(Linux.ENOMEM, 0);
+        ulong start;
+        if (isFixed)
+        {
+            start = addr;
+        }
+        else
+        {
+            bool hintUsable = addr != 0 && addr <= Linux.TaskSize - alen && p.IsFree(addr, addr + alen);
+            if (!hintUsable && !p.HasGap(alen, Linux.MmapMinAddr, Linux.TaskSize)) return new(Linux.ENOMEM, 0);
+            if (placed is not { } chosen) return new(0, 0); // success expected; the caller reports the emulator's errno
+            string? why = CheckPlacement(p, addr, alen, hintUsable, chosen);
+            if (why is not null) return new(0, chosen, why);
+            start = chosen;
+        }
+        if (start > Linux.TaskSize - alen) return new(Linux.ENOMEM, 0);
+        if (!Linux.PageAligned(start)) return new(Linux.EINVAL, 0);
+        if (start < Linux.MmapMinAddr) return new(Linux.EPERM, 0); // security_mmap_addr → cap_mmap_addr
+        ulong end = start + alen;
+        if ((flags & Linux.MapFixedNoReplace) != 0 && !p.IsFree(start, end)) return new(Linux.EEXIST, 0);
+
+        // mmap_region: MAP_FIXED replaces whatever was there.
+        p.Unmap(start, end);
+        p.Map(start, end, prot);
+        bool populate = (flags & (Linux.MapPopulate | Linux.MapNonBlock)) == Linux.MapPopulate;
+        if (populate && (prot & Linux.ProtWrite) != 0)
+        {
+            // __mm_populate of private writable memory write-faults every page.
+            for (ulong a = start; a < end; a += Linux.PageSize) p.MarkWritten(a >> Linux.PageShift);
+        }
+        return new(0, start);
+    }
+
+    private static string? CheckPlacement(ModelProcess p, ulong hint, ulong alen, bool hintUsable, ulong chosen)
+    {
+        if (!Linux.PageAligned(chosen)) return $"address {chosen:x} is not page aligned";
+        if (chosen < Linux.MmapMinAddr) return $"address {chosen:x} is below mmap_min_addr";
+        if (chosen > Linux.TaskSize - alen) return $"range {chosen:x}+{alen:x} ends above TASK_SIZE";
+        if (!p.IsFree(chosen, chosen + alen)) return $"range {chosen:x}-{chosen + alen:x} overlaps a mapping";
+        if (hintUsable && chosen != hint) return $"the hint {hint:x} was free but the mapping went to {chosen:x}";
+        if (hint == 0 && (alen & (Linux.PmdSize - 1)) == 0 && (chosen & (Linux.PmdSize - 1)) != 0)
+            return $"a {alen:x}-byte mapping (a multiple of 2 MiB) without a hint went to {chosen:x}, which is not 2 MiB aligned";
+        return null;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // munmap, mprotect, madvise
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>munmap: EINVAL for an unaligned start, a range beyond TASK_SIZE or a zero length; unmapped parts are fine.</summary>
+    public virtual int Munmap(int pid, ulong start, ulong len)
+    {
+        ModelProcess p = Live(pid);
+        if (!Linux.PageAligned(start) || start > Linux.TaskSize || len > Linux.TaskSize - start) return Linux.EINVAL;
+        ulong end = start + Linux.PageAlign(len);
+        if (end == start) return Linux.EINVAL;
+        p.Unmap(start, end);
+        return 0;
+    }
+
+    /// <summary>
+    /// mprotect: EINVAL for an unaligned start, 0 for a zero length, ENOMEM when the rounded range wraps,
+    /// EINVAL for prot bits beyond R/W/X/SEM; ENOMEM with nothing changed when start is unmapped; else
+    /// the mapped run from start changes, and ENOMEM when a hole cut it short of the end.
+    /// </summary>
+    public virtual int Mprotect(int pid, ulong start, ulong len, int prot)
+    {
+        ModelProcess p = Live(pid);
+        if ((prot & (Linux.ProtGrowsDown | Linux.ProtGrowsUp)) != 0)
+            throw new NotSupportedException("model: PROT_GROWSDOWN/PROT_GROWSUP are not modelled");
+        if (!Linux.PageAligned(start)) return Linux.EINVAL;
+        if (len == 0) return 0;
+        ulong end = start + Linux.PageAlign(len);
+        if (end <= start) return Linux.ENOMEM;
+        if ((prot & ~(Linux.ProtAccess | Linux.ProtSem)) != 0) return Linux.EINVAL;
+        ulong reach = p.MappedReach(start, end);
+        if (reach == start) return Linux.ENOMEM;
+        p.Protect(start, reach, prot);
+        return reach < end ? Linux.ENOMEM : 0;
+    }
+
+    /// <summary>
+    /// madvise: EINVAL for unknown advice (before anything else), an unaligned start, or a length that
+    /// rounds or wraps; 0 for a zero length; then every mapped part of the range gets the advice in
+    /// address order (an advice that fails on a part returns its error at once), and ENOMEM at the end
+    /// when part of the range was unmapped.
+    /// </summary>
+    public virtual int Madvise(int pid, ulong start, ulong lenIn, int advice)
+    {
+        ModelProcess p = Live(pid);
+        if (!Linux.AdviceValid(advice)) return Linux.EINVAL;
+        if (!Linux.PageAligned(start)) return Linux.EINVAL;
+        ulong len = Linux.PageAlign(lenIn);
+        if (lenIn != 0 && len == 0) return Linux.EINVAL;
+        ulong end = start + len;
+        if (end < start) return Linux.EINVAL;
+        if (end == start) return 0;
+
+        List<ModelRegion> parts = p.RegionsIn(start, end);
+        if (parts.Count == 0) return Linux.ENOMEM;
+        ulong covered = 0;
+        foreach (ModelRegion r in parts)
+        {
+            ulong s = Math.Max(r.Start, start), e = Math.Min(r.End, end);
+            covered += e - s;
+            int err = Advise(p, s, e, advice);
+            if (err != 0) return err;
+        }
+        return covered < end - start ? Linux.ENOMEM : 0;
+    }
+
+    /// <summary>madvise_vma_behavior for one mapped part [start, end) of an anonymous private mapping.</summary>
+    private static int Advise(ModelProcess p, ulong start, ulong end, int advice)
+    {
+        switch (advice)
+        {
+            case Linux.MadvDontNeed:
+            case Linux.MadvDontNeedLocked:
+                p.DiscardPages(start, end);
+                return 0;
+            case Linux.MadvRemove:
+                return Linux.EINVAL; // madvise_remove: no file behind anonymous memory
+            case Linux.MadvWillNeed:
+            case Linux.MadvCold:
+            case Linux.MadvPageOut:
+                return 0; // nothing to read ahead, age or swap out
+            case Linux.MadvNormal: Change(~(PageAttrs.SeqRead | PageAttrs.RandRead), 0); return 0;
+            case Linux.MadvSequential: Change(~PageAttrs.RandRead, PageAttrs.SeqRead); return 0;
+            case Linux.MadvRandom: Change(~PageAttrs.SeqRead, PageAttrs.RandRead); return 0;
+            case Linux.MadvDontFork: Change(~PageAttrs.None, PageAttrs.DontFork); return 0;
+            case Linux.MadvDoFork: Change(~PageAttrs.DontFork, 0); return 0;
+            case Linux.MadvWipeOnFork: Change(~PageAttrs.None, PageAttrs.WipeOnFork); return 0;
+            case Linux.MadvKeepOnFork: Change(~PageAttrs.WipeOnFork, 0); return 0;
+            case Linux.MadvDontDump: Change(~PageAttrs.None, PageAttrs.DontDump); return 0;
+            case Linux.MadvDoDump: Change(~PageAttrs.DontDump, 0); return 0;
+            case Linux.MadvHugePage: Change(~PageAttrs.NoHugePage, PageAttrs.HugePage); return 0;
+            case Linux.MadvNoHugePage: Change(~PageAttrs.HugePage, PageAttrs.NoHugePage); return 0;
+            default:
+                // MADV_FREE (contents undefined until written), MADV_POPULATE_*, MADV_COLLAPSE: not modelled.
+                throw new NotSupportedException($"model: madvise advice {Linux.AdviceName(advice)} is not modelled");
+        }
+
+        void Change(PageAttrs keep, PageAttrs set) => p.ChangeAttrs(start, end, a => (a & keep) | set);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Loads and stores
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>What a user access to a page would get from the page-fault handler.</summary>
+    private static ModelFault Check(ModelProcess p, ulong address, bool write)
+    {
+        if (address >= Linux.TaskSize) return ModelFault.MapErr;
+        ModelRegion? r = p.RegionAt(address);
+        if (r is null) return ModelFault.MapErr;
+        if (write) return (r.Prot & Linux.ProtWrite) != 0 ? ModelFault.None : ModelFault.AccErr;
+        return (r.Prot & Linux.ProtAccess) != 0 ? ModelFault.None : ModelFault.AccErr;
+    }
+
+    /// <summary>
+    /// A user access of buffer.Length bytes at address: a load fills buffer, a store takes its bytes from
+    /// it. Accesses of at most 16 bytes are scalars (all or nothing), longer ones spans (page by page).
+    /// The range must lie below the end of the canonical user half.
+    /// </summary>
+    public virtual AccessOutcome Access(int pid, ulong address, Span<byte> buffer, bool write)
+    {
+        ModelProcess p = Live(pid);
+        int length = buffer.Length;
+        if (length == 0) return AccessOutcome.Ok;
+        if (address >= Linux.CanonicalEnd || (ulong)length > Linux.CanonicalEnd - address)
+            throw new NotSupportedException("model: accesses beyond the canonical user half are not modelled");
+        if (!write) buffer.Clear();
+
+        if (length <= 16)
+        {
+            int first = (int)Math.Min((ulong)length, Linux.PageSize - (address & (Linux.PageSize - 1)));
+            ulong second = address + (ulong)first;
+            ModelFault f = Check(p, address, write);
+            if (f != ModelFault.None) return new(f, address);
+            if (write) p.Touch(address >> Linux.PageShift);
+            if (first < length)
+            {
+                f = Check(p, second, write);
+                if (f != ModelFault.None) return new(f, second);
+            }
+            Copy(p, address, buffer[..first], write);
+            if (first < length) Copy(p, second, buffer[first..], write);
+            return AccessOutcome.Ok;
+        }
+
+        int done = 0;
+        while (done < length)
+        {
+            ulong va = address + (ulong)done;
+            int chunk = (int)Math.Min((ulong)(length - done), Linux.PageSize - (va & (Linux.PageSize - 1)));
+            ModelFault f = Check(p, va, write);
+            if (f != ModelFault.None) return new(f, va);
+            Copy(p, va, buffer.Slice(done, chunk), write);
+            done += chunk;
+        }
+        return AccessOutcome.Ok;
+    }
+
+    private static void Copy(ModelProcess p, ulong address, Span<byte> bytes, bool write)
+    {
+        if (write) p.WritePage(address, bytes);
+        else p.ReadPage(address, bytes);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // fork, exit, observables
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>fork: the child gets a copy of the parent's address space (see <see cref="ModelProcess.Fork"/>).</summary>
+    public virtual void Fork(int parent, int child)
+    {
+        if (_processes.ContainsKey(child)) throw new InvalidOperationException($"model: process {child} exists");
+        _processes.Add(child, Live(parent).Fork(child));
+    }
+
+    public virtual void Exit(int pid) => Live(pid).Exit();
+
+    /// <summary>The bounds RssAnon must lie within (see the remarks on the class).</summary>
+    public (long Min, long Max) RssBounds(int pid)
+    {
+        ModelProcess p = Live(pid);
+        return (p.WrittenPages, p.MaybeResidentPages);
+    }
+}
