@@ -67,7 +67,7 @@ public class SystemFuzzerTests
     [Test]
     public void Programs_print_and_parse_back_to_the_same_program()
     {
-        var fuzzer = new SystemFuzzer(null, ForkStandIn.Fork);
+        var fuzzer = new SystemFuzzer();
         for (ulong i = 0; i < 200; i++)
         {
             SysProgram p = fuzzer.Generate(99, i);
@@ -108,21 +108,17 @@ public class SystemFuzzerTests
     }
 
     [Test]
-    public void Fork_operations_run_only_when_there_is_a_fork()
+    public void Fork_operations_are_generated_and_the_emulator_agrees_with_the_model_on_them()
     {
-        var without = new SystemFuzzer(null, fork: null);
-        if (without.CanFork) Assert.Ignore("Process has Fork(): the stand-in is not needed");
-        Assert.That(Enumerable.Range(0, 300).SelectMany(i => without.Generate(5, (ulong)i).Ops).Any(o => o.Kind == SysOpKind.Fork), Is.False);
-
-        var with = new SystemFuzzer(null, ForkStandIn.Fork);
-        Assert.That(with.CanFork);
-        Assert.That(Enumerable.Range(0, 300).SelectMany(i => with.Generate(5, (ulong)i).Ops).Count(o => o.Kind == SysOpKind.Fork), Is.GreaterThan(20));
-        SystemFuzzResult r = with.Run(5, TimeSpan.FromSeconds(2));
+        var fuzzer = new SystemFuzzer();
+        Assert.That(fuzzer.CanFork, Is.True, "Process.Fork exists");
+        Assert.That(Enumerable.Range(0, 300).SelectMany(i => fuzzer.Generate(5, (ulong)i).Ops).Count(o => o.Kind == SysOpKind.Fork), Is.GreaterThan(20));
+        SystemFuzzResult r = fuzzer.Run(5, TimeSpan.FromSeconds(2));
         Assert.That(r.Failures, Is.Empty, () => string.Join("\n\n", r.Failures.Select(f => f.Description + "\n" + f.Program)));
     }
 
     [Test]
-    public void The_fork_stand_in_agrees_with_the_model_on_dontfork_and_wipeonfork()
+    public void Fork_honours_dontfork_and_wipeonfork_as_the_model_does()
     {
         const string text = """
             processes 1
@@ -139,66 +135,8 @@ public class SystemFuzzerTests
             p1 store8 m1 0x63
             p0 load8 m1
             """;
-        SystemFuzzResult r = new SystemFuzzer(null, ForkStandIn.Fork).Replay(text);
+        SystemFuzzResult r = new SystemFuzzer().Replay(text);
         Assert.That(r.Failures, Is.Empty, () => r.Failures[0].Description);
         Assert.That(r.Operations, Is.EqualTo(12));
-    }
-}
-
-/// <summary>
-/// A stand-in for fork, for tests only, while Process has no Fork(): a new process gets the parent's
-/// mappings (but DONTFORK ones) with their protection and madvise flags, and a copy of every page the
-/// parent holds a frame for (but in WIPEONFORK ones), so that its RssAnon matches a real fork's.
-/// </summary>
-internal static unsafe class ForkStandIn
-{
-    public static Process Fork(Process parent)
-    {
-        Kernel kernel = parent.Kernel;
-        Cpu.Cpu cpu = kernel.Machine.CurrentCpu ?? throw new InvalidOperationException("fork from a thread without a CPU");
-        var vmas = new List<(ulong Start, ulong End, VmFlags Flags)>();
-        foreach (Vma v in parent.Mm.Vmas) vmas.Add((v.VmStart, v.VmEnd, v.VmFlags));
-        var pages = new List<(ulong Address, byte[] Data)>();
-        foreach (var (start, end, flags) in vmas)
-        {
-            if ((flags & (VmFlags.DontCopy | VmFlags.WipeOnFork)) != 0) continue;
-            for (ulong a = start; a < end; a += Geometry.PageSize)
-            {
-                ulong* slot = PgTable.WalkToPte(parent.Mm, a);
-                if (slot == null) continue;
-                var pte = new Pte(*slot);
-                if (!pte.Present || pte.Special || pte.Pfn == kernel.Machine.ZeroPfn) continue;
-                pages.Add((a, kernel.Machine.Memory.Frame(pte.Pfn).ToArray()));
-            }
-        }
-
-        Process child = kernel.CreateProcess(parent.Name);
-        child.Enter(cpu);
-        foreach (var (start, end, flags) in vmas)
-        {
-            if ((flags & VmFlags.DontCopy) != 0) continue;
-            Check(child.Mmap(start, end - start, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out _));
-        }
-        foreach (var (address, data) in pages) cpu.Write(address, data);
-        foreach (var (start, end, flags) in vmas)
-        {
-            if ((flags & VmFlags.DontCopy) != 0) continue;
-            Check(child.Mprotect(start, end - start, (Prot)(int)(flags & VmFlags.AccessFlags)));
-            foreach (var (flag, advice) in new[]
-            {
-                (VmFlags.WipeOnFork, Advice.WipeOnFork), (VmFlags.HugePage, Advice.HugePage), (VmFlags.NoHugePage, Advice.NoHugePage),
-                (VmFlags.DontDump, Advice.DontDump), (VmFlags.SeqRead, Advice.Sequential), (VmFlags.RandRead, Advice.Random),
-            })
-            {
-                if ((flags & flag) != 0) Check(child.Madvise(start, end - start, advice));
-            }
-        }
-        parent.Enter(cpu);
-        return child;
-    }
-
-    private static void Check(Errno e)
-    {
-        if (e != Errno.Success) throw new InvalidOperationException($"fork stand-in: {e}");
     }
 }

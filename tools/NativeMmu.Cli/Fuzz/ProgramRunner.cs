@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Reflection;
 using NativeMmu.Cli.Fuzz.Model;
 using NativeMmu.Cpu;
 using NativeMmu.Mm;
@@ -33,13 +32,8 @@ internal sealed class ProgramRunner
         _fork = fork;
     }
 
-    /// <summary>Process.Fork() when the emulator has it, else null.</summary>
-    public static Func<Process, Process>? FindFork()
-    {
-        MethodInfo? m = typeof(Process).GetMethod("Fork", BindingFlags.Public | BindingFlags.Instance, Type.EmptyTypes);
-        if (m is null || m.ReturnType != typeof(Process)) return null;
-        return m.CreateDelegate<Func<Process, Process>>();
-    }
+    /// <summary>The emulator's fork (Process.Fork); tests may substitute another or none.</summary>
+    public static Func<Process, Process>? FindFork() => static p => p.Fork();
 
     public bool CanFork => _fork is not null;
 
