@@ -305,8 +305,11 @@ internal static unsafe class Memory
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static AnonVma AnonVmaPrepare(Vma vma)
     {
-        var fresh = new AnonVma();
-        return Interlocked.CompareExchange(ref vma.AnonVma, fresh, null) ?? fresh;
+        AnonVma fresh = AnonVma.Alloc();
+        AnonVma? winner = Interlocked.CompareExchange(ref vma.AnonVma, fresh, null);
+        if (winner is null) return fresh;
+        AnonVma.Put(fresh); // another CPU prepared it first
+        return winner;
     }
 
     /// <summary>

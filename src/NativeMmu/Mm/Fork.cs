@@ -26,17 +26,15 @@ internal static unsafe class Fork
             foreach (Vma mpnt in oldmm.Vmas)
             {
                 if ((mpnt.VmFlags & VmFlags.DontCopy) != 0) continue;
-                var tmp = new Vma(mm, mpnt.VmStart, mpnt.VmEnd, mpnt.VmFlags)
-                {
-                    VmPageProt = mpnt.VmPageProt,
-                    VmPgoff = mpnt.VmPgoff,
-                };
+                Vma tmp = VmAreaCache.Alloc(mm, mpnt.VmStart, mpnt.VmEnd, mpnt.VmFlags); // vm_area_dup
+                tmp.VmPageProt = mpnt.VmPageProt;
+                tmp.VmPgoff = mpnt.VmPgoff;
                 mm.Vmas.Insert(tmp);
                 mm.TotalVm += (long)tmp.Pages;
                 if ((tmp.VmFlags & VmFlags.WipeOnFork) != 0) continue; // the child starts with fresh zero memory
                 if (mpnt.AnonVma is not null)
                 {
-                    tmp.AnonVma = new AnonVma(); // anon_vma_fork: the child's own anon_vma, chained to the parent's
+                    tmp.AnonVma = AnonVma.Alloc(); // anon_vma_fork: the child's own anon_vma, chained to the parent's
                     CopyPageRange(cpu, tmp, mpnt);
                 }
             }

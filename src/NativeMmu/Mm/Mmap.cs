@@ -257,7 +257,8 @@ public static unsafe class Mmap
         }
         else
         {
-            var vma = new Vma(mm, addr, end, vmFlags) { VmPgoff = pgoff };
+            Vma vma = VmAreaCache.Alloc(mm, addr, end, vmFlags);
+            vma.VmPgoff = pgoff;
             mm.Vmas.Insert(vma);
         }
         mm.TotalVm += (long)(len >> Geometry.PageShift);
@@ -274,10 +275,15 @@ public static unsafe class Mmap
 
     private static void RemoveMergedNext(MmStruct mm, Vma prev, Vma next)
     {
-        prev.AnonVma ??= next.AnonVma;
+        if (prev.AnonVma is null && next.AnonVma is { } adopted)
+        {
+            prev.AnonVma = adopted;
+            Interlocked.Increment(ref adopted.Users);
+        }
         ulong end = next.VmEnd;
         mm.Vmas.Remove(next);
         prev.VmEnd = end;
+        VmAreaCache.Free(next);
     }
 
     /// <summary>__mm_populate: fault in every page like GUP would (a write fault for private writable memory).</summary>
@@ -369,6 +375,7 @@ public static unsafe class Mmap
             Vma? following = ReferenceEquals(v, last) ? null : v.Next;
             mm.TotalVm -= (long)v.Pages;
             mm.Vmas.Remove(v);
+            VmAreaCache.Free(v);
             v = following;
         }
         Interlocked.Increment(ref mm.VmaSeq);
@@ -378,12 +385,14 @@ public static unsafe class Mmap
     /// <summary>__split_vma(new_below = 0): vma keeps [start, addr); the returned new VMA is [addr, end).</summary>
     internal static Vma SplitVma(MmStruct mm, Vma vma, ulong addr)
     {
-        var upper = new Vma(mm, addr, vma.VmEnd, vma.VmFlags)
+        Vma upper = VmAreaCache.Alloc(mm, addr, vma.VmEnd, vma.VmFlags);
+        upper.VmPageProt = vma.VmPageProt;
+        upper.VmPgoff = vma.VmPgoff + ((addr - vma.VmStart) >> Geometry.PageShift);
+        if (vma.AnonVma is { } av)
         {
-            VmPageProt = vma.VmPageProt,
-            VmPgoff = vma.VmPgoff + ((addr - vma.VmStart) >> Geometry.PageShift),
-            AnonVma = vma.AnonVma,
-        };
+            upper.AnonVma = av;
+            Interlocked.Increment(ref av.Users);
+        }
         vma.VmEnd = addr;
         mm.Vmas.Insert(upper);
         Interlocked.Increment(ref mm.VmaSeq);
@@ -702,7 +711,13 @@ public static unsafe class Mmap
                 Zap.FreePgtables(cpu, tlb, first, mm.Vmas.Last!, 0, 0);
                 tlb.Finish();
             }
-            mm.Vmas.Clear();
+            for (Vma? v = mm.Vmas.First; v is not null;)
+            {
+                Vma? next = v.Next;
+                mm.Vmas.Remove(v);
+                VmAreaCache.Free(v);
+                v = next;
+            }
             mm.TotalVm = 0;
             Interlocked.Increment(ref mm.VmaSeq);
             mm.MarkDead();

@@ -17,7 +17,7 @@ public sealed class Vma
         VmPageProt = VmGetPageProt(flags);
     }
 
-    public MmStruct Mm { get; }
+    public MmStruct Mm { get; private set; }
     public ulong VmStart;
     public ulong VmEnd;
     public VmFlags VmFlags;
@@ -33,6 +33,17 @@ public sealed class Vma
     internal int TreeHeight;
     /// <summary>The neighbours in address order, as vm_prev/vm_next were before the maple tree.</summary>
     internal Vma? Prev, Next;
+
+    internal void Reinit(MmStruct mm, ulong start, ulong end, VmFlags flags)
+    {
+        Mm = mm;
+        VmStart = start;
+        VmEnd = end;
+        VmFlags = flags;
+        VmPageProt = VmGetPageProt(flags);
+        VmPgoff = 0;
+        AnonVma = null;
+    }
 
     public ulong Size => VmEnd - VmStart;
     public bool IsAnonymous => true;
@@ -75,6 +86,61 @@ public sealed class Vma
 public sealed class AnonVma
 {
     private static long s_nextId;
-    /// <summary>A stable identity, stored in struct page's mapping field with FOLIO_MAPPING_ANON set.</summary>
-    public long Id { get; } = Interlocked.Increment(ref s_nextId);
+    private static readonly Lock s_lock = new();
+    private static readonly Stack<AnonVma> s_free = new();
+
+    /// <summary>The identity stored in struct page's mapping field with FOLIO_MAPPING_ANON set; new on every reuse.</summary>
+    public long Id { get; private set; } = Interlocked.Increment(ref s_nextId);
+    /// <summary>How many VMAs point at this anon_vma; written under mmap_lock for write (or before publication).</summary>
+    internal int Users;
+
+    /// <summary>anon_vma_alloc from anon_vma_cachep (SLAB_TYPESAFE_BY_RCU there too: objects are reused).</summary>
+    internal static AnonVma Alloc()
+    {
+        AnonVma? av;
+        lock (s_lock) s_free.TryPop(out av);
+        av ??= new AnonVma();
+        av.Id = Interlocked.Increment(ref s_nextId);
+        av.Users = 1;
+        return av;
+    }
+
+    /// <summary>One VMA fewer points here; the last one returns it to the cache.</summary>
+    internal static void Put(AnonVma av)
+    {
+        if (Interlocked.Decrement(ref av.Users) != 0) return;
+        lock (s_lock) if (s_free.Count < VmAreaCache.Capacity) s_free.Push(av);
+    }
+}
+
+/// <summary>
+/// vm_area_cachep: VMAs are recycled as the kernel's slab recycles vm_area_struct, so mmap, split,
+/// merge and munmap allocate nothing on the managed heap once the cache is warm.
+/// </summary>
+internal static class VmAreaCache
+{
+    public const int Capacity = 4096;
+    private static readonly Lock s_lock = new();
+    private static readonly Stack<Vma> s_free = new();
+
+    /// <summary>vm_area_alloc.</summary>
+    public static Vma Alloc(MmStruct mm, ulong start, ulong end, VmFlags flags)
+    {
+        Vma? v;
+        lock (s_lock) s_free.TryPop(out v);
+        if (v is null) return new Vma(mm, start, end, flags);
+        v.Reinit(mm, start, end, flags);
+        return v;
+    }
+
+    /// <summary>vm_area_free: the VMA is out of its tree; drop its anon_vma reference and keep it for reuse.</summary>
+    public static void Free(Vma v)
+    {
+        if (v.AnonVma is { } av)
+        {
+            v.AnonVma = null;
+            AnonVma.Put(av);
+        }
+        lock (s_lock) if (s_free.Count < Capacity) s_free.Push(v);
+    }
 }
