@@ -39,18 +39,21 @@ public sealed unsafe partial class Cpu : IDisposable
     private readonly ulong _tlbMask;
     private TlbEntry* _tlbHuge;
     private readonly ulong _tlbHugeMask;
-    private ulong _gen = 1; // tags carry the generation: a full flush is one increment
+    // Words only this CPU writes, on a cache line of their own: CPU objects sit side by side on the
+    // managed heap, and a per-access store next to another CPU's fields would bounce the line.
+    //   _local[0] TLB generation (tags carry it: a full flush is one increment)
+    //   _local[1] paging-structure-cache generation   _local[2] RCU read-side nesting
+    private readonly ulong* _local;
     // Paging-structure cache: PMD-level translations (2 MiB region → PTE table), as the PDE cache of
     // x86 keeps them. Its own generation, because INVLPG drops it whole while the TLB loses one page.
     private PscEntry* _psc;
     private const int PscEntries = 32;
-    private ulong _pscGen = 1;
-    private int _rcuNesting;
 
     // Per-CPU words shared with other CPUs, each on its own line:
     //   _shared[0]  access sequence (odd = access in flight); written by the owner only
     //   _shared[1]  RCU read-side sequence (odd = inside rcu_read_lock); written by the owner only
     //   _shared[8]  mailbox lock word;  _shared[9] pending flag;  [10] start, [11] end of the merged range
+    //   _shared[12] flush requests posted (under the mailbox lock);  _shared[13] requests drained (owner)
     private readonly long* _shared;
 
     private int _ownerThread;
@@ -69,6 +72,10 @@ public sealed unsafe partial class Cpu : IDisposable
         _tlbHuge = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(machine.Config.TlbHugeEntries * sizeof(TlbEntry)), 64);
         NativeMemory.Clear(_tlb, (nuint)(machine.Config.TlbEntries * sizeof(TlbEntry)));
         NativeMemory.Clear(_tlbHuge, (nuint)(machine.Config.TlbHugeEntries * sizeof(TlbEntry)));
+        _local = (ulong*)NativeMemory.AlignedAlloc(64, 64);
+        NativeMemory.Clear(_local, 64);
+        _local[0] = 1;
+        _local[1] = 1;
         _shared = (long*)NativeMemory.AlignedAlloc(128, 64);
         NativeMemory.Clear(_shared, 128);
         _psc = (PscEntry*)NativeMemory.AlignedAlloc((nuint)(PscEntries * sizeof(PscEntry)), 64);
@@ -84,6 +91,10 @@ public sealed unsafe partial class Cpu : IDisposable
     /// <summary>The per-CPU area of the kernel layers above (per_cpu variables).</summary>
     public object? KernelData { get; set; }
     internal Cpu? PreviousOnThread { get; set; }
+    internal Action? PreviousInterruptHandler { get; set; }
+    /// <summary>This CPU's interrupt entry for waits in kernel code (one delegate, made once).</summary>
+    internal Action InterruptHandler => _interruptHandler ??= ServiceInterrupts;
+    private Action? _interruptHandler;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct TlbEntry
@@ -121,6 +132,7 @@ public sealed unsafe partial class Cpu : IDisposable
         NativeMemory.AlignedFree(_tlb);
         NativeMemory.AlignedFree(_tlbHuge);
         NativeMemory.AlignedFree(_shared);
+        NativeMemory.AlignedFree(_local);
         NativeMemory.AlignedFree(_psc);
         _tlb = _tlbHuge = null;
         _psc = null;
@@ -152,7 +164,7 @@ public sealed unsafe partial class Cpu : IDisposable
         {
             EnterAccess();
             TlbEntry* e = _tlb + ((address >> Geometry.PageShift) & _tlbMask);
-            if (e->Tag == (((address >> Geometry.PageShift) << 16) | _gen))
+            if (e->Tag == (((address >> Geometry.PageShift) << 16) | _local[0]))
             {
                 T v = Unsafe.ReadUnaligned<T>(e->Host + off);
                 ExitAccess();
@@ -174,7 +186,7 @@ public sealed unsafe partial class Cpu : IDisposable
         {
             EnterAccess();
             TlbEntry* e = _tlb + ((address >> Geometry.PageShift) & _tlbMask);
-            if (e->Tag == (((address >> Geometry.PageShift) << 16) | _gen) && (e->Perm & TlbWrite) != 0)
+            if (e->Tag == (((address >> Geometry.PageShift) << 16) | _local[0]) && (e->Perm & TlbWrite) != 0)
             {
                 Unsafe.WriteUnaligned(e->Host + off, value);
                 ExitAccess();
@@ -318,10 +330,10 @@ public sealed unsafe partial class Cpu : IDisposable
         error = X86PfError.None;
         uint need = write ? TlbWrite : TlbRead;
         TlbEntry* e = _tlb + (vpn & _tlbMask);
-        if (e->Tag == ((vpn << 16) | _gen) && (e->Perm & need) != 0)
+        if (e->Tag == ((vpn << 16) | _local[0]) && (e->Perm & need) != 0)
             return e->Host + (va & (Geometry.PageSize - 1));
         TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
-        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _gen) && (h->Perm & need) != 0)
+        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _local[0]) && (h->Perm & need) != 0)
             return h->Host + (va & (Geometry.PmdSize - 1));
         return Walk(va, write, out error);
     }
@@ -344,7 +356,7 @@ public sealed unsafe partial class Cpu : IDisposable
         ulong entry;
         ulong hpn = va >> Geometry.PmdShift;
         PscEntry* psc = _psc + (hpn & (PscEntries - 1));
-        if (psc->Tag == ((hpn << 16) | _pscGen))
+        if (psc->Tag == ((hpn << 16) | _local[1]))
         {
             // The paging-structure cache skips the upper levels, as the hardware's PDE cache does.
             writable = psc->Writable != 0;
@@ -382,7 +394,7 @@ public sealed unsafe partial class Cpu : IDisposable
             byte* base2m = _phys.FrameAddress(pfn2m);
             if (_checkTlb) CheckTlbFill2M(va);
             TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
-            h->Tag = ((va >> Geometry.PmdShift) << 16) | _gen;
+            h->Tag = ((va >> Geometry.PmdShift) << 16) | _local[0];
             h->Host = base2m;
             h->Pfn = pfn2m;
             h->Perm = TlbRead | (writable && (entry & PageTableBits.Rw) != 0 && (entry & PageTableBits.Dirty) != 0 ? TlbWrite : 0);
@@ -391,7 +403,7 @@ public sealed unsafe partial class Cpu : IDisposable
         if (RejectTable(entry, ref error)) return null;
         ulong ptePfn = new Pmd(entry).Pfn;
         if (_checkTlb) CheckPscFill(hpn, ptePfn);
-        psc->Tag = (hpn << 16) | _pscGen;
+        psc->Tag = (hpn << 16) | _local[1];
         psc->TablePfn = ptePfn;
         psc->Writable = writable ? 1u : 0u;
         table = (ulong*)_phys.FrameAddress(ptePfn);
@@ -408,7 +420,7 @@ public sealed unsafe partial class Cpu : IDisposable
         uint tablePfn = (uint)(((byte*)slot - _phys.Base) >> Geometry.PageShift);
         if (_checkTlb) CheckTlbFill4K(va, tablePfn);
         TlbEntry* e = _tlb + ((va >> Geometry.PageShift) & _tlbMask);
-        e->Tag = ((va >> Geometry.PageShift) << 16) | _gen;
+        e->Tag = ((va >> Geometry.PageShift) << 16) | _local[0];
         e->Host = host;
         e->Pfn = pfn;
         e->TablePfn = tablePfn;
@@ -489,17 +501,17 @@ public sealed unsafe partial class Cpu : IDisposable
     /// </summary>
     public void RcuReadLock()
     {
-        if (_rcuNesting++ == 0) Volatile.Write(ref _shared[1], _shared[1] + 1);
+        if (_local[2]++ == 0) Volatile.Write(ref _shared[1], _shared[1] + 1);
     }
 
     /// <summary>rcu_read_unlock.</summary>
     public void RcuReadUnlock()
     {
-        Bug.On(_rcuNesting <= 0, "rcu_read_unlock without rcu_read_lock");
-        if (--_rcuNesting == 0) Volatile.Write(ref _shared[1], _shared[1] + 1);
+        Bug.On(_local[2] == 0, "rcu_read_unlock without rcu_read_lock");
+        if (--_local[2] == 0) Volatile.Write(ref _shared[1], _shared[1] + 1);
     }
 
-    internal bool InRcuReadSide => _rcuNesting != 0;
+    internal bool InRcuReadSide => _local[2] != 0;
 
     /// <summary>The RCU read-side sequence (odd inside a read-side section).</summary>
     internal long RcuSequence => Volatile.Read(ref _shared[1]);
@@ -507,8 +519,11 @@ public sealed unsafe partial class Cpu : IDisposable
     /// <summary>Whether an access is in flight, and its sequence number.</summary>
     internal long AccessSequence => Volatile.Read(ref _shared[0]);
 
-    /// <summary>Posts a flush of [start, end) (end == ulong.MaxValue: everything) to this CPU. Called by another CPU.</summary>
-    internal void PostFlush(ulong start, ulong end)
+    /// <summary>
+    /// Posts a flush of [start, end) (end == ulong.MaxValue: everything) to this CPU. Called by another CPU;
+    /// returns the request number that <see cref="FlushAcked"/> reports once this CPU has drained it.
+    /// </summary>
+    internal long PostFlush(ulong start, ulong end)
     {
         int* lockWord = (int*)&_shared[8];
         Spin.Lock(lockWord);
@@ -522,9 +537,18 @@ public sealed unsafe partial class Cpu : IDisposable
             _shared[10] = (long)start;
             _shared[11] = (long)end;
         }
+        long request = ++_shared[12];
         Volatile.Write(ref _shared[9], 1);
         Spin.Unlock(lockWord);
+        return request;
     }
+
+    /// <summary>
+    /// Whether this CPU has drained flush request <paramref name="request"/>. It drains at its next
+    /// access boundary (or where its kernel code takes interrupts), so an acknowledged flush also means
+    /// any access that was in flight when it was posted has retired.
+    /// </summary>
+    internal bool FlushAcked(long request) => Volatile.Read(ref _shared[13]) >= request;
 
     /// <summary>flush_tlb_func on the receiving CPU.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -533,13 +557,18 @@ public sealed unsafe partial class Cpu : IDisposable
         int* lockWord = (int*)&_shared[8];
         Spin.Lock(lockWord);
         ulong start = (ulong)_shared[10], end = (ulong)_shared[11];
+        long request = _shared[12];
         Volatile.Write(ref _shared[9], 0);
         Spin.Unlock(lockWord);
         _counters.Add(Id, VmEvent.NrTlbRemoteFlushReceived);
         FlushRangeLocal(start, end, Geometry.PageShift);
+        Volatile.Write(ref _shared[13], request); // the acknowledgement, after the flush
     }
 
-    /// <summary>Drains a pending flush now (for code that waits on other CPUs).</summary>
+    /// <summary>
+    /// Takes pending flush IPIs now: called where kernel code runs with interrupts enabled (fault entry,
+    /// between zapped tables) and while waiting on other CPUs. Only the owning thread may call it.
+    /// </summary>
     public void ServiceInterrupts()
     {
         if (Volatile.Read(ref _shared[9]) != 0) DrainMailbox();
@@ -565,9 +594,9 @@ public sealed unsafe partial class Cpu : IDisposable
     /// <summary>INVLPG also drops every paging-structure-cache entry (SDM 4.10.4.1); one generation step.</summary>
     public void FlushPagingStructureCache()
     {
-        if (++_pscGen > TagValidGens)
+        if (++_local[1] > TagValidGens)
         {
-            _pscGen = 1;
+            _local[1] = 1;
             NativeMemory.Clear(_psc, (nuint)(PscEntries * sizeof(PscEntry)));
         }
     }
@@ -588,9 +617,9 @@ public sealed unsafe partial class Cpu : IDisposable
     {
         _counters.Add(Id, VmEvent.NrTlbLocalFlushAll);
         FlushPagingStructureCache();
-        if (++_gen > TagValidGens)
+        if (++_local[0] > TagValidGens)
         {
-            _gen = 1;
+            _local[0] = 1;
             NativeMemory.Clear(_tlb, (nuint)((_tlbMask + 1) * (ulong)sizeof(TlbEntry)));
             NativeMemory.Clear(_tlbHuge, (nuint)((_tlbHugeMask + 1) * (ulong)sizeof(TlbEntry)));
         }
@@ -600,9 +629,9 @@ public sealed unsafe partial class Cpu : IDisposable
     public bool TlbHolds(ulong va, out ulong pfn, out bool huge)
     {
         TlbEntry* e = _tlb + ((va >> Geometry.PageShift) & _tlbMask);
-        if (e->Tag == (((va >> Geometry.PageShift) << 16) | _gen)) { pfn = e->Pfn; huge = false; return true; }
+        if (e->Tag == (((va >> Geometry.PageShift) << 16) | _local[0])) { pfn = e->Pfn; huge = false; return true; }
         TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
-        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _gen)) { pfn = h->Pfn + (ulong)Geometry.PteIndex(va); huge = true; return true; }
+        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _local[0])) { pfn = h->Pfn + (ulong)Geometry.PteIndex(va); huge = true; return true; }
         pfn = 0; huge = false;
         return false;
     }

@@ -24,7 +24,7 @@ public sealed unsafe partial class Cpu
         {
             ulong vpn = first + i;
             TlbEntry* e = _tlb + (vpn & _tlbMask);
-            if (e->Tag == ((vpn << 16) | _gen) && e->TablePfn != (uint)tablePfn)
+            if (e->Tag == ((vpn << 16) | _local[0]) && e->TablePfn != (uint)tablePfn)
                 Machine.ReportTlbConflict(this, vpn << Geometry.PageShift,
                     $"CPU {Id}: {vpn << Geometry.PageShift:x} is cached through PTE table {e->TablePfn:x} while the paging-structure cache now points at table {tablePfn:x}");
         }
@@ -34,11 +34,11 @@ public sealed unsafe partial class Cpu
     private void CheckTlbFill4K(ulong va, uint tablePfn)
     {
         TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
-        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _gen))
+        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _local[0]))
             Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 2 MiB translation and now a 4 KiB one");
         ulong hpn = va >> Geometry.PmdShift;
         PscEntry* psc = _psc + (hpn & (PscEntries - 1));
-        if (psc->Tag == ((hpn << 16) | _pscGen) && psc->TablePfn != tablePfn)
+        if (psc->Tag == ((hpn << 16) | _local[1]) && psc->TablePfn != tablePfn)
             Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
     }
 
@@ -50,7 +50,7 @@ public sealed unsafe partial class Cpu
         {
             ulong vpn = first + i;
             TlbEntry* e = _tlb + (vpn & _tlbMask);
-            if (e->Tag == ((vpn << 16) | _gen))
+            if (e->Tag == ((vpn << 16) | _local[0]))
                 Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
         }
     }

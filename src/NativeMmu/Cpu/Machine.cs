@@ -81,6 +81,7 @@ public sealed unsafe class Machine : IDisposable
             if (cpu.TryClaim(tid))
             {
                 cpu.PreviousOnThread = t_current;
+                cpu.PreviousInterruptHandler = Interrupts.SetHandler(cpu.InterruptHandler);
                 t_current = cpu;
                 return cpu;
             }
@@ -91,7 +92,9 @@ public sealed unsafe class Machine : IDisposable
     internal void DetachCpu(Cpu cpu)
     {
         if (t_current == cpu) t_current = cpu.PreviousOnThread;
+        Interrupts.SetHandler(cpu.PreviousInterruptHandler);
         cpu.PreviousOnThread = null;
+        cpu.PreviousInterruptHandler = null;
     }
 
     /// <summary>The calling thread's CPU, or a CPU borrowed for the scope (a system call from an unattached thread).</summary>

@@ -22,24 +22,51 @@ public static class TlbFlush
         if (others == 0) return;
         Cpu[] cpus = self.Machine.Cpus;
         self.Machine.Counters.Add(self.Id, VmEvent.NrTlbRemoteFlush);
+        Span<long> requests = stackalloc long[64];
         for (ulong m = others; m != 0; m &= m - 1)
-            cpus[System.Numerics.BitOperations.TrailingZeroCount(m)].PostFlush(start, end);
-        // The other half of Cpu.EnterAccess's unfenced protocol: after this, every CPU has either
-        // published its odd sequence or will read the flush just posted.
+        {
+            int c = System.Numerics.BitOperations.TrailingZeroCount(m);
+            requests[c] = cpus[c].PostFlush(start, end);
+        }
+
+        // The kernel waits for every target's acknowledgement. A running CPU acknowledges within an
+        // access or two; one that is not running emulated code (its thread blocked, or busy elsewhere)
+        // may never do so, and needs none when it has no access in flight - which only a process-wide
+        // barrier can establish, since access boundaries are unfenced. So: spin briefly for the acks,
+        // then settle the rest with one barrier and their access sequences.
+        long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + AckSpinTicks;
+        ulong pending = others;
+        while (pending != 0)
+        {
+            for (ulong m = pending; m != 0; m &= m - 1)
+            {
+                int c = System.Numerics.BitOperations.TrailingZeroCount(m);
+                if (cpus[c].FlushAcked(requests[c])) pending &= ~(1UL << c);
+            }
+            if (pending == 0 || System.Diagnostics.Stopwatch.GetTimestamp() > deadline) break;
+            self.ServiceInterrupts();
+            Thread.SpinWait(8);
+        }
+        if (pending == 0) return;
+
+        // Either a CPU has published its odd sequence by now, or it will read the flush just posted.
         Interlocked.MemoryBarrierProcessWide();
-        for (ulong m = others; m != 0; m &= m - 1)
+        for (ulong m = pending; m != 0; m &= m - 1)
         {
             Cpu target = cpus[System.Numerics.BitOperations.TrailingZeroCount(m)];
             long seq = target.AccessSequence;
             if ((seq & 1) == 0) continue;
             var spin = new SpinWait();
-            while (target.AccessSequence == seq)
+            while (target.AccessSequence == seq && !target.FlushAcked(requests[target.Id]))
             {
                 self.ServiceInterrupts();
                 spin.SpinOnce(sleep1Threshold: -1);
             }
         }
     }
+
+    /// <summary>How long a flush spins for acknowledgements before falling back to the barrier (about 50 µs).</summary>
+    private static readonly long AckSpinTicks = System.Diagnostics.Stopwatch.Frequency / 20_000;
 
     /// <summary>flush_tlb_page.</summary>
     public static void FlushPage(Cpu self, MmContext mm, ulong address)

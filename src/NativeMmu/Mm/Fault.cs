@@ -82,6 +82,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     public FaultResult HandleUserFault(Cpu.Cpu cpu, ulong address, X86PfError error)
     {
         MmStruct mm = Unsafe.As<MmStruct>(cpu.LoadedMm!);
+        cpu.ServiceInterrupts(); // exceptions run with interrupts enabled: a pending flush IPI is taken here
         Bug.On((error & X86PfError.Rsvd) != 0, "pgtable_bad: reserved bit set in a paging entry for {0:x}", address);
         if (address >= mm.TaskSize) return FaultResult.SegvMaperr; // a user access to kernel space
 

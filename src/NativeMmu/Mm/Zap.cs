@@ -94,6 +94,7 @@ internal static unsafe class Zap
         do
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
+            cpu.ServiceInterrupts(); // cond_resched()'s spot: interrupts are on between tables
             if (new Pmd(PgTable.Get(pmd)).None)
             {
                 addr = next;

@@ -55,7 +55,11 @@ public sealed unsafe class MmapLock : IDisposable
         do
         {
             Volatile.Write(ref *slot, *slot - 1);
-            while (Volatile.Read(ref _writer) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _writer) != 0)
+            {
+                Interrupts.Poll(); // the writer may be waiting for this CPU to take a flush
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
             // Back in: this time with a full fence, since the writer may already be past its barrier.
             Interlocked.Increment(ref *slot);
         }
@@ -70,7 +74,11 @@ public sealed unsafe class MmapLock : IDisposable
         Interlocked.MemoryBarrierProcessWide();
         var spin = new SpinWait();
         for (int c = 0; c < _cpus; c++)
-            while (Volatile.Read(ref _readers[c * SlotStride]) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _readers[c * SlotStride]) != 0)
+            {
+                Interrupts.Poll();
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
     }
 
     /// <summary>mmap_write_unlock.</summary>

@@ -32,15 +32,40 @@ public static unsafe class Spin
     private static void LockSlow(int* word)
     {
         // More emulated CPUs than host cores is normal, so spin politely: SpinWait yields the
-        // host CPU after a few rounds, which lets a preempted holder run and release.
+        // host CPU after a few rounds, which lets a preempted holder run and release. spin_lock
+        // leaves interrupts on, so a spinning CPU takes flush IPIs - the holder may be waiting on one.
         var spin = new SpinWait();
         do
         {
             while (Volatile.Read(ref *word) != 0)
+            {
+                Interrupts.Poll();
                 spin.SpinOnce(sleep1Threshold: -1);
+            }
         }
         while (Interlocked.CompareExchange(ref *word, 1, 0) != 0);
     }
+}
+
+/// <summary>
+/// Interrupt delivery for code that waits with interrupts enabled (spinlocks, rwsems): the calling
+/// thread's CPU installs its handler when it attaches, and waiting loops poll it.
+/// </summary>
+public static class Interrupts
+{
+    [ThreadStatic] private static Action? t_handler;
+
+    /// <summary>Installs (or with null removes) the calling thread's interrupt handler; returns the previous one.</summary>
+    public static Action? SetHandler(Action? handler)
+    {
+        Action? previous = t_handler;
+        t_handler = handler;
+        return previous;
+    }
+
+    /// <summary>Takes pending interrupts of the calling thread's CPU, if it has one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Poll() => t_handler?.Invoke();
 }
 
 /// <summary>The kernel's BUG_ON / VM_BUG_ON: a broken invariant inside the emulator.</summary>
