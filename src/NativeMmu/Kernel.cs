@@ -157,9 +157,9 @@ public sealed class Process
         Kernel.Reap(this);
     }
 
-    /// <summary>/proc/PID/status (the memory lines).</summary>
-    public string ProcStatus() => Stats.RenderStatus(this);
+    /// <summary>/proc/PID/status (the memory lines). Like /proc/PID after the task is reaped, gone after Exit.</summary>
+    public string ProcStatus() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderStatus(this);
 
     /// <summary>/proc/PID/maps.</summary>
-    public string ProcMaps() => Stats.RenderMaps(Mm);
+    public string ProcMaps() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderMaps(Mm);
 }

@@ -79,6 +79,7 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     /// <summary>get_mm_counter (percpu_counter_sum).</summary>
     public long GetMmCounter(MmCounter member)
     {
+        if (_disposed) throw new ObjectDisposedException(nameof(MmStruct), "the address space was torn down at exit");
         long total = 0;
         for (int c = 0; c < Machine.Config.Cpus; c++) total += Volatile.Read(ref _rss[c * RssStride + (int)member]);
         return total;
@@ -97,8 +98,12 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     /// <summary>Marks the address space gone: a CPU that still has it loaded may not walk it again.</summary>
     internal void MarkDead() => Volatile.Write(ref Dead, 1);
 
+    private bool _disposed;
+
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         NativeMemory.AlignedFree(_rss);
         NativeMemory.AlignedFree(_pageTableLock);
         MmapLock.Dispose();

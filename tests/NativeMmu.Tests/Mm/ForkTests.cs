@@ -69,3 +69,16 @@ public class ForkTests
         parent.Exit();
     }
 }
+
+public class ExitedProcessTests
+{
+    [Test]
+    public void Status_of_an_exited_process_is_refused_rather_than_read_from_freed_counters()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2 });
+        Process p = kernel.CreateProcess();
+        p.Exit();
+        Assert.Throws<InvalidOperationException>(() => p.ProcStatus());
+        Assert.Throws<ObjectDisposedException>(() => p.Mm.GetMmRss());
+    }
+}
