@@ -185,21 +185,31 @@ public sealed unsafe class FrameAllocator : IDisposable
         return pfn;
     }
 
-    /// <summary>rmqueue_bulk: move up to count order-0 pages from the buddy lists to the CPU's pcp list.</summary>
+    /// <summary>
+    /// rmqueue_bulk: move up to count order-0 pages from the buddy lists to the CPU's pcp list, in the
+    /// order the buddy hands them out (list_add_tail), so the CPU then uses them in ascending address order.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool RmqueueBulk(int cpu, int count)
     {
         ref PerCpuPages pcp = ref _pcp[cpu];
+        Span<ulong> taken = stackalloc ulong[Math.Min(count, 256)];
+        int n = 0;
         Spin.Lock(LockWord);
-        for (int i = 0; i < count; i++)
+        while (n < taken.Length)
         {
             ulong pfn = RmqueueSmallest(0);
             if (pfn == 0) break;
-            Page(pfn)->LruNext = pcp.Head == 0 ? 0 : LruVaddr(pcp.Head);
-            pcp.Head = pfn;
-            pcp.Count++;
+            taken[n++] = pfn;
         }
         Spin.Unlock(LockWord);
+        // The pcp list is a stack: push in reverse so the lowest page comes off first.
+        for (int i = n - 1; i >= 0; i--)
+        {
+            Page(taken[i])->LruNext = pcp.Head == 0 ? 0 : LruVaddr(pcp.Head);
+            pcp.Head = taken[i];
+        }
+        Volatile.Write(ref pcp.Count, pcp.Count + n);
         return pcp.Count > 0;
     }
 
