@@ -63,7 +63,7 @@ public static class Program
             try
             {
                 int shown = TopView.RunAsync(target, r.GetValue(json), Console.Out, stop.Token).GetAwaiter().GetResult();
-                return shown > 0 || stop.IsCancellationRequested ? 0 : Fail($"no NativeMmu counters from pid {target}");
+                return shown > 0 ? 0 : Fail($"no NativeMmu counters from pid {target}: is it running the emulator (built without NativeMmuNoEvents)?");
             }
             catch (Exception e) when (e is Microsoft.Diagnostics.NETCore.Client.ServerNotAvailableException or UnauthorizedAccessException or IOException)
             {
