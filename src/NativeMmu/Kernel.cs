@@ -20,7 +20,9 @@ public sealed class Kernel : IDisposable
         Machine = new Machine(Config) { FaultHandler = new PageFaultHandler() };
         Machine m = Machine;
         Machine.Rcu.FreeTable = (cpu, pfn) => PgTable.FreeTableRcu(cpu, m, pfn);
+#if !NATIVEMMU_NO_EVENTS
         NativeMmuEventSource.Log.Register(Machine);
+#endif
     }
 
     public KernelConfig Config { get; }
@@ -69,7 +71,9 @@ public sealed class Kernel : IDisposable
         Process[] left;
         lock (_processes) left = [.. _processes];
         foreach (Process p in left) p.Exit();
+#if !NATIVEMMU_NO_EVENTS
         NativeMmuEventSource.Log.Unregister(Machine);
+#endif
         foreach (Cpu.Cpu cpu in Machine.Cpus) (cpu.KernelData as IDisposable)?.Dispose();
         Machine.Dispose();
     }

@@ -50,11 +50,15 @@ public sealed class NativeMmuEventSource : EventSource
     public bool FaultEventsEnabled => _faultEvents;
     public bool ZapEventsEnabled => _zapEvents;
 
+    // Every instance method that returns void and is not marked [NonEvent] is taken for an event (with
+    // the next free ID), so the helpers below must say they are not events.
+    [NonEvent]
     internal void Register(Machine m)
     {
         lock (_machines) _machines.Add(m);
     }
 
+    [NonEvent]
     internal void Unregister(Machine m)
     {
         lock (_machines) _machines.Remove(m);
@@ -96,9 +100,11 @@ public sealed class NativeMmuEventSource : EventSource
         }
     }
 
+    [NonEvent]
     private void Rate(string name, string display, params VmEvent[] events)
         => _counters.Add(new IncrementingPollingCounter(name, this, () => events.Sum(Events)) { DisplayName = display, DisplayRateTimeScale = TimeSpan.FromSeconds(1) });
 
+    [NonEvent]
     private void Gauge(string name, string display, string units, Func<double> value)
         => _counters.Add(new PollingCounter(name, this, value) { DisplayName = display, DisplayUnits = units });
 

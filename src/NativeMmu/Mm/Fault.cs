@@ -130,7 +130,9 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
         PerCpuCounters counters = vma.Mm.Machine.Counters;
         counters.Add(cpu.Id, VmEvent.Pgfault);
         if (kind != 0) counters.Add(cpu.Id, VmEvent.FaultAnonZeroFill + ((int)kind - 1));
+#if !NATIVEMMU_NO_EVENTS
         if (NativeMmuEventSource.Log.FaultEventsEnabled) NativeMmuEventSource.Log.Fault(address, pfn, (uint)error, (int)kind, cpu.Id);
+#endif
         return ret;
     }
 }

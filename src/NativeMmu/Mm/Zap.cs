@@ -19,11 +19,15 @@ internal static unsafe class Zap
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
         tlb.ReclaimPt = reclaimPt && vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Sync;
         vma.Mm.UpdateHiwaterRss();
+#if !NATIVEMMU_NO_EVENTS
         long before = vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages);
+#endif
         UnmapSingleVma(cpu, tlb, vma, address, address + size);
         tlb.Finish();
+#if !NATIVEMMU_NO_EVENTS
         if (NativeMmuEventSource.Log.ZapEventsEnabled)
             NativeMmuEventSource.Log.Zap(address, address + size, vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages) - before, cpu.Id);
+#endif
     }
 
     /// <summary>unmap_vmas: every VMA from <paramref name="first"/> that starts below end.</summary>
