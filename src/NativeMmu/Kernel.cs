@@ -140,7 +140,7 @@ public sealed class Process
         var child = Kernel.CreateProcess(name ?? Name);
         using CpuScope s = Kernel.Machine.EnterCpu();
         NativeMmu.Mm.Fork.DupMmap(s.Cpu, Mm, child.Mm);
-        if (NativeMmuEventSource.Log.IsEnabled()) NativeMmuEventSource.Log.Fork(Pid, child.Pid, child.Mm.Vmas.Count);
+        if (NativeMmuEventSource.Log.ForkEventsEnabled) NativeMmuEventSource.Log.Fork(Pid, child.Pid, child.Mm.Vmas.Count);
         return child;
     }
 

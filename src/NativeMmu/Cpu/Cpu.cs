@@ -43,6 +43,7 @@ public sealed unsafe partial class Cpu : IDisposable
     // managed heap, and a per-access store next to another CPU's fields would bounce the line.
     //   _local[0] TLB generation (tags carry it: a full flush is one increment)
     //   _local[1] paging-structure-cache generation   _local[2] RCU read-side nesting
+    //   _local[3] inside the interrupt handler
     private readonly ulong* _local;
     // Paging-structure cache: PMD-level translations (2 MiB region → PTE table), as the PDE cache of
     // x86 keeps them. Its own generation, because INVLPG drops it whole while the TLB loses one page.
@@ -526,7 +527,7 @@ public sealed unsafe partial class Cpu : IDisposable
     internal long PostFlush(ulong start, ulong end)
     {
         int* lockWord = (int*)&_shared[8];
-        Spin.Lock(lockWord);
+        Spin.LockIrqsave(lockWord);
         if (_shared[9] != 0)
         {
             _shared[10] = (long)Math.Min((ulong)_shared[10], start);
@@ -555,7 +556,7 @@ public sealed unsafe partial class Cpu : IDisposable
     private void DrainMailbox()
     {
         int* lockWord = (int*)&_shared[8];
-        Spin.Lock(lockWord);
+        Spin.LockIrqsave(lockWord);
         ulong start = (ulong)_shared[10], end = (ulong)_shared[11];
         long request = _shared[12];
         Volatile.Write(ref _shared[9], 0);
@@ -571,7 +572,10 @@ public sealed unsafe partial class Cpu : IDisposable
     /// </summary>
     public void ServiceInterrupts()
     {
-        if (Volatile.Read(ref _shared[9]) != 0) DrainMailbox();
+        if (Volatile.Read(ref _shared[9]) == 0 || _local[3] != 0) return;
+        _local[3] = 1; // interrupts are off while the handler runs: no nesting
+        DrainMailbox();
+        _local[3] = 0;
     }
 
     /// <summary>tlb_single_page_flush_ceiling: above this many pages a range flush becomes a full flush.</summary>

@@ -43,12 +43,14 @@ public sealed class NativeMmuEventSource : EventSource
     private readonly List<Machine> _machines = [];
     private readonly List<DiagnosticCounter> _counters = [];
     // Cached by OnEventCommand, read by the hot paths.
-    private volatile bool _faultEvents, _zapEvents;
+    private volatile bool _faultEvents, _zapEvents, _forkEvents, _reclaimEvents;
 
     private NativeMmuEventSource() : base(EventSourceSettings.EtwSelfDescribingEventFormat) { }
 
     public bool FaultEventsEnabled => _faultEvents;
     public bool ZapEventsEnabled => _zapEvents;
+    public bool ForkEventsEnabled => _forkEvents;
+    public bool ReclaimEventsEnabled => _reclaimEvents;
 
     // Every instance method that returns void and is not marked [NonEvent] is taken for an event (with
     // the next free ID), so the helpers below must say they are not events.
@@ -77,6 +79,8 @@ public sealed class NativeMmuEventSource : EventSource
     {
         _faultEvents = IsEnabled(EventLevel.Verbose, Keywords.Fault);
         _zapEvents = IsEnabled(EventLevel.Verbose, Keywords.Zap);
+        _forkEvents = IsEnabled(EventLevel.Verbose, Keywords.Fork);
+        _reclaimEvents = IsEnabled(EventLevel.Verbose, Keywords.Reclaim);
         if (command.Command != EventCommand.Enable) return;
         lock (_counters)
         {

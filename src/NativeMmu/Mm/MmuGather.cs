@@ -33,6 +33,8 @@ internal sealed unsafe class MmuGather : IDisposable
     public MmStruct Mm = null!;
     /// <summary>zap_details.reclaim_pt: this zap may free PTE tables it empties (MADV_DONTNEED).</summary>
     public bool ReclaimPt;
+    /// <summary>Pages this gather's zap released (for the Zap event).</summary>
+    public long ZappedPages;
     public bool FullMm;
     public bool FreedTables;
     public ulong Start, End;
@@ -51,6 +53,7 @@ internal sealed unsafe class MmuGather : IDisposable
         Mm = mm;
         FullMm = fullmm;
         ReclaimPt = false;
+        ZappedPages = 0;
         _nrPages = _nrTables = 0;
         ResetRange();
         Interlocked.Increment(ref mm.TlbFlushPending); // inc_tlb_flush_pending

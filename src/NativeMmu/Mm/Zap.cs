@@ -19,14 +19,11 @@ internal static unsafe class Zap
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
         tlb.ReclaimPt = reclaimPt && vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Sync;
         vma.Mm.UpdateHiwaterRss();
-#if !NATIVEMMU_NO_EVENTS
-        long before = vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages);
-#endif
         UnmapSingleVma(cpu, tlb, vma, address, address + size);
+        long zapped = tlb.ZappedPages;
         tlb.Finish();
 #if !NATIVEMMU_NO_EVENTS
-        if (NativeMmuEventSource.Log.ZapEventsEnabled)
-            NativeMmuEventSource.Log.Zap(address, address + size, vma.Mm.Machine.Counters.Sum(VmEvent.ZapPages) - before, cpu.Id);
+        if (NativeMmuEventSource.Log.ZapEventsEnabled) NativeMmuEventSource.Log.Zap(address, address + size, zapped, cpu.Id);
 #endif
     }
 
@@ -177,6 +174,7 @@ internal static unsafe class Zap
         if (canReclaimPt && directReclaim && addr == end) directReclaim = TryGetAndClearPmd(m, pmd, out pmdval);
         mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, rssAnon);
         m.Counters.Add(cpu.Id, VmEvent.ZapPages, -rssAnon);
+        tlb.ZappedPages -= rssAnon;
         if (forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
         Spin.Unlock(ptl);
         if (forceFlush) tlb.FlushMmuFree();
@@ -209,7 +207,7 @@ internal static unsafe class Zap
         tlb.Mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong));      // mm_dec_nr_ptes
         tlb.Mm.Machine.Counters.Add(cpu.Id, VmEvent.PtReclaim);
         TestHooks.AfterPmdCleared?.Invoke(cpu, tlb.Mm, addr);
-        if (NativeMmuEventSource.Log.IsEnabled()) NativeMmuEventSource.Log.TableReclaim(addr, table, cpu.Id);
+        if (NativeMmuEventSource.Log.ReclaimEventsEnabled) NativeMmuEventSource.Log.TableReclaim(addr, table, cpu.Id);
     }
 
     /// <summary>try_to_free_pte: PMD lock, then the PTE lock nested; free only if all 512 entries are none.</summary>

@@ -16,6 +16,14 @@ public static unsafe class Spin
             LockSlow(word);
     }
 
+    /// <summary>spin_lock_irqsave: the waiter takes no interrupts (for locks interrupt handlers themselves take).</summary>
+    public static void LockIrqsave(int* word)
+    {
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref *word, 1, 0) != 0)
+            while (Volatile.Read(ref *word) != 0) spin.SpinOnce(sleep1Threshold: -1);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool TryLock(int* word) => Interlocked.CompareExchange(ref *word, 1, 0) == 0;
 
