@@ -25,7 +25,7 @@ public static class EmuLoops
             {
                 for (ulong off = 0; off < Window; off += 4096) cpu.Store<byte>(w + off, 1);
                 Check(p.Madvise(w, Window, Advice.DontNeed), "madvise");
-                Volatile.Write(ref touched.Value, touched.Value + 512);
+                Volatile.Write(ref touched.Slot.Value, touched.Slot.Value + 512);
             }
             Check(p.Munmap(region, Region), "munmap");
         });
@@ -44,7 +44,7 @@ public static class EmuLoops
                     cpu.Store<byte>(a + off, 1);
                     if ((off & ((4096UL << 12) - 1)) == 0)
                     {
-                        Volatile.Write(ref touched.Value, touched.Value + 4096);
+                        Volatile.Write(ref touched.Slot.Value, touched.Slot.Value + 4096);
                         if (Volatile.Read(ref stop.Value)) break;
                     }
                 }
@@ -54,7 +54,16 @@ public static class EmuLoops
 
     private sealed class Box<T> { public T Value = default!; }
 
-    private delegate void Worker(Process p, Cpu.Cpu cpu, Box<bool> stop, Box<long> touched);
+    /// <summary>A per-thread counter on a cache line of its own (the workers bump theirs every window).</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 128)]
+    private struct PaddedCount
+    {
+        [System.Runtime.InteropServices.FieldOffset(64)] public long Value;
+    }
+
+    private sealed class Counter { public PaddedCount Slot; }
+
+    private delegate void Worker(Process p, Cpu.Cpu cpu, Box<bool> stop, Counter touched);
 
     private static void Check(Errno e, string call)
     {
@@ -65,14 +74,14 @@ public static class EmuLoops
     {
         Process p = kernel.CreateProcess("multi-fault");
         var stop = new Box<bool>();
-        var touched = new Box<long>[threads];
+        var touched = new Counter[threads];
         var start = new Barrier(threads + 1);
         var done = new CountdownEvent(threads);
         Exception? failure = null;
         var workers = new Thread[threads];
         for (int t = 0; t < threads; t++)
         {
-            var mine = touched[t] = new Box<long>();
+            var mine = touched[t] = new Counter();
             workers[t] = new Thread(() =>
             {
                 try
