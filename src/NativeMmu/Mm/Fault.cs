@@ -70,6 +70,8 @@ internal unsafe ref struct VmFault
     public ulong MappedPfn;
     /// <summary>PtReclaim = Refcount: the PTE table this walker holds a pte_refcount on (0 otherwise).</summary>
     public ulong PteTable;
+    /// <summary>The walker's reference became the reference of the entry it installed (nothing left to put).</summary>
+    public bool PteRefTransferred;
 }
 
 /// <summary>
@@ -175,7 +177,7 @@ internal static unsafe class Memory
         vmf.PteTable = PgTable.PteAllocGet(cpu, mm, vmf.Pmd, address);
         if (vmf.PteTable == 0) return VmFaultT.Oom;
         VmFaultT ret = HandlePteFault(ref vmf);
-        PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
+        if (!vmf.PteRefTransferred) PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
         return ret;
     }
 
@@ -264,7 +266,7 @@ internal static unsafe class Memory
                 return VmFaultT.None;
             }
             PgTable.Set(vmf.Pte, zero.Value);
-            if (vmf.PteTable != 0) PgTable.PteGetMany(m, vmf.PteTable, 1);
+            vmf.PteRefTransferred = vmf.PteTable != 0; // the new entry keeps the walker's pte_refcount
             Spin.Unlock(vmf.Ptl);
             vmf.Kind = FaultKind.ZeroPage;
             vmf.MappedPfn = m.ZeroPfn;
@@ -297,7 +299,7 @@ internal static unsafe class Memory
         mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, 1);
         Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, page, vma, anonVma, vmf.Address);
         PgTable.Set(vmf.Pte, entry.Value); // set_ptes: publishes the zeroed, rmapped page
-        if (vmf.PteTable != 0) PgTable.PteGetMany(m, vmf.PteTable, 1);
+        vmf.PteRefTransferred = vmf.PteTable != 0; // the new entry keeps the walker's pte_refcount
         Spin.Unlock(vmf.Ptl);
         vmf.Kind = FaultKind.AnonZeroFill;
         vmf.MappedPfn = pfn;
