@@ -48,6 +48,7 @@ public static class TlbFlush
             Thread.SpinWait(8);
         }
         if (pending == 0) return;
+        self.Machine.Counters.Add(self.Id, VmEvent.TlbFlushBarrierFallback);
 
         // Either a CPU has published its odd sequence by now, or it will read the flush just posted.
         Interlocked.MemoryBarrierProcessWide();

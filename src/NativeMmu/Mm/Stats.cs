@@ -28,6 +28,8 @@ public static class Stats
         yield return new("nr_tlb_remote_flush_received", c.Sum(VmEvent.NrTlbRemoteFlushReceived));
         yield return new("nr_tlb_local_flush_all", c.Sum(VmEvent.NrTlbLocalFlushAll));
         yield return new("nr_tlb_local_flush_one", c.Sum(VmEvent.NrTlbLocalFlushOne));
+        // Emulator-only: shootdowns that a non-answering CPU pushed onto the membarrier path.
+        yield return new("nativemmu_tlb_flush_barrier_fallback", c.Sum(VmEvent.TlbFlushBarrierFallback));
     }
 
     public static string RenderVmstat(Machine m)

@@ -39,6 +39,8 @@ public enum VmEvent
     PgtableFree,
     PtReclaim,
     TlbConflict,
+    /// <summary>Remote flushes that had to fall back to the process-wide barrier (a target did not acknowledge in time).</summary>
+    TlbFlushBarrierFallback,
     Count,
 }
 
@@ -58,9 +60,9 @@ public enum VmStat
 /// </summary>
 public sealed class PerCpuCounters
 {
-    // One 256-byte row per CPU, starting one row in, so no CPU's row shares a line with another's
+    // One 512-byte row per CPU, starting one row in, so no CPU's row shares a line with another's
     // or with the array header every reader touches.
-    private const int RowLongs = 32;
+    private const int RowLongs = 64;
     private readonly long[] _slots;
 
     public PerCpuCounters(int cpus)
