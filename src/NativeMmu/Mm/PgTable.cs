@@ -328,55 +328,31 @@ internal static unsafe class PgTable
         }
     }
 
-    /// <summary>__pmd_alloc: install a PMD table under mm->page_table_lock (the PUD level has no split lock).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    public static bool PmdAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pud)
-    {
-        Machine m = mm.Machine;
-        ulong table = AllocTable(cpu, m);
-        if (table == 0) return false;
-        Spin.Lock(mm.PageTableLock);
-        if (!new Pud(Get(pud)).Present)
-        {
-            mm.AddPgtablesBytes(Geometry.PtrsPerPmd * sizeof(ulong)); // mm_inc_nr_pmds
-            Set(pud, Pud.MkTable(table).Value);
-            table = 0;
-        }
-        Spin.Unlock(mm.PageTableLock);
-        if (table != 0) FreeTable(cpu, m, table);
-        return true;
-    }
+    /// <summary>__pmd_alloc: a PMD table for *pud (mm_inc_nr_pmds).</summary>
+    public static bool PmdAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pud) => InstallUpperTable(cpu, mm, pud, Geometry.PtrsPerPmd * sizeof(ulong));
 
-    /// <summary>__pud_alloc.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    public static bool PudAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* p4d)
-    {
-        Machine m = mm.Machine;
-        ulong table = AllocTable(cpu, m);
-        if (table == 0) return false;
-        Spin.Lock(mm.PageTableLock);
-        if (!new P4d(Get(p4d)).Present)
-        {
-            mm.AddPgtablesBytes(Geometry.PtrsPerPud * sizeof(ulong)); // mm_inc_nr_puds
-            Set(p4d, P4d.MkTable(table).Value);
-            table = 0;
-        }
-        Spin.Unlock(mm.PageTableLock);
-        if (table != 0) FreeTable(cpu, m, table);
-        return true;
-    }
+    /// <summary>__pud_alloc: a PUD table for *p4d (mm_inc_nr_puds).</summary>
+    public static bool PudAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* p4d) => InstallUpperTable(cpu, mm, p4d, Geometry.PtrsPerPud * sizeof(ulong));
 
-    /// <summary>__p4d_alloc (5-level only; P4D tables are not counted in pgtables_bytes).</summary>
+    /// <summary>__p4d_alloc (5-level only): a P4D table for *pgd; P4D tables are not counted in pgtables_bytes.</summary>
+    public static bool P4dAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pgd) => InstallUpperTable(cpu, mm, pgd, 0);
+
+    /// <summary>
+    /// The common body of __pmd_alloc, __pud_alloc and __p4d_alloc: allocate outside the lock, install
+    /// under mm->page_table_lock (these levels have no split lock) unless another CPU got there first,
+    /// in which case ours is freed. Every upper level points at its table with the same _PAGE_TABLE bits.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static bool P4dAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pgd)
+    private static bool InstallUpperTable(Cpu.Cpu cpu, MmStruct mm, ulong* slot, long accountBytes)
     {
         Machine m = mm.Machine;
         ulong table = AllocTable(cpu, m);
         if (table == 0) return false;
         Spin.Lock(mm.PageTableLock);
-        if (!new Pgd(Get(pgd)).IsPresent(mm.Paging) || Get(pgd) == 0)
+        if ((Get(slot) & PageTableBits.Present) == 0)
         {
-            Set(pgd, Pgd.MkTable(table).Value);
+            if (accountBytes != 0) mm.AddPgtablesBytes(accountBytes);
+            Set(slot, (table << Geometry.PageShift) | PageTableBits.PageTable); // pud/p4d/pgd_populate
             table = 0;
         }
         Spin.Unlock(mm.PageTableLock);
