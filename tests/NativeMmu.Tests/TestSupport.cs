@@ -118,3 +118,30 @@ internal sealed class KernelLease(Kernel kernel) : IDisposable
         if (!Abandoned) Kernel.Dispose();
     }
 }
+
+/// <summary>
+/// A fixture with a small kernel (2 CPUs, invariant checks on), one process, and the test thread running
+/// on a CPU in that process: booted before each test and torn down after it.
+/// </summary>
+public abstract class OneProcessFixture
+{
+    protected Kernel _kernel = null!;
+    protected Process _p = null!;
+    protected NativeMmu.Cpu.Cpu _cpu = null!;
+
+    [SetUp]
+    public void Boot()
+    {
+        _kernel = TestSupport.Boot(cpus: 2);
+        _p = _kernel.CreateProcess();
+        _cpu = _kernel.AttachCpu();
+        _p.Enter(_cpu);
+    }
+
+    [TearDown]
+    public void ShutDown()
+    {
+        _cpu.Dispose();
+        _kernel.Dispose();
+    }
+}

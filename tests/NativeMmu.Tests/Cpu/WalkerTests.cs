@@ -6,28 +6,8 @@ using static NativeMmu.Tests.TestSupport;
 namespace NativeMmu.Tests.Processor;
 
 /// <summary>The emulated MMU: the TLB and the hardware walk with its Accessed/Dirty updates.</summary>
-public unsafe class WalkerTests
+public unsafe class WalkerTests : OneProcessFixture
 {
-    private Kernel _kernel = null!;
-    private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
-
-    [SetUp]
-    public void Boot()
-    {
-        _kernel = TestSupport.Boot(cpus: 2);
-        _p = _kernel.CreateProcess();
-        _cpu = _kernel.AttachCpu();
-        _p.Enter(_cpu);
-    }
-
-    [TearDown]
-    public void ShutDown()
-    {
-        _cpu.Dispose();
-        _kernel.Dispose();
-    }
-
     /// <summary>Clears bits in the PTE of va, as the kernel's ptep_test_and_clear_young would.</summary>
     private void ClearPteBits(ulong va, ulong bits)
     {

@@ -5,29 +5,10 @@ using static NativeMmu.Tests.TestSupport;
 namespace NativeMmu.Tests.Mm;
 
 /// <summary>madvise(2): the order of Linux's checks, holes, and the advice that changes VMAs or frees pages.</summary>
-public class MadviseTests
+public class MadviseTests : OneProcessFixture
 {
     private const ulong X = 0x2000_0000;
 
-    private Kernel _kernel = null!;
-    private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
-
-    [SetUp]
-    public void Boot()
-    {
-        _kernel = TestSupport.Boot(cpus: 2);
-        _p = _kernel.CreateProcess();
-        _cpu = _kernel.AttachCpu();
-        _p.Enter(_cpu);
-    }
-
-    [TearDown]
-    public void ShutDown()
-    {
-        _cpu.Dispose();
-        _kernel.Dispose();
-    }
 
     [TestCase(99)]
     [TestCase(-1)]

@@ -5,31 +5,12 @@ using static NativeMmu.Tests.TestSupport;
 namespace NativeMmu.Tests.Mm;
 
 /// <summary>mmap(2): argument checks, placement, MAP_FIXED variants, merging and MAP_POPULATE.</summary>
-public class MmapTests
+public class MmapTests : OneProcessFixture
 {
     private const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
     private const ulong MmapBase = 0x7fff_f7ff_f000;
     private const ulong X = 0x2000_0000; // a free spot for MAP_FIXED tests
 
-    private Kernel _kernel = null!;
-    private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
-
-    [SetUp]
-    public void Boot()
-    {
-        _kernel = TestSupport.Boot(cpus: 2);
-        _p = _kernel.CreateProcess();
-        _cpu = _kernel.AttachCpu();
-        _p.Enter(_cpu);
-    }
-
-    [TearDown]
-    public void ShutDown()
-    {
-        _cpu.Dispose();
-        _kernel.Dispose();
-    }
 
     private Errno Mmap(ulong addr, ulong len, MapFlags flags, out ulong mapped, Prot prot = Prot.ReadWrite)
         => _p.Mmap(addr, len, prot, flags, out mapped);

@@ -5,29 +5,10 @@ using static NativeMmu.Tests.TestSupport;
 namespace NativeMmu.Tests.Mm;
 
 /// <summary>munmap(2) and mprotect(2): Linux's errno rules, splitting and merging.</summary>
-public class MunmapMprotectTests
+public class MunmapMprotectTests : OneProcessFixture
 {
     private const ulong X = 0x2000_0000;
 
-    private Kernel _kernel = null!;
-    private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
-
-    [SetUp]
-    public void Boot()
-    {
-        _kernel = TestSupport.Boot(cpus: 2);
-        _p = _kernel.CreateProcess();
-        _cpu = _kernel.AttachCpu();
-        _p.Enter(_cpu);
-    }
-
-    [TearDown]
-    public void ShutDown()
-    {
-        _cpu.Dispose();
-        _kernel.Dispose();
-    }
 
     private bool Writable(ulong va) => _cpu.TryStore<byte>(va, 1) == FaultResult.Retry;
 

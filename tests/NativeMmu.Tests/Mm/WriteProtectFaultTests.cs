@@ -10,28 +10,8 @@ namespace NativeMmu.Tests.Mm;
 /// do_wp_page on an anonymous page that is not marked exclusive: the state a page is in after a fork
 /// whose child has gone (REFERENCE §9.1). The tests put a page into that state through struct page.
 /// </summary>
-public unsafe class WriteProtectFaultTests
+public unsafe class WriteProtectFaultTests : OneProcessFixture
 {
-    private Kernel _kernel = null!;
-    private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
-
-    [SetUp]
-    public void Boot()
-    {
-        _kernel = TestSupport.Boot(cpus: 2);
-        _p = _kernel.CreateProcess();
-        _cpu = _kernel.AttachCpu();
-        _p.Enter(_cpu);
-    }
-
-    [TearDown]
-    public void ShutDown()
-    {
-        _cpu.Dispose();
-        _kernel.Dispose();
-    }
-
     /// <summary>A written page whose PTE is read-only and whose PageAnonExclusive is clear.</summary>
     private (ulong Va, ulong Pfn) SharedLookingPage()
     {
