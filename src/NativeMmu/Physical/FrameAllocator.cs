@@ -53,6 +53,7 @@ public sealed unsafe class FrameAllocator : IDisposable
     {
         /// <summary>Top of the LIFO stack of free order-0 pages linked through pcp_list.next (0 = empty).</summary>
         [FieldOffset(0)] public ulong Head;
+        /// <summary>Written only by the owning CPU, with Volatile stores: FreeFrames sums it from any thread without the list.</summary>
         [FieldOffset(8)] public int Count;
         [FieldOffset(12)] public int High;
         [FieldOffset(16)] public int Batch;
