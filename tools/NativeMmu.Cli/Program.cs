@@ -11,6 +11,7 @@ public static class Program
         {
             MultiFaultCommand.Create(),
             PtReclaimCommand.Create(),
+            ForkCommand.Create(),
             FuzzCommand.Create(),
         };
         return root.Parse(args).Invoke();
