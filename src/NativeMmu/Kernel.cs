@@ -20,6 +20,10 @@ public sealed class Kernel : IDisposable
         Machine = new Machine(Config) { FaultHandler = new PageFaultHandler() };
         Machine m = Machine;
         Machine.Rcu.FreeTable = (cpu, pfn) => PgTable.FreeTableRcu(cpu, m, pfn);
+        Machine.SplitQueue.LiveMms = () =>
+        {
+            lock (_processes) return [.. _processes.Where(p => !p.Exited).Select(p => p.Mm)];
+        };
 #if !NATIVEMMU_NO_EVENTS
         NativeMmuEventSource.Log.Register(Machine);
 #endif
@@ -49,6 +53,13 @@ public sealed class Kernel : IDisposable
     {
         using CpuScope s = Machine.EnterCpu();
         Machine.Rcu.Barrier(s.Cpu);
+    }
+
+    /// <summary>The deferred-split shrinker: splits every queued, partially mapped large folio it can; returns how many.</summary>
+    public long SplitDeferred()
+    {
+        using CpuScope s = Machine.EnterCpu();
+        return Machine.SplitQueue.Scan(s.Cpu);
     }
 
     /// <summary>Frames on the free lists (buddy and per-CPU).</summary>

@@ -13,6 +13,17 @@ public enum PtReclaimMode
     Sync,
 }
 
+/// <summary>What do_wp_page does with a write fault on a PTE-mapped large anonymous folio that is not PageAnonExclusive.</summary>
+public enum LargeFolioWp
+{
+    /// <summary>Kernels before 6.15: a large folio is never reused; the 4 KiB subpage is copied.</summary>
+    Copy,
+    /// <summary>6.15+ (__wp_can_reuse_large_anon_folio): reuse when every reference is a mapping of this mm; only the faulting PTE becomes writable.</summary>
+    ReuseSubpage,
+    /// <summary>The RFC "entirely reuse the whole anon mTHP in do_wp_page": when all its conditions hold, all nr PTEs become writable in one fault.</summary>
+    ReuseWholeFolio,
+}
+
 /// <summary>
 /// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
 /// Defaults are the kernel's defaults where the kernel has one.
@@ -39,6 +50,9 @@ public sealed record KernelConfig
     public PtReclaimMode PtReclaim { get; init; } = PtReclaimMode.Sync;
     /// <summary>arch_flush_tlb_before_set_pte_page / _huge_page: flush a pending batched flush before repopulating a PMD (x86: yes).</summary>
     public bool FlushTlbBeforeSetPmd { get; init; } = true;
+
+    /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
+    public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
 
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 

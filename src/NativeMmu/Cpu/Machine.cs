@@ -37,6 +37,7 @@ public sealed unsafe class Machine : IDisposable
         Cpus = new Cpu[config.Cpus];
         for (int i = 0; i < Cpus.Length; i++) Cpus[i] = new Cpu(this, i);
         Rcu = new Rcu(this);
+        SplitQueue = new Mm.DeferredSplitQueue(this);
     }
 
     public KernelConfig Config { get; }
@@ -50,6 +51,12 @@ public sealed unsafe class Machine : IDisposable
     public ulong ZeroPfn { get; }
     /// <summary>Frames taken at boot (vmemmap, init_mm tables, zero page, PFN 0).</summary>
     public ulong ReservedFrames { get; }
+
+    /// <summary>/sys/kernel/mm/transparent_hugepage: the THP and mTHP knobs and the per-size stats.</summary>
+    public Mm.Thp Thp { get; } = new();
+
+    /// <summary>The deferred-split queue of partially mapped large folios.</summary>
+    public Mm.DeferredSplitQueue SplitQueue { get; private set; } = null!;
 
     /// <summary>RCU over the CPUs: grace periods for freeing page-table frames.</summary>
     public Rcu Rcu { get; private set; } = null!;

@@ -275,6 +275,7 @@ internal static unsafe class Memory
 
         // vmf_anon_prepare: the VMA needs its anon_vma before a page can point at it.
         AnonVma anonVma = vma.AnonVma ?? AnonVmaPrepare(vma);
+        if (m.Thp.AnyAnonOrderPossible) return DoAnonymousLargePage(ref vmf, anonVma);
         // alloc_anon_folio → folio_prealloc: a zeroed order-0 folio.
         ulong pfn = m.Allocator.AllocPages(vmf.Cpu.Id, 0, Gfp.Zero);
         if (pfn == 0) return VmFaultT.Oom;
@@ -306,6 +307,90 @@ internal static unsafe class Memory
         return VmFaultT.None;
     }
 
+    /// <summary>
+    /// alloc_anon_folio: the highest allowable mTHP order below PMD order whose aligned range lies inside
+    /// the VMA and is all pte_none, falling back order by order (anon_fault_fallback) to a 4 KiB folio.
+    /// Returns the folio's head PFN (0: out of memory) and its order.
+    /// </summary>
+    private static ulong AllocAnonFolio(ref VmFault vmf, out int order)
+    {
+        Machine m = vmf.Mm.Machine;
+        Vma vma = vmf.Vma;
+        uint orders = m.Thp.AllowableOrders(vma.VmFlags) & ((1u << Thp.PmdOrder) - 1);
+        ulong pmdval = PgTable.Get(vmf.Pmd);
+        ulong* ptes = new Pmd(pmdval).None || new Pmd(pmdval).Leaf ? null : PgTable.PteOffset(m.Memory, pmdval, vmf.Address & Geometry.PmdMask);
+        for (order = Thp.PmdOrder - 1; order >= 2; order--)
+        {
+            if ((orders & (1u << order)) == 0) continue;
+            ulong size = Geometry.PageSize << order;
+            ulong haddr = vmf.Address & ~(size - 1);
+            if (haddr < vma.VmStart || haddr + size > vma.VmEnd) continue; // thp_vma_suitable_order
+            if (ptes != null && !PteRangeNone(ptes + ((haddr >> Geometry.PageShift) & (Geometry.PtrsPerPte - 1)), 1 << order)) continue;
+            ulong folio = m.Allocator.AllocPages(vmf.Cpu.Id, order, Gfp.Zero | Gfp.Comp);
+            if (folio != 0) return folio;
+            m.Thp.Count(order, MthpStat.AnonFaultFallback);
+        }
+        order = 0;
+        return m.Allocator.AllocPages(vmf.Cpu.Id, 0, Gfp.Zero);
+    }
+
+    private static bool PteRangeNone(ulong* pte, int nr)
+    {
+        for (int i = 0; i < nr; i++)
+            if (!new Pte(PgTable.Get(pte + i)).None) return false;
+        return true;
+    }
+
+    /// <summary>do_anonymous_page's write path when mTHP orders may be enabled: nr PTEs map one new folio.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static VmFaultT DoAnonymousLargePage(ref VmFault vmf, AnonVma anonVma)
+    {
+        Vma vma = vmf.Vma;
+        MmStruct mm = vmf.Mm;
+        Machine m = mm.Machine;
+        ulong pfn = AllocAnonFolio(ref vmf, out int order);
+        if (pfn == 0) return VmFaultT.Oom;
+        int nr = 1 << order;
+        ulong addr = vmf.Address & ~((Geometry.PageSize << order) - 1);
+        Page* page = m.Vmemmap.PfnToPage(pfn);
+        page->Flags |= 1UL << PG.Uptodate;
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl);
+        if (vmf.Pte == null)
+        {
+            Rmap.FolioPut(vmf.Cpu, m, pfn);
+            return VmFaultT.None;
+        }
+        if (!PteRangeNone(vmf.Pte, nr))
+        {
+            Spin.Unlock(vmf.Ptl);
+            Rmap.FolioPut(vmf.Cpu, m, pfn);
+            return VmFaultT.None;
+        }
+        if (order == 0) Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, page, vma, anonVma, addr);
+        else
+        {
+            page->RefCount += nr - 1; // folio_ref_add(nr - 1): one reference per PTE
+            m.Thp.Count(order, MthpStat.AnonFaultAlloc);
+            Folio.AddNewAnonRmap(vmf.Cpu, m, pfn, vma, anonVma, addr);
+        }
+        mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, nr);
+        for (int i = 0; i < nr; i++) // set_ptes
+        {
+            Pte entry = Pte.PfnPte(pfn + (ulong)i, vma.VmPageProt);
+            if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
+            PgTable.Set(vmf.Pte + i, entry.Value);
+        }
+        if (vmf.PteTable != 0)
+        {
+            vmf.PteRefTransferred = true; // one entry keeps the walker's pte_refcount, the others take their own
+            if (nr > 1) PgTable.PteGetMany(m, vmf.PteTable, nr - 1);
+        }
+        Spin.Unlock(vmf.Ptl);
+        vmf.Kind = FaultKind.AnonZeroFill;
+        vmf.MappedPfn = pfn + ((vmf.Address - addr) >> Geometry.PageShift);
+        return VmFaultT.None;
+    }
+
     /// <summary>anon_vma_prepare: first anonymous page of a VMA. Racing CPUs agree on one anon_vma.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static AnonVma AnonVmaPrepare(Vma vma)
@@ -329,19 +414,29 @@ internal static unsafe class Memory
         if (pfn != 0)
         {
             Page* page = m.Vmemmap.PfnToPage(pfn);
-            if ((page->Mapping & PageTypes.MappingAnon) != 0
-                && (page->TestFlag(PG.AnonExclusive) || WpCanReuseAnonFolio(page, vmf.Vma)))
+            ulong headPfn = (page->CompoundHead & 1) != 0 ? Folio.HeadPfn(m, pfn) : pfn;
+            Page* head = m.Vmemmap.PfnToPage(headPfn);
+            if ((head->Mapping & PageTypes.MappingAnon) != 0)
             {
-                if (!page->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page->Flags, 1UL << PG.AnonExclusive);
-                if (unshare)
+                bool large = Folio.IsLarge(head);
+                if (!unshare && large && !page->TestFlag(PG.AnonExclusive)
+                    && m.Config.WpLargeFolio == LargeFolioWp.ReuseWholeFolio && WpCanReuseWholeFolio(ref vmf, headPfn))
+                    return VmFaultT.None;
+                if (page->TestFlag(PG.AnonExclusive)
+                    || (large ? m.Config.WpLargeFolio == LargeFolioWp.ReuseSubpage && WpCanReuseLargeAnonFolio(head)
+                              : WpCanReuseAnonFolio(page, vmf.Vma)))
                 {
-                    Spin.Unlock(vmf.Ptl);
+                    if (!page->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page->Flags, 1UL << PG.AnonExclusive);
+                    if (unshare)
+                    {
+                        Spin.Unlock(vmf.Ptl);
+                        return VmFaultT.None;
+                    }
+                    WpPageReuse(ref vmf);
                     return VmFaultT.None;
                 }
-                WpPageReuse(ref vmf);
-                return VmFaultT.None;
             }
-            Interlocked.Increment(ref page->RefCount); // folio_get: hold the old page across the copy
+            Interlocked.Increment(ref head->RefCount); // folio_get: hold the old folio across the copy
         }
         Spin.Unlock(vmf.Ptl);
         vmf.Ptl = null;
@@ -369,6 +464,75 @@ internal static unsafe class Memory
         if (ok && vma.AnonVma is { } av) page->Mapping = Rmap.AnonMapping(av); // folio_move_anon_rmap
         Rmap.FolioUnlock(page);
         return ok;
+    }
+
+    /// <summary>
+    /// __wp_can_reuse_large_anon_folio (6.15): a large folio is reused when every reference to it is a
+    /// mapping and every mapping is in this mm; a folio with a single mapping left is copied instead, so
+    /// that it can be freed.
+    /// </summary>
+    private static bool WpCanReuseLargeAnonFolio(Page* head)
+    {
+        if (Folio.Mapcount(head) <= 1) return false;
+        if (Folio.MaybeMappedShared(head)) return false;
+        if (head->TestFlag(PG.Swapcache)) return false; // no swap here: never set
+        if (Folio.Mapcount(head) != Volatile.Read(ref head->RefCount)) return false;
+        return Folio.ExclusiveToOneMm(head); // stabilised under folio_lock_large_mapcount
+    }
+
+    /// <summary>
+    /// The RFC's whole-folio reuse: when the folio is not mapped shared, lies inside one PMD and one VMA,
+    /// every one of its nr PTEs is present and maps it in order, its mapcount is nr and every reference
+    /// is one of those mappings, mark all nr pages PageAnonExclusive and make all nr PTEs young, dirty and
+    /// writable at once, counting PGREUSE once. Called with the PTL held; releases it on success.
+    /// </summary>
+    private static bool WpCanReuseWholeFolio(ref VmFault vmf, ulong headPfn)
+    {
+        Machine m = vmf.Mm.Machine;
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        int nr = Folio.NrPages(head);
+        if (Folio.MaybeMappedShared(head)) return false;
+        ulong idx = vmf.OrigPte.Pfn - headPfn;
+        ulong start = vmf.Address - idx * Geometry.PageSize;
+        ulong end = start + (ulong)nr * Geometry.PageSize;
+        ulong lo = Math.Max(vmf.Address & Geometry.PmdMask, vmf.Vma.VmStart);
+        ulong hi = Math.Min((vmf.Address & Geometry.PmdMask) + Geometry.PmdSize, vmf.Vma.VmEnd);
+        if (start < lo || end > hi) return false;
+        ulong* first = vmf.Pte - idx;
+        var firstPte = new Pte(PgTable.Get(first));
+        if (!firstPte.Present || firstPte.Pfn != headPfn) return false;
+        // folio_pte_batch: consecutive PFNs, the same bits but for dirty and young.
+        const ulong ignore = PageTableBits.Dirty | PageTableBits.Accessed | PageTableBits.SoftDirty | PageTableBits.SavedDirty;
+        ulong expect = (firstPte.Value & ~ignore) & ~PageTableBits.PtePfnMask;
+        for (int i = 0; i < nr; i++)
+        {
+            var e = new Pte(PgTable.Get(first + i));
+            if (!e.Present || e.Pfn != headPfn + (ulong)i || ((e.Value & ~ignore) & ~PageTableBits.PtePfnMask) != expect) return false;
+        }
+        if (Folio.Mapcount(head) != nr) return false;
+        int refs = Volatile.Read(ref head->RefCount);
+        if (refs > nr + 2 || refs > nr) return false; // the quick bound, then refcount <= nr + swapcache (no swap)
+        if (!Rmap.FolioTryLock(head)) return false;
+        bool ok = Volatile.Read(ref head->RefCount) == nr && !Folio.MaybeMappedShared(head);
+        if (ok)
+        {
+            for (int i = 0; i < nr; i++)
+            {
+                Page* p = head + i;
+                if (!p->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref p->Flags, 1UL << PG.AnonExclusive);
+                Pte entry = new Pte(PgTable.Get(first + i)).MkYoung().MkDirty();
+                if ((vmf.Vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite();
+                PtepSetAccessFlags(first + i, entry, true);
+            }
+        }
+        Rmap.FolioUnlock(head);
+        if (!ok) return false;
+        Spin.Unlock(vmf.Ptl);
+        vmf.Ptl = null;
+        m.Counters.Add(vmf.Cpu.Id, VmEvent.Pgreuse);
+        vmf.Kind = FaultKind.WpReuse;
+        vmf.MappedPfn = vmf.OrigPte.Pfn;
+        return true;
     }
 
     /// <summary>wp_page_reuse: make the PTE young, dirty and writable in place; count PGREUSE. Releases the PTL.</summary>
@@ -426,7 +590,7 @@ internal static unsafe class Memory
             TlbFlush.FlushPage(vmf.Cpu, mm, vmf.Address);
             Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, newPage, vma, anonVma, vmf.Address);
             PgTable.Set(vmf.Pte, entry.Value);
-            if (oldPfn != 0) Rmap.FolioRemoveRmapPte(vmf.Cpu, m, oldPfn);
+            if (oldPfn != 0) Rmap.FolioRemoveRmapPte(vmf.Cpu, m, oldPfn, mm);
             copied = true;
             vmf.Kind = FaultKind.WpCopy;
             vmf.MappedPfn = newPfn;

@@ -166,7 +166,22 @@ internal static unsafe class Fork
             if (!pte.Special && pfn != m.ZeroPfn)
             {
                 Page* page = m.Vmemmap.PfnToPage(pfn);
-                if (page->TestFlag(PG.AnonExclusive) && Volatile.Read(ref page->RefCount) >= GupPinCountingBias)
+                if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+                {
+                    // A page of a large folio: __folio_try_dup_anon_rmap for this PTE (maybe pinned: _pincount).
+                    Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn));
+                    Interlocked.Increment(ref head->RefCount);
+                    if (!Folio.TryDupAnonRmapPtes(m, head, page, 1, dstVma, Folio.MaybeDmaPinned(head)))
+                    {
+                        Interlocked.Decrement(ref head->RefCount);
+                        if (!CopyPresentPage(cpu, dstVma, dstPte, addr, pte)) { ok = false; break; }
+                        rss++;
+                        entries++;
+                        continue;
+                    }
+                    rss++;
+                }
+                else if (page->TestFlag(PG.AnonExclusive) && Volatile.Read(ref page->RefCount) >= GupPinCountingBias)
                 {
                     // folio_try_dup_anon_rmap_pte said -EBUSY (maybe pinned): copy_present_page.
                     if (!CopyPresentPage(cpu, dstVma, dstPte, addr, pte)) { ok = false; break; }
@@ -174,10 +189,13 @@ internal static unsafe class Fork
                     entries++;
                     continue;
                 }
-                Interlocked.And(ref page->Flags, ~(1UL << PG.AnonExclusive));
-                Interlocked.Increment(ref page->MapCount);   // folio_dup_file_rmap / the anon dup
-                Interlocked.Increment(ref page->RefCount);   // folio_get
-                rss++;
+                else
+                {
+                    Interlocked.And(ref page->Flags, ~(1UL << PG.AnonExclusive));
+                    Interlocked.Increment(ref page->MapCount);   // folio_dup_file_rmap / the anon dup
+                    Interlocked.Increment(ref page->RefCount);   // folio_get
+                    rss++;
+                }
             }
             if (cow && pte.Write)
             {

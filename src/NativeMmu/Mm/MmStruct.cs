@@ -47,6 +47,9 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
 
     public Machine Machine { get; }
     public PagingMode Paging { get; }
+    /// <summary>mm->mm_id (CONFIG_MM_ID): the owner id large folios record per mapping mm; 1..2^31-1.</summary>
+    public uint MmId { get; } = (uint)(Interlocked.Increment(ref s_nextMmId) & 0x7fff_ffff) is var id && id != 0 ? id : 1;
+    private static long s_nextMmId;
     /// <summary>mmap_lock.</summary>
     public MmapLock MmapLock { get; }
     /// <summary>The VMAs, under mmap_lock.</summary>

@@ -543,7 +543,8 @@ public static unsafe class Mmap
         ulong pfn = pte.Pfn;
         if (pfn == m.ZeroPfn) return false;
         Physical.Page* page = m.Vmemmap.PfnToPage(pfn);
-        return (page->Mapping & Physical.PageTypes.MappingAnon) != 0 && page->TestFlag(Physical.PG.AnonExclusive);
+        Physical.Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn)); // the anon mapping is the folio's
+        return (head->Mapping & Physical.PageTypes.MappingAnon) != 0 && page->TestFlag(Physical.PG.AnonExclusive);
     }
 
     /// <summary>pte_needs_flush (x86): only changes the TLB could have cached, ignoring A, D and software bits.</summary>

@@ -81,8 +81,21 @@ internal sealed unsafe class MmuGather : IDisposable
     public bool RemovePage(ulong pfn)
     {
         _pages[_nrPages++] = pfn;
-        return _nrPages == MaxPages;
+        return _nrPages >= MaxPages - 1;
     }
+
+    /// <summary>
+    /// __tlb_remove_folio_pages: nr references on one large folio, encoded as two entries (the head with
+    /// ENCODED_PAGE_BIT_NR_PAGES_NEXT, then the count), dropped at once after the flush.
+    /// </summary>
+    public bool RemoveFolioPages(ulong headPfn, int nr)
+    {
+        _pages[_nrPages++] = headPfn | NrPagesNext;
+        _pages[_nrPages++] = (ulong)nr;
+        return _nrPages >= MaxPages - 1;
+    }
+
+    private const ulong NrPagesNext = 1UL << 63;
 
     /// <summary>pte_free_tlb / pmd_free_tlb / pud_free_tlb → tlb_remove_table: free the table after the flush.</summary>
     public void RemoveTable(ulong tablePfn, ulong address)
@@ -112,7 +125,12 @@ internal sealed unsafe class MmuGather : IDisposable
         Machine m = Mm.Machine;
         for (int i = 0; i < _nrTables; i++) m.Rcu.CallRcuFreeTable(_cpu, _tables[i]);
         _nrTables = 0;
-        for (int i = 0; i < _nrPages; i++) Rmap.FolioPut(_cpu, m, _pages[i]);
+        for (int i = 0; i < _nrPages; i++)
+        {
+            ulong e = _pages[i];
+            if ((e & NrPagesNext) == 0) Rmap.FolioPut(_cpu, m, e);
+            else Folio.PutRefs(_cpu, m, e & ~NrPagesNext, (int)_pages[++i]);
+        }
         _nrPages = 0;
     }
 

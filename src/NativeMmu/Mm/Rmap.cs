@@ -5,7 +5,7 @@ using NativeMmu.Sync;
 
 namespace NativeMmu.Mm;
 
-/// <summary>mm/rmap.c and the folio reference helpers, for order-0 anonymous folios.</summary>
+/// <summary>mm/rmap.c and the folio reference helpers, for order-0 anonymous folios (large folios: Folio).</summary>
 internal static unsafe class Rmap
 {
     /// <summary>The mapping word of an anonymous page: the anon_vma's identity with FOLIO_MAPPING_ANON.</summary>
@@ -28,9 +28,14 @@ internal static unsafe class Rmap
 
     /// <summary>folio_remove_rmap_pte: the last unmap (mapcount back to -1) leaves NR_ANON_MAPPED.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void FolioRemoveRmapPte(Cpu.Cpu cpu, Machine m, ulong pfn)
+    public static void FolioRemoveRmapPte(Cpu.Cpu cpu, Machine m, ulong pfn, MmStruct mm)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
+        if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+        {
+            Folio.RemoveRmapPtes(cpu, m, Folio.HeadPfn(m, pfn), pfn, 1, mm);
+            return;
+        }
         int after = Interlocked.Decrement(ref page->MapCount);
         Bug.On(after < -1, "page {0:x}: mapcount underflow", pfn);
         if (after == -1) m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -1);
@@ -41,6 +46,11 @@ internal static unsafe class Rmap
     public static void FolioPut(Cpu.Cpu cpu, Machine m, ulong pfn)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
+        if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+        {
+            Folio.PutRefs(cpu, m, Folio.HeadPfn(m, pfn), 1);
+            return;
+        }
         if (!FrameAllocator.PutPageTestZero(page)) return;
         // __folio_put → page_cache_release: off the LRU; anon state dies with the page.
         page->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Active) | (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked));

@@ -161,9 +161,28 @@ internal static unsafe class Zap
             var entry = new Pte(ptent);
             ulong pfn = entry.Pfn;
             if (entry.Special || pfn == zeroPfn) continue; // vm_normal_page() == NULL: nothing to release
-            rssAnon--;
-            Rmap.FolioRemoveRmapPte(cpu, m, pfn);
-            if (tlb.RemovePage(pfn))
+            Page* page = m.Vmemmap.PfnToPage(pfn);
+            bool full;
+            if ((page->Flags & (1UL << PG.Head)) == 0 && (page->CompoundHead & 1) == 0)
+            {
+                rssAnon--;
+                Rmap.FolioRemoveRmapPte(cpu, m, pfn, mm);
+                full = tlb.RemovePage(pfn);
+            }
+            else
+            {
+                // zap_present_folio_ptes: the run of entries mapping this large folio goes in one batch,
+                // so a folio unmapped whole never looks partially mapped on the way.
+                int nr = 1 + ZapFolioPteBatch(m, tlb, pte, addr, end, pfn);
+                pte += nr - 1;
+                addr += (ulong)(nr - 1) * Geometry.PageSize;
+                cleared += nr - 1;
+                rssAnon -= nr;
+                ulong head = Folio.HeadPfn(m, pfn);
+                Folio.RemoveRmapPtes(cpu, m, head, pfn, nr, mm);
+                full = tlb.RemoveFolioPages(head, nr);
+            }
+            if (full)
             {
                 forceFlush = true;
                 directReclaim = false;
@@ -185,6 +204,29 @@ internal static unsafe class Zap
             else TryToFreePte(cpu, tlb, pmd, start);
         }
         return addr;
+    }
+
+    /// <summary>
+    /// folio_pte_batch + clear_full_ptes for the entries after <paramref name="pte"/>: how many more
+    /// consecutive present entries map the next pages of the same folio (dirty, young and write ignored);
+    /// those are cleared too.
+    /// </summary>
+    private static int ZapFolioPteBatch(Machine m, MmuGather tlb, ulong* pte, ulong addr, ulong end, ulong pfn)
+    {
+        ulong head = Folio.HeadPfn(m, pfn);
+        ulong folioEnd = head + (ulong)Folio.NrPages(m.Vmemmap.PfnToPage(head));
+        int more = 0;
+        ulong a = addr + Geometry.PageSize;
+        for (ulong next = pfn + 1; a < end && next < folioEnd; a += Geometry.PageSize, next++)
+        {
+            var e = new Pte(PgTable.Get(pte + 1 + more));
+            if (!e.Present || e.Special || e.Pfn != next) break;
+            if (tlb.FullMm) PgTable.Set(pte + 1 + more, 0);
+            else PgTable.GetAndClear(pte + 1 + more);
+            more++;
+        }
+        if (more > 0) tlb.AdjustRange(addr, (ulong)(more + 1) * Geometry.PageSize);
+        return more;
     }
 
     /// <summary>try_get_and_clear_pmd (mm/pt_reclaim.c): PTE lock held, so the PMD lock may only be tried.</summary>

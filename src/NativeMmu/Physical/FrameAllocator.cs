@@ -340,6 +340,7 @@ public sealed unsafe class FrameAllocator : IDisposable
         // folio_set_order: the order lives in the low byte of page[1].flags; _nr_pages after it.
         *(ulong*)(h + FolioLayout.Flags1) = (ulong)order;
         *(ulong*)(h + FolioLayout.NrPages) = 1UL << order;
+        NativeMmu.Mm.Folio.PrepCompoundHead(head, headVaddr, order);
     }
 
     /// <summary>free_pages_prepare: drop anon mapping, check for a bad page, clear the flags, undo the compound.</summary>
@@ -351,6 +352,7 @@ public sealed unsafe class FrameAllocator : IDisposable
             BadPage(pfn, "freed page is still mapped, referenced or flagged");
         if (order > 0 && (p->Flags & (1UL << PG.Head)) != 0)
         {
+            if (NativeMmu.Mm.Folio.BadAtFree(p, _vmemmap.PageVaddr(pfn), order) is { } why) BadPage(pfn, why);
             // folio->_nr_pages = 0: it overlays page[1]'s memcg_data, which the tail loop leaves alone.
             *(ulong*)((byte*)p + FolioLayout.NrPages) = 0;
             for (ulong i = 1; i < (1UL << order); i++)

@@ -1,0 +1,281 @@
+using System.Runtime.CompilerServices;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// Large folios (include/linux/mm.h, rmap.h, mm/rmap.c, ≥6.15 with CONFIG_PAGE_MAPCOUNT and CONFIG_MM_ID):
+/// the head's fields in page[1] and page[2], per-page _mapcount, _large_mapcount with the two MM-ID
+/// slots, _entire_mapcount, _nr_pages_mapped and the deferred-split list.
+/// </summary>
+internal static unsafe class Folio
+{
+    /// <summary>ENTIRELY_MAPPED: added to _nr_pages_mapped by a PMD mapping.</summary>
+    public const int EntirelyMapped = 0x800000;
+    /// <summary>FOLIO_PAGES_MAPPED.</summary>
+    public const int PagesMapped = EntirelyMapped - 1;
+    private const uint MmIdMask = 0x7fff_ffff;
+    private const int MmIdsLockBit = 31;
+    private const int MmIdsSharedBit = 63;
+
+    /// <summary>page_folio: the head PFN of the folio the page belongs to (compound_head, bit 0 marks a tail).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong HeadPfn(Machine m, ulong pfn)
+    {
+        ulong head = m.Vmemmap.PfnToPage(pfn)->CompoundHead;
+        return (head & 1) == 0 ? pfn : m.Vmemmap.PfnOfVaddr(head & ~1UL);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool IsLarge(Page* head) => (head->Flags & (1UL << PG.Head)) != 0;
+
+    /// <summary>folio_order: the low byte of page[1].flags.</summary>
+    public static int Order(Page* head) => IsLarge(head) ? (int)(*(ulong*)((byte*)head + FolioLayout.Flags1) & 0xff) : 0;
+
+    public static int NrPages(Page* head) => 1 << Order(head);
+
+    public static ref int LargeMapcount(Page* head) => ref *(int*)((byte*)head + FolioLayout.LargeMapcount);
+    public static ref int NrPagesMapped(Page* head) => ref *(int*)((byte*)head + FolioLayout.NrPagesMapped);
+    public static ref int EntireMapcount(Page* head) => ref *(int*)((byte*)head + FolioLayout.EntireMapcount);
+    public static ref int Pincount(Page* head) => ref *(int*)((byte*)head + FolioLayout.Pincount);
+    private static int* MmIdMapcount(Page* head) => (int*)((byte*)head + FolioLayout.MmIdMapcount);
+    private static ref ulong MmIds(Page* head) => ref *(ulong*)((byte*)head + FolioLayout.MmIds);
+    /// <summary>_deferred_list in page[2]: next at +0, prev at +8, kernel virtual addresses of list_heads.</summary>
+    public static ulong* DeferredList(Page* head) => (ulong*)((byte*)head + FolioLayout.DeferredList);
+    private static ref ulong Flags1(Page* head) => ref *(ulong*)((byte*)head + FolioLayout.Flags1);
+
+    /// <summary>folio_mapcount: every mapping of the folio (PTEs and PMDs).</summary>
+    public static int Mapcount(Page* head) => IsLarge(head) ? Volatile.Read(ref LargeMapcount(head)) + 1 : Volatile.Read(ref head->MapCount) + 1;
+
+    /// <summary>folio_test_large_maybe_mapped_shared.</summary>
+    public static bool MaybeMappedShared(Page* head) => (Volatile.Read(ref MmIds(head)) & (1UL << MmIdsSharedBit)) != 0;
+
+    /// <summary>folio_test_partially_mapped (PG_partially_mapped lives in page[1]).</summary>
+    public static bool PartiallyMapped(Page* head) => (Flags1(head) & (1UL << PG.PartiallyMapped)) != 0;
+
+    /// <summary>folio_maybe_dma_pinned: a large folio counts pins in _pincount, a small one by GUP_PIN_COUNTING_BIAS.</summary>
+    public static bool MaybeDmaPinned(Page* head) => IsLarge(head)
+        ? Volatile.Read(ref Pincount(head)) > 0
+        : Volatile.Read(ref head->RefCount) >= Fork.GupPinCountingBias;
+
+    /// <summary>prep_compound_head's folio fields (called from prep_compound_page).</summary>
+    public static void PrepCompoundHead(Page* head, ulong headVaddr, int order)
+    {
+        LargeMapcount(head) = -1;
+        NrPagesMapped(head) = 0;
+        EntireMapcount(head) = -1;
+        Pincount(head) = 0;
+        MmIdMapcount(head)[0] = -1;
+        MmIdMapcount(head)[1] = -1;
+        MmIds(head) = 0;
+        if (order > 1)
+        {
+            ulong self = headVaddr + (ulong)FolioLayout.DeferredList; // INIT_LIST_HEAD
+            DeferredList(head)[0] = self;
+            DeferredList(head)[1] = self;
+        }
+    }
+
+    /// <summary>free_tail_page_prepare's folio checks: what must hold of a large folio when it is freed.</summary>
+    public static string? BadAtFree(Page* head, ulong headVaddr, int order)
+    {
+        if (LargeMapcount(head) != -1) return "nonzero large_mapcount";
+        if (NrPagesMapped(head) != 0) return "nonzero nr_pages_mapped";
+        if (MmIdMapcount(head)[0] != -1 || MmIdMapcount(head)[1] != -1) return "nonzero mm mapcount";
+        if (EntireMapcount(head) != -1) return "nonzero entire_mapcount";
+        if (Pincount(head) != 0) return "nonzero pincount";
+        if (order > 1 && DeferredList(head)[0] != headVaddr + (ulong)FolioLayout.DeferredList) return "on deferred list";
+        return null;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // _large_mapcount with MM-ID tracking (include/linux/rmap.h, CONFIG_MM_ID)
+    // ---------------------------------------------------------------------------------------------
+
+    private static void LockLargeMapcount(Page* head)
+    {
+        ref ulong ids = ref MmIds(head);
+        var spin = new SpinWait();
+        while ((Interlocked.Or(ref ids, 1UL << MmIdsLockBit) & (1UL << MmIdsLockBit)) != 0) spin.SpinOnce(-1);
+    }
+
+    private static void UnlockLargeMapcount(Page* head) => Interlocked.And(ref MmIds(head), ~(1UL << MmIdsLockBit));
+
+    private static uint MmId(Page* head, int idx) => (uint)(MmIds(head) >> (32 * idx)) & MmIdMask;
+
+    private static void SetMmId(Page* head, int idx, uint id)
+    {
+        ref ulong ids = ref MmIds(head);
+        int shift = 32 * idx;
+        ulong cleared = ids & ~((ulong)MmIdMask << shift);
+        Volatile.Write(ref ids, cleared | ((ulong)id << shift));
+    }
+
+    private static void SetShared(Page* head, bool shared)
+    {
+        if (shared) Interlocked.Or(ref MmIds(head), 1UL << MmIdsSharedBit);
+        else Interlocked.And(ref MmIds(head), ~(1UL << MmIdsSharedBit));
+    }
+
+    /// <summary>folio_set_large_mapcount: the first mappings, all by one mm.</summary>
+    private static void SetLargeMapcount(Page* head, int mappings, uint mmId)
+    {
+        LargeMapcount(head) = mappings - 1;
+        MmIdMapcount(head)[0] = mappings - 1;
+        SetMmId(head, 0, mmId);
+    }
+
+    /// <summary>folio_add_return_large_mapcount.</summary>
+    public static int AddLargeMapcount(Page* head, int diff, uint mmId)
+    {
+        LockLargeMapcount(head);
+        int val = LargeMapcount(head) + diff;
+        Volatile.Write(ref LargeMapcount(head), val);
+        int* slot = MmIdMapcount(head);
+        if (MmId(head, 0) == mmId) slot[0] += diff;
+        else if (MmId(head, 1) == mmId) slot[1] += diff;
+        else if (MmId(head, 0) == 0)
+        {
+            SetMmId(head, 0, mmId);
+            slot[0] = diff - 1;
+            if (val != diff - 1) SetShared(head, true); // we might have other mappings already
+        }
+        else if (MmId(head, 1) == 0)
+        {
+            SetMmId(head, 1, mmId);
+            slot[1] = diff - 1;
+            SetShared(head, true); // slot 0 certainly has mappings as well
+        }
+        else
+        {
+            SetShared(head, true); // a third mm: no slot, certainly shared
+        }
+        UnlockLargeMapcount(head);
+        return val + 1;
+    }
+
+    /// <summary>folio_sub_return_large_mapcount.</summary>
+    public static int SubLargeMapcount(Page* head, int diff, uint mmId)
+    {
+        LockLargeMapcount(head);
+        int val = LargeMapcount(head) - diff;
+        Volatile.Write(ref LargeMapcount(head), val);
+        int* slot = MmIdMapcount(head);
+        bool check = true;
+        for (int i = 0; i < 2; i++)
+        {
+            if (MmId(head, i) != mmId) continue;
+            slot[i] -= diff;
+            if (slot[i] >= 0) { check = false; break; }
+            slot[i] = -1;
+            SetMmId(head, i, 0);
+            break;
+        }
+        // One slot owning every mapping means mapped exclusively (an unmapped folio too: both slots are -1).
+        if (check && (slot[0] == val || slot[1] == val)) SetShared(head, false);
+        UnlockLargeMapcount(head);
+        return val + 1;
+    }
+
+    /// <summary>The reuse test of __wp_can_reuse_large_anon_folio under folio_lock_large_mapcount.</summary>
+    public static bool ExclusiveToOneMm(Page* head)
+    {
+        LockLargeMapcount(head);
+        bool ok = !MaybeMappedShared(head) && LargeMapcount(head) + 1 == Volatile.Read(ref head->RefCount);
+        UnlockLargeMapcount(head);
+        return ok;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // rmap for large anonymous folios (PTE level)
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>folio_add_new_anon_rmap(RMAP_EXCLUSIVE) for a PTE-mapped large folio: every page mapped once, exclusively.</summary>
+    public static void AddNewAnonRmap(Cpu.Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong address)
+    {
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        int order = Order(head), nr = 1 << order;
+        head->Mapping = Rmap.AnonMapping(anonVma);
+        head->Index = vma.LinearPageIndex(address);
+        for (int i = 0; i < nr; i++)
+        {
+            Page* p = head + i;
+            p->MapCount = 0;
+            p->Flags |= 1UL << PG.AnonExclusive;
+        }
+        SetLargeMapcount(head, nr, vma.Mm.MmId);
+        NrPagesMapped(head) = nr;
+        head->Flags |= (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonPages, nr);
+        m.Thp.Count(order, MthpStat.NrAnon, 1);
+    }
+
+    /// <summary>
+    /// __folio_try_dup_anon_rmap (PTE level, large folio): fork shares nr pages of the folio with the
+    /// child. False (-EBUSY) when the folio may be pinned and one of the pages is exclusive.
+    /// </summary>
+    public static bool TryDupAnonRmapPtes(Machine m, Page* head, Page* page, int nr, Vma dstVma, bool maybePinned)
+    {
+        if (maybePinned)
+            for (int i = 0; i < nr; i++)
+                if (page[i].TestFlag(PG.AnonExclusive)) return false;
+        for (int i = 0; i < nr; i++)
+        {
+            if (page[i].TestFlag(PG.AnonExclusive)) Interlocked.And(ref page[i].Flags, ~(1UL << PG.AnonExclusive));
+            Interlocked.Increment(ref page[i].MapCount);
+        }
+        AddLargeMapcount(head, nr, dstVma.Mm.MmId);
+        return true;
+    }
+
+    /// <summary>
+    /// __folio_remove_rmap (PTE level, large folio): nr consecutive pages of the folio lose one PTE
+    /// mapping each. A folio left partly mapped goes on the deferred-split queue.
+    /// </summary>
+    public static void RemoveRmapPtes(Cpu.Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, MmStruct mm)
+    {
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        Page* page = m.Vmemmap.PfnToPage(pfn);
+        SubLargeMapcount(head, nr, mm.MmId);
+        int last = 0;
+        for (int i = 0; i < nr; i++)
+        {
+            int after = Interlocked.Decrement(ref page[i].MapCount);
+            Bug.On(after < -1, "page {0:x}: mapcount underflow", pfn + (ulong)i);
+            if (after == -1) last++;
+        }
+        if (last == 0) return;
+        int mapped = Interlocked.Add(ref NrPagesMapped(head), -last);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -last);
+        bool partially = mapped != 0;
+        if (partially && !PartiallyMapped(head)) m.SplitQueue.DeferredSplitFolio(cpu, headPfn);
+    }
+
+    /// <summary>
+    /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: off the deferred
+    /// list, out of the mTHP nr_anon count, off the LRU, back to the allocator at its order).
+    /// </summary>
+    public static void PutRefs(Cpu.Cpu cpu, Machine m, ulong headPfn, int nr)
+    {
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        int after = Interlocked.Add(ref head->RefCount, -nr);
+        if (after > 0) return;
+        Bug.On(after < 0, "folio {0:x}: refcount underflow", headPfn);
+        int order = Order(head);
+        if (order > 0)
+        {
+            m.SplitQueue.Unqueue(headPfn);
+            if ((head->Mapping & PageTypes.MappingAnon) != 0) m.Thp.Count(order, MthpStat.NrAnon, -1);
+            for (int i = 0; i < 1 << order; i++) head[i].Flags &= ~(1UL << PG.AnonExclusive);
+        }
+        head->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Active) | (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked));
+        m.Allocator.FreeFrozenPages(cpu.Id, headPfn, order);
+    }
+
+    /// <summary>Clears page[1]'s PG_partially_mapped (under the split-queue lock).</summary>
+    public static void ClearPartiallyMapped(Page* head) => Flags1(head) &= ~(1UL << PG.PartiallyMapped);
+
+    public static void SetPartiallyMapped(Page* head) => Flags1(head) |= 1UL << PG.PartiallyMapped;
+}
