@@ -55,6 +55,39 @@ public sealed class Kernel : IDisposable
         Machine.Rcu.Barrier(s.Cpu);
     }
 
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _invariantViolations = new();
+
+    /// <summary>What the invariant mode (KernelConfig.DebugVm) found at fork and exit: empty when all is well.</summary>
+    public IReadOnlyCollection<string> InvariantViolations => _invariantViolations;
+
+    /// <summary>
+    /// The page-table audit over every live address space (each held with mmap_lock for write): writable
+    /// anonymous pages exclusive to one mm, mapcounts equal to the entries mapping them, refcount at least
+    /// mapcount + pins. Returns what is wrong.
+    /// </summary>
+    public IReadOnlyList<string> CheckInvariants()
+    {
+        MmStruct[] mms;
+        lock (_processes) mms = [.. _processes.Where(p => !p.Exited).Select(p => p.Mm)];
+        int locked = 0;
+        try
+        {
+            foreach (MmStruct mm in mms) { mm.MmapLock.WriteLock(); locked++; }
+            return PageTableCheck.Check(Machine, mms);
+        }
+        finally
+        {
+            for (int i = 0; i < locked; i++) mms[i].MmapLock.WriteUnlock();
+        }
+    }
+
+    /// <summary>In the invariant mode, audit now and keep what was found.</summary>
+    internal void DebugVmCheckpoint()
+    {
+        if (!Config.DebugVm) return;
+        foreach (string v in CheckInvariants()) _invariantViolations.Enqueue(v);
+    }
+
     /// <summary>The deferred-split shrinker: splits every queued, partially mapped large folio it can; returns how many.</summary>
     public long SplitDeferred()
     {
@@ -145,12 +178,35 @@ public sealed class Process
         return NativeMmu.Mm.Mmap.DoMadvise(s.Cpu, Mm, addr, length, advice);
     }
 
+    /// <summary>
+    /// get_user_pages(start, nr_pages, gup_flags): a reference on each page, faulting pages in as needed
+    /// (FOLL_WRITE breaks COW first), like the reference vmsplice takes. Dispose the result to put them.
+    /// </summary>
+    public Errno GetUserPages(ulong start, int nrPages, Foll flags, out UserPages? pages)
+        => Gup_(start, nrPages, (flags & ~Foll.Pin) | Foll.Get, out pages);
+
+    /// <summary>
+    /// pin_user_pages(start, nr_pages, gup_flags): FOLL_PIN on each page (FOLL_LONGTERM and FOLL_WRITE as
+    /// given). A read-only long-term pin first unshares a page the process shares with another. Dispose to unpin.
+    /// </summary>
+    public Errno PinUserPages(ulong start, int nrPages, Foll flags, out UserPages? pages)
+        => Gup_(start, nrPages, (flags & ~Foll.Get) | Foll.Pin, out pages);
+
+    private Errno Gup_(ulong start, int nrPages, Foll flags, out UserPages? pages)
+    {
+        using CpuScope s = Kernel.Machine.EnterCpu();
+        Errno e = NativeMmu.Mm.Gup.GetUserPages(s.Cpu, Mm, start, nrPages, flags, out ulong[] pfns);
+        pages = e == Errno.Success ? new UserPages(Kernel.Machine, pfns, flags) : null;
+        return e;
+    }
+
     /// <summary>fork(): a child process whose address space is a copy-on-write copy of this one.</summary>
     public Process Fork(string? name = null)
     {
         var child = Kernel.CreateProcess(name ?? Name);
         using CpuScope s = Kernel.Machine.EnterCpu();
         NativeMmu.Mm.Fork.DupMmap(s.Cpu, Mm, child.Mm);
+        Kernel.DebugVmCheckpoint();
         if (NativeMmuEventSource.Log.ForkEventsEnabled) NativeMmuEventSource.Log.Fork(Pid, child.Pid, child.Mm.Vmas.Count);
         return child;
     }
@@ -162,6 +218,7 @@ public sealed class Process
     public void Exit()
     {
         if (Exited) return;
+        Kernel.DebugVmCheckpoint();
         Exited = true;
         using (CpuScope s = Kernel.Machine.EnterCpu())
         {

@@ -171,7 +171,7 @@ internal static unsafe class Fork
                     // A page of a large folio: __folio_try_dup_anon_rmap for this PTE (maybe pinned: _pincount).
                     Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn));
                     Interlocked.Increment(ref head->RefCount);
-                    if (!Folio.TryDupAnonRmapPtes(m, head, page, 1, dstVma, Folio.MaybeDmaPinned(head)))
+                    if (!Folio.TryDupAnonRmapPtes(m, head, page, 1, dstVma, src.HasPinned && Folio.MaybeDmaPinned(head)))
                     {
                         Interlocked.Decrement(ref head->RefCount);
                         if (!CopyPresentPage(cpu, dstVma, dstPte, addr, pte)) { ok = false; break; }
@@ -181,7 +181,7 @@ internal static unsafe class Fork
                     }
                     rss++;
                 }
-                else if (page->TestFlag(PG.AnonExclusive) && Volatile.Read(ref page->RefCount) >= GupPinCountingBias)
+                else if (page->TestFlag(PG.AnonExclusive) && src.HasPinned && Volatile.Read(ref page->RefCount) >= GupPinCountingBias)
                 {
                     // folio_try_dup_anon_rmap_pte said -EBUSY (maybe pinned): copy_present_page.
                     if (!CopyPresentPage(cpu, dstVma, dstPte, addr, pte)) { ok = false; break; }

@@ -50,6 +50,8 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     /// <summary>mm->mm_id (CONFIG_MM_ID): the owner id large folios record per mapping mm; 1..2^31-1.</summary>
     public uint MmId { get; } = (uint)(Interlocked.Increment(ref s_nextMmId) & 0x7fff_ffff) is var id && id != 0 ? id : 1;
     private static long s_nextMmId;
+    /// <summary>MMF_HAS_PINNED: pin_user_pages has pinned a page of this mm at least once.</summary>
+    public bool HasPinned { get; internal set; }
     /// <summary>mmap_lock.</summary>
     public MmapLock MmapLock { get; }
     /// <summary>The VMAs, under mmap_lock.</summary>

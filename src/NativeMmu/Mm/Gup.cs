@@ -1,0 +1,238 @@
+using NativeMmu.Arch.X86;
+using NativeMmu.Cpu;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
+
+namespace NativeMmu.Mm;
+
+/// <summary>The FOLL_* flags of include/linux/mm_types.h that get_user_pages callers pass (and FOLL_PIN, which pin_user_pages sets).</summary>
+[Flags]
+public enum Foll : uint
+{
+    None = 0,
+    Write = 1 << 0,
+    Get = 1 << 1,
+    Force = 1 << 3,
+    Longterm = 1 << 8,
+    /// <summary>Internal to mm/gup.c: set by pin_user_pages*, never by callers.</summary>
+    Pin = 1 << 18,
+}
+
+/// <summary>
+/// Pages taken by <see cref="Process.GetUserPages"/> or <see cref="Process.PinUserPages"/>: the frames as
+/// they were when looked up. Reads go to the frames themselves, as a device doing DMA would see them.
+/// Disposing drops the references (put_page / unpin_user_pages).
+/// </summary>
+public sealed unsafe class UserPages : IDisposable
+{
+    private readonly Machine _m;
+    private readonly ulong[] _pfns;
+    private bool _released;
+
+    internal UserPages(Machine m, ulong[] pfns, Foll flags)
+    {
+        _m = m;
+        _pfns = pfns;
+        Flags = flags;
+    }
+
+    public Foll Flags { get; }
+    public int Count => _pfns.Length;
+    public ulong Pfn(int index) => _pfns[index];
+
+    /// <summary>Reads a value at an offset inside the index-th page, straight from the frame.</summary>
+    public T Read<T>(int index, int offset = 0) where T : unmanaged
+    {
+        ObjectDisposedException.ThrowIf(_released, this);
+        if ((uint)offset > Geometry.PageSize - (uint)sizeof(T)) throw new ArgumentOutOfRangeException(nameof(offset));
+        return *(T*)(_m.Memory.FrameAddress(_pfns[index]) + offset);
+    }
+
+    /// <summary>Writes through the reference (a device writing into a FOLL_WRITE pin).</summary>
+    public void Write<T>(int index, int offset, T value) where T : unmanaged
+    {
+        ObjectDisposedException.ThrowIf(_released, this);
+        if ((Flags & Foll.Write) == 0) throw new InvalidOperationException("the pages were not taken with FOLL_WRITE");
+        *(T*)(_m.Memory.FrameAddress(_pfns[index]) + offset) = value;
+    }
+
+    /// <summary>unpin_user_pages / put_page for every page.</summary>
+    public void Dispose()
+    {
+        if (_released) return;
+        _released = true;
+        using CpuScope s = _m.EnterCpu();
+        foreach (ulong pfn in _pfns) Gup.Release(s.Cpu, _m, pfn, Flags);
+    }
+}
+
+/// <summary>mm/gup.c: __get_user_pages (the slow path: follow_page_mask, faultin_page) and the pin accounting.</summary>
+internal static unsafe class Gup
+{
+    /// <summary>
+    /// __get_user_pages under mmap_lock for read: for each page, follow the page tables; when the entry is
+    /// missing, not writable for FOLL_WRITE, or must be unshared for a read-only pin, fault it in
+    /// (handle_mm_fault with FAULT_FLAG_WRITE or FAULT_FLAG_UNSHARE) and look again.
+    /// </summary>
+    public static Errno GetUserPages(Cpu.Cpu cpu, MmStruct mm, ulong start, int nrPages, Foll flags, out ulong[] pfns)
+    {
+        pfns = new ulong[nrPages];
+        Machine m = mm.Machine;
+        mm.MmapLock.ReadLock(cpu.Id);
+        int got = 0;
+        Errno err = Errno.Success;
+        try
+        {
+            for (; got < nrPages; got++)
+            {
+                ulong address = (start & Geometry.PageMask) + (ulong)got * Geometry.PageSize;
+                Vma? vma = mm.Vmas.FindVma(address);
+                if (vma is null || vma.VmStart > address) { err = Errno.EFAULT; break; }
+                if (CheckVmaFlags(vma, flags) is var e && e != Errno.Success) { err = e; break; }
+                while (true)
+                {
+                    ulong pfn = FollowPage(cpu, m, vma, address, flags, out FaultFlags need);
+                    if (pfn != 0)
+                    {
+                        pfns[got] = pfn;
+                        break;
+                    }
+                    // faultin_page
+                    VmFaultT ret = PageFaultHandler.HandleMmFault(cpu, vma, address, need | FaultFlags.Remote);
+                    if ((ret & VmFaultT.Oom) != 0) { err = Errno.ENOMEM; break; }
+                    if ((ret & VmFaultT.Error) != 0) { err = Errno.EFAULT; break; }
+                }
+                if (err != Errno.Success) break;
+            }
+        }
+        finally
+        {
+            mm.MmapLock.ReadUnlock(cpu.Id);
+        }
+        if (err != Errno.Success)
+        {
+            for (int i = 0; i < got; i++) Release(cpu, m, pfns[i], flags);
+            pfns = [];
+        }
+        else if ((flags & Foll.Pin) != 0)
+        {
+            mm.HasPinned = true; // MMF_HAS_PINNED
+        }
+        return err;
+    }
+
+    /// <summary>check_vma_flags: FOLL_WRITE needs VM_WRITE (or FOLL_FORCE on a COW mapping); reads need VM_READ.</summary>
+    private static Errno CheckVmaFlags(Vma vma, Foll flags)
+    {
+        if ((flags & Foll.Write) != 0)
+        {
+            if ((vma.VmFlags & VmFlags.Write) == 0
+                && ((flags & Foll.Force) == 0 || (vma.VmFlags & (VmFlags.Shared | VmFlags.MayWrite)) != VmFlags.MayWrite))
+                return Errno.EFAULT;
+        }
+        else if ((vma.VmFlags & VmFlags.Read) == 0)
+        {
+            return Errno.EFAULT;
+        }
+        return Errno.Success;
+    }
+
+    /// <summary>
+    /// follow_page_pte under the PTE lock: the PFN with its reference taken (try_grab_folio), or 0 with the
+    /// fault that would make it followable.
+    /// </summary>
+    private static ulong FollowPage(Cpu.Cpu cpu, Machine m, Vma vma, ulong address, Foll flags, out FaultFlags need)
+    {
+        need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
+        ulong* pmd = WalkToPmd(vma.Mm, address);
+        if (pmd == null) return 0;
+        ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, address, out int* ptl);
+        if (pte == null) return 0;
+        try
+        {
+            var entry = new Pte(PgTable.Get(pte));
+            if (!entry.Present) return 0;
+            if ((flags & Foll.Write) != 0 && !entry.Write) return 0; // can_follow_write_pte: COW first
+            ulong pfn = entry.Pfn;
+            bool zero = entry.Special || pfn == m.ZeroPfn;
+            Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn));
+            if (!entry.Write && MustUnshare(vma, flags, zero, head, m.Vmemmap.PfnToPage(pfn)))
+            {
+                need = FaultFlags.Unshare;
+                return 0;
+            }
+            if (zero) return pfn; // the shared zero page: no reference to take (it is never freed)
+            Grab(head, flags);
+            return pfn;
+        }
+        finally
+        {
+            Spin.Unlock(ptl);
+        }
+    }
+
+    /// <summary>
+    /// gup_must_unshare: only FOLL_PIN without FOLL_WRITE. An anonymous page that is not PageAnonExclusive
+    /// must be unshared first; the zero page only for a long-term pin in a COW mapping.
+    /// </summary>
+    private static bool MustUnshare(Vma vma, Foll flags, bool zero, Page* head, Page* page)
+    {
+        if ((flags & (Foll.Write | Foll.Pin)) != Foll.Pin) return false;
+        if (zero || (head->Mapping & PageTypes.MappingAnon) == 0)
+            return (flags & Foll.Longterm) != 0 && (vma.VmFlags & (VmFlags.Shared | VmFlags.MayWrite)) == VmFlags.MayWrite;
+        return !page->TestFlag(PG.AnonExclusive);
+    }
+
+    /// <summary>try_grab_folio: FOLL_GET takes a reference; FOLL_PIN adds GUP_PIN_COUNTING_BIAS (small) or a reference and a _pincount (large).</summary>
+    private static void Grab(Page* head, Foll flags)
+    {
+        if ((flags & Foll.Pin) == 0)
+        {
+            Interlocked.Increment(ref head->RefCount);
+            return;
+        }
+        if (Folio.IsLarge(head))
+        {
+            Interlocked.Increment(ref head->RefCount);
+            Interlocked.Increment(ref Folio.Pincount(head));
+        }
+        else
+        {
+            Interlocked.Add(ref head->RefCount, Fork.GupPinCountingBias);
+        }
+    }
+
+    /// <summary>put_page / unpin_user_page (gup_put_folio): the last reference frees the folio.</summary>
+    internal static void Release(Cpu.Cpu cpu, Machine m, ulong pfn, Foll flags)
+    {
+        if (pfn == m.ZeroPfn) return;
+        ulong headPfn = Folio.HeadPfn(m, pfn);
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        int refs = 1;
+        if ((flags & Foll.Pin) != 0)
+        {
+            if (Folio.IsLarge(head)) Interlocked.Decrement(ref Folio.Pincount(head));
+            else refs = Fork.GupPinCountingBias;
+        }
+        if (Folio.IsLarge(head)) Folio.PutRefs(cpu, m, headPfn, refs);
+        else
+        {
+            if (refs > 1) Interlocked.Add(ref head->RefCount, -(refs - 1));
+            Rmap.FolioPut(cpu, m, headPfn);
+        }
+    }
+
+    private static ulong* WalkToPmd(MmStruct mm, ulong address)
+    {
+        PhysicalMemory mem = mm.Machine.Memory;
+        ulong* pgd = PgTable.PgdOffset(mm, address);
+        if (new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) return null;
+        ulong* p4d = PgTable.P4dOffset(mm, pgd, address);
+        ulong p4dval = PgTable.Get(p4d);
+        if (new P4d(p4dval).None) return null;
+        ulong* pud = PgTable.PudOffset(mem, p4dval, address);
+        ulong pudval = PgTable.Get(pud);
+        if (new Pud(pudval).None) return null;
+        return PgTable.PmdOffset(mem, pudval, address);
+    }
+}
