@@ -12,6 +12,7 @@ public static class Program
             MultiFaultCommand.Create(),
             PtReclaimCommand.Create(),
             ForkCommand.Create(),
+            MthpReuseCommand.Create(),
             FuzzCommand.Create(),
         };
         return root.Parse(args).Invoke();
