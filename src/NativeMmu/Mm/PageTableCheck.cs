@@ -9,70 +9,181 @@ namespace NativeMmu.Mm;
 /// walks every live address space and compares what the page tables map with what struct page says.
 /// <list type="bullet">
 /// <item>No anonymous page is mapped writable by two mms, nor writable without PageAnonExclusive.</item>
-/// <item>Every page's mapcount equals the number of PTEs that map it; a large folio's _large_mapcount
-/// equals the PTE mappings of all its pages.</item>
-/// <item>refcount ≥ mapcount + pins.</item>
+/// <item>Every page's _mapcount + 1 equals the number of PTEs that map it; a large folio's
+/// folio_mapcount (_large_mapcount + 1) equals the PTE mappings of all its pages plus its PMD
+/// mappings, and _entire_mapcount + 1 equals its PMD mappings.</item>
+/// <item>refcount ≥ mapcount + pins (a small folio's pins are inside its refcount, GUP_PIN_COUNTING_BIAS
+/// each; a large folio counts them in _pincount as well).</item>
 /// </list>
-/// A debug path: it allocates freely. Callers hold every mm still (mmap_lock for write).
+/// A debug path: it allocates freely and needs no CPU. Callers hold every mm still (mmap_lock for write).
 /// </summary>
 internal static unsafe class PageTableCheck
 {
+    /// <summary>What the page tables say about one page (PTE level) or one folio (PMD level).</summary>
     private sealed class Seen
     {
-        public int Ptes;
+        public int Maps;
         public MmStruct? WritableBy;
+    }
+
+    private sealed class Audit(Machine m)
+    {
+        public readonly Machine M = m;
+        public readonly PhysicalMemory Mem = m.Memory;
+        public readonly List<string> Errors = [];
+        /// <summary>PFN → the PTEs mapping that page.</summary>
+        public readonly Dictionary<ulong, Seen> Pages = [];
+        /// <summary>Head PFN → the PMD leaves mapping that folio entirely.</summary>
+        public readonly Dictionary<ulong, Seen> Entire = [];
     }
 
     public static List<string> Check(Machine m, IReadOnlyList<MmStruct> mms)
     {
-        var errors = new List<string>();
-        var pages = new Dictionary<ulong, Seen>();
+        var a = new Audit(m);
         foreach (MmStruct mm in mms)
             foreach (Vma vma in mm.Vmas)
-                for (ulong addr = vma.VmStart; addr < vma.VmEnd; addr += Geometry.PageSize)
-                {
-                    ulong* pte = PgTable.WalkToPte(mm, addr);
-                    if (pte == null) { addr = (addr & Geometry.PmdMask) + Geometry.PmdSize - Geometry.PageSize; continue; }
-                    var e = new Pte(PgTable.Get(pte));
-                    if (!e.Present || e.Special || e.Pfn == m.ZeroPfn) continue;
-                    if (!pages.TryGetValue(e.Pfn, out Seen? s)) pages[e.Pfn] = s = new Seen();
-                    s.Ptes++;
-                    if (!e.Write) continue;
-                    Page* page = m.Vmemmap.PfnToPage(e.Pfn);
-                    Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, e.Pfn));
-                    if ((head->Mapping & PageTypes.MappingAnon) == 0) continue;
-                    if (s.WritableBy is { } other && !ReferenceEquals(other, mm))
-                        errors.Add($"pfn {e.Pfn:x}: anonymous page mapped writable by two mms (ids {other.MmId} and {mm.MmId})");
-                    s.WritableBy = mm;
-                    if (!page->TestFlag(PG.AnonExclusive))
-                        errors.Add($"pfn {e.Pfn:x}: mapped writable at {addr:x} without PageAnonExclusive");
-                }
+                if (vma.VmStart < vma.VmEnd) WalkPgdRange(a, mm, vma.VmStart, vma.VmEnd);
 
-        var folios = new Dictionary<ulong, int>();
-        foreach ((ulong pfn, Seen s) in pages)
+        // Per page: _mapcount against the PTEs; small folios' refcount here too.
+        var folios = new Dictionary<ulong, int>(); // head PFN → PTE mappings of all its pages
+        foreach ((ulong pfn, Seen s) in a.Pages)
         {
             Page* page = m.Vmemmap.PfnToPage(pfn);
             ulong headPfn = Folio.HeadPfn(m, pfn);
             Page* head = m.Vmemmap.PfnToPage(headPfn);
-            if (page->MapCount + 1 != s.Ptes)
-                errors.Add($"pfn {pfn:x}: mapcount {page->MapCount + 1} but {s.Ptes} {(s.Ptes == 1 ? "PTE maps" : "PTEs map")} it");
+            int mapcount = page->MapCount + 1;
+            if (mapcount != s.Maps)
+                a.Errors.Add($"pfn {pfn:x}: mapcount {mapcount} but {s.Maps} {(s.Maps == 1 ? "PTE maps" : "PTEs map")} it");
             if (!Folio.IsLarge(head))
             {
-                if (page->RefCount < page->MapCount + 1)
-                    errors.Add($"pfn {pfn:x}: refcount {page->RefCount} below mapcount {page->MapCount + 1}");
+                if (page->RefCount < mapcount)
+                    a.Errors.Add($"pfn {pfn:x}: refcount {page->RefCount} below mapcount {mapcount}");
                 continue;
             }
-            folios[headPfn] = folios.GetValueOrDefault(headPfn) + s.Ptes;
+            folios[headPfn] = folios.GetValueOrDefault(headPfn) + s.Maps;
         }
+        foreach (ulong headPfn in a.Entire.Keys)
+            folios.TryAdd(headPfn, 0);
+
+        // Per large folio: folio_mapcount against every mapping, _entire_mapcount against the PMDs, refcount.
         foreach ((ulong headPfn, int ptes) in folios)
         {
             Page* head = m.Vmemmap.PfnToPage(headPfn);
+            int pmds = a.Entire.TryGetValue(headPfn, out Seen? e) ? e.Maps : 0;
             int mapcount = Folio.Mapcount(head), pins = Folio.Pincount(head);
-            if (mapcount != ptes)
-                errors.Add($"folio {headPfn:x} (order {Folio.Order(head)}): large_mapcount {mapcount} but {ptes} PTEs map it");
+            if (mapcount != ptes + pmds)
+                a.Errors.Add(pmds == 0
+                    ? $"folio {headPfn:x} (order {Folio.Order(head)}): large_mapcount {mapcount} but {ptes} {(ptes == 1 ? "PTE maps" : "PTEs map")} it"
+                    : $"folio {headPfn:x} (order {Folio.Order(head)}): large_mapcount {mapcount} but {ptes} PTEs and {pmds} PMDs map it");
+            if (pmds != 0 && Folio.EntireMapcount(head) + 1 != pmds)
+                a.Errors.Add($"folio {headPfn:x}: entire_mapcount {Folio.EntireMapcount(head) + 1} but {pmds} {(pmds == 1 ? "PMD maps" : "PMDs map")} it");
             if (head->RefCount < mapcount + pins)
-                errors.Add($"folio {headPfn:x}: refcount {head->RefCount} below mapcount {mapcount} + pincount {pins}");
+                a.Errors.Add($"folio {headPfn:x}: refcount {head->RefCount} below mapcount {mapcount} + pincount {pins}");
         }
-        return errors;
+        return a.Errors;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The walk: next = pXd_addr_end(addr, end); skip none; descend (as in zap and fork).
+    // ---------------------------------------------------------------------------------------------
+
+    private static void WalkPgdRange(Audit a, MmStruct mm, ulong addr, ulong end)
+    {
+        ulong* pgd = PgTable.PgdOffset(mm, addr);
+        do
+        {
+            ulong next = mm.Paging.PgdAddrEnd(addr, end);
+            if (!new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) WalkP4dRange(a, mm, pgd, addr, next);
+            pgd++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void WalkP4dRange(Audit a, MmStruct mm, ulong* pgd, ulong addr, ulong end)
+    {
+        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        do
+        {
+            ulong next = mm.Paging.P4dAddrEnd(addr, end);
+            ulong p4dval = PgTable.Get(p4d);
+            if (!new P4d(p4dval).None) WalkPudRange(a, mm, p4dval, addr, next);
+            p4d++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void WalkPudRange(Audit a, MmStruct mm, ulong p4dval, ulong addr, ulong end)
+    {
+        ulong* pud = PgTable.PudOffset(a.Mem, p4dval, addr);
+        do
+        {
+            ulong next = Geometry.PudAddrEnd(addr, end);
+            var v = new Pud(PgTable.Get(pud));
+            if (!v.None && !v.Leaf) WalkPmdRange(a, mm, v.Value, addr, next); // no PUD leaves are made
+            pud++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void WalkPmdRange(Audit a, MmStruct mm, ulong pudval, ulong addr, ulong end)
+    {
+        ulong* pmd = PgTable.PmdOffset(a.Mem, pudval, addr);
+        do
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            var v = new Pmd(PgTable.Get(pmd));
+            if (v.Leaf)
+            {
+                // A PMD-mapped THP (none are made yet): count the folio's entire mapping once.
+                CountPmd(a, mm, v, addr);
+            }
+            else if (!v.None)
+            {
+                WalkPteRange(a, mm, v.Value, addr, next);
+            }
+            pmd++;
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    private static void WalkPteRange(Audit a, MmStruct mm, ulong pmdval, ulong addr, ulong end)
+    {
+        ulong* pte = PgTable.PteOffset(a.Mem, pmdval, addr);
+        for (; addr != end; addr += Geometry.PageSize, pte++)
+        {
+            var e = new Pte(PgTable.Get(pte));
+            if (!e.Present || e.Special || e.Pfn == a.M.ZeroPfn) continue; // vm_normal_page
+            if (!a.Pages.TryGetValue(e.Pfn, out Seen? s)) a.Pages[e.Pfn] = s = new Seen();
+            s.Maps++;
+            if (e.Write) CheckWritable(a, mm, e.Pfn, s, addr, "PTE");
+        }
+    }
+
+    private static void CountPmd(Audit a, MmStruct mm, Pmd v, ulong addr)
+    {
+        ulong headPfn = Folio.HeadPfn(a.M, v.Pfn);
+        if (!a.Entire.TryGetValue(headPfn, out Seen? s)) a.Entire[headPfn] = s = new Seen();
+        s.Maps++;
+        if (v.Write) CheckWritable(a, mm, v.Pfn, s, addr, "PMD");
+    }
+
+    /// <summary>
+    /// page_table_check's rule for anonymous memory: a writable mapping is the only mapping of the
+    /// page (one mm), and the page is PageAnonExclusive.
+    /// </summary>
+    private static void CheckWritable(Audit a, MmStruct mm, ulong pfn, Seen s, ulong addr, string level)
+    {
+        Page* page = a.M.Vmemmap.PfnToPage(pfn);
+        Page* head = a.M.Vmemmap.PfnToPage(Folio.HeadPfn(a.M, pfn));
+        if ((head->Mapping & PageTypes.MappingAnon) == 0) return;
+        if (s.WritableBy is { } other && !ReferenceEquals(other, mm))
+            a.Errors.Add($"pfn {pfn:x}: anonymous page mapped writable by two mms (mm ids {other.MmId} and {mm.MmId}), {level} at {addr:x}");
+        s.WritableBy = mm;
+        if (!page->TestFlag(PG.AnonExclusive))
+            a.Errors.Add($"pfn {pfn:x}: anonymous page mapped writable by {level} at {addr:x} (mm id {mm.MmId}) without PageAnonExclusive");
     }
 }
