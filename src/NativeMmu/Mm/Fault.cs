@@ -106,6 +106,10 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
         }
         VmFaultT fault = HandleMmFault(cpu, vma, address, flags, error);
         mm.MmapLock.ReadUnlock(cpu.Id);
+        // Out of memory with partially mapped large folios queued: the deferred-split shrinker frees
+        // their unmapped pages (as reclaim would run it), and the access is retried once.
+        if ((fault & VmFaultT.Oom) != 0 && mm.Machine.SplitQueue.Length > 0 && mm.Machine.SplitQueue.Scan(cpu) > 0)
+            return FaultResult.Retry;
 
         if ((fault & VmFaultT.Error) == 0) return FaultResult.Retry;
         if ((fault & VmFaultT.Oom) != 0) return FaultResult.Oom;

@@ -182,6 +182,31 @@ public class MthpTests
         Assert.That(TestSupport.SettledFreeFrames(kernel), Is.EqualTo(free0), "every frame came back");
     }
 
+    [Test]
+    public void Allocation_pressure_runs_the_deferred_split_shrinker_before_giving_up()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true });
+        kernel.Machine.Thp.Enabled = ThpMode.Never;
+        kernel.Machine.Thp.SetSize(K64, ThpMode.Always);
+        Process p = kernel.CreateProcess();
+        using var cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        const ulong stranded = 20UL << 20;
+        ulong a = MapAligned(p, stranded);
+        for (ulong off = 0; off < stranded; off += PageSize) cpu.Store<byte>(a + off, 1);
+        for (ulong f = a; f < a + stranded; f += K64)      // keep one page of each folio mapped
+            Assert.That(p.Madvise(f + PageSize, K64 - PageSize, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        Assert.That(kernel.Machine.SplitQueue.Length, Is.EqualTo(320));
+
+        ulong more = p.Mmap(16UL << 20);
+        Assert.That(p.Madvise(more, 16UL << 20, Advice.NoHugePage), Is.EqualTo(Errno.Success));
+        for (ulong off = 0; off < (16UL << 20); off += PageSize)
+            Assert.That(cpu.TryStore<byte>(more + off, 1), Is.EqualTo(NativeMmu.Cpu.FaultResult.Retry), $"write at +{off >> 10} KiB");
+        Assert.That(kernel.Machine.Thp.Stat(Order64K, MthpStat.Split), Is.GreaterThan(0), "the shrinker split folios to make room");
+        Assert.That(cpu.Load<byte>(a), Is.EqualTo(1), "the kept pages keep their data");
+        p.Exit();
+    }
+
     [TestCase(PtReclaimMode.Off)]
     [TestCase(PtReclaimMode.Refcount)]
     public void Large_folios_work_in_every_page_table_reclaim_mode(PtReclaimMode pt)
