@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using System.Runtime;
 using System.Text.Json.Serialization;
+using Microsoft.Win32.SafeHandles;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cli.Host;
 using NativeMmu.Mm;
@@ -28,7 +30,8 @@ public static class MthpReuseCommand
         [property: JsonPropertyName("mode")] string Mode,
         [property: JsonPropertyName("first_write"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Phase? FirstWrite,
         [property: JsonPropertyName("all_writes"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Phase? AllWrites,
-        [property: JsonPropertyName("error"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Error = null);
+        [property: JsonPropertyName("error"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Error = null,
+        [property: JsonIgnore] long? ThreadFaults = null);
 
     public sealed record Report(
         [property: JsonPropertyName("scenario")] string Scenario,
@@ -53,7 +56,13 @@ public static class MthpReuseCommand
         };
         cmd.SetAction(r =>
         {
-            Report report = Measure(Size.Parse(r.GetValue(size)!), Size.Parse(r.GetValue(folio)!), r.GetValue(mode)!, r.GetValue(host));
+            Report report;
+            try { report = Measure(Size.Parse(r.GetValue(size)!), Size.Parse(r.GetValue(folio)!), r.GetValue(mode)!, r.GetValue(host)); }
+            catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)
+            {
+                Console.Error.WriteLine($"mthp-reuse: {e.Message}");
+                return 1;
+            }
             if (r.GetValue(json)) Console.Out.WriteLine(ToJson(report));
             else Print(report);
             return 0;
@@ -77,10 +86,10 @@ public static class MthpReuseCommand
     /// <summary>The scenario on the emulator with one write-fault behaviour.</summary>
     public static Run Emulated(string name, LargeFolioWp wp, ulong sizeBytes, ulong folioBytes)
     {
-        using var kernel = new Kernel(new KernelConfig { MemoryBytes = Math.Max(64UL << 20, 4 * sizeBytes), Cpus = 2, WpLargeFolio = wp });
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = MemoryBytesFor(sizeBytes), Cpus = 2, DebugVm = false, WpLargeFolio = wp });
         Thp thp = kernel.Machine.Thp;
-        thp.Enabled = ThpMode.Never;
         thp.DisableAllSizes();
+        thp.Enabled = ThpMode.Never;
         thp.SetSize(folioBytes, ThpMode.Always);
         int order = Thp.OrderOfSize(folioBytes);
         Process p = kernel.CreateProcess("mthp-reuse");
@@ -104,6 +113,13 @@ public static class MthpReuseCommand
         return new Run(name, first.Minus(before, null), all.Minus(before, peak));
     }
 
+    /// <summary>256 MiB, or room for the region four times over (parent, child's share, copies) when it is larger.</summary>
+    private static ulong MemoryBytesFor(ulong sizeBytes)
+    {
+        ulong bytes = Math.Max(256UL << 20, 4 * sizeBytes + (64UL << 20));
+        return (bytes + Geometry.PmdSize - 1) & Geometry.PmdMask;
+    }
+
     private readonly record struct Sample(long Reuse, long Copy, long Pgreuse, long SplitDeferred)
     {
         public static Sample Of(Kernel k, int order) => new(
@@ -119,73 +135,131 @@ public static class MthpReuseCommand
     private const string SysThp = "/sys/kernel/mm/transparent_hugepage";
 
     /// <summary>
-    /// The scenario on the host kernel in this process: every mTHP knob saved, all sizes set to never but
-    /// --folio (always), run, and every knob restored. wp_faults are this thread's minor faults over the
-    /// phase; pgreuse and split_deferred are system-wide deltas.
+    /// The scenario on the host kernel in this process: every THP knob (the top-level one and each size's)
+    /// saved, the top level and every size set to never but --folio (always), the scenario run, and every
+    /// knob restored whatever happens. The counters are system-wide: wp_faults is the /proc/vmstat pgfault
+    /// delta, pgreuse its pgreuse delta, copies = wp_faults − pgreuse, split_deferred the size's sysfs stat.
     /// </summary>
     public static unsafe Run Host(ulong sizeBytes, ulong folioBytes)
     {
         if (!HostFork.Supported) return new Run("host", null, null, "the host fork stub needs x86-64 Linux");
-        string knob = $"{SysThp}/hugepages-{folioBytes >> 10}kB/enabled";
-        string stat = $"{SysThp}/hugepages-{folioBytes >> 10}kB/stats/split_deferred";
+        string dir = $"{SysThp}/hugepages-{folioBytes >> 10}kB";
+        string knob = dir + "/enabled";
+        string stat = dir + "/stats/split_deferred";
+        if (!Directory.Exists(SysThp)) return new Run("host", null, null, $"{SysThp} does not exist: this kernel has no transparent hugepages");
         if (!File.Exists(knob)) return new Run("host", null, null, $"{knob} does not exist: this kernel has no {folioBytes >> 10} kB anonymous mTHP");
-        string[] knobs = [.. Directory.GetDirectories(SysThp, "hugepages-*kB").Select(d => d + "/enabled").Where(File.Exists)];
-        var saved = new Dictionary<string, string>();
+        if (!File.Exists(stat)) return new Run("host", null, null, $"{stat} does not exist: this kernel keeps no per-size mTHP stats");
+
+        string top = SysThp + "/enabled";
+        var knobs = new List<string>();
+        if (File.Exists(top)) knobs.Add(top);
+        knobs.AddRange(Directory.GetDirectories(SysThp, "hugepages-*kB").Select(d => d + "/enabled").Where(File.Exists).Order(StringComparer.Ordinal));
+        var saved = new List<(string Knob, string Value)>(); // the knobs written so far, with the value to restore
         try
         {
-            foreach (string k in knobs) saved[k] = Current(File.ReadAllText(k));
-            foreach (string k in knobs) File.WriteAllText(k, k == knob ? "always" : "never");
+            var current = knobs.ToDictionary(k => k, k => Current(File.ReadAllText(k)));
+            foreach (string k in knobs)
+            {
+                File.WriteAllText(k, k == knob ? "always" : "never");
+                saved.Add((k, current[k]));
+            }
         }
         catch (Exception e) when (e is UnauthorizedAccessException or IOException)
         {
             Restore(saved);
-            return new Run("host", null, null, $"the mTHP knobs are not writable: {e.Message}");
+            return new Run("host", null, null, $"the THP knobs are not writable: {e.Message}");
         }
+
+        ulong length = sizeBytes + folioBytes;
         byte* raw = null;
+        bool noGc = false;
         try
         {
-            raw = HostMemory.Map(sizeBytes + folioBytes);
+            using var counters = new HostCounters(stat);
+            raw = HostMemory.Map(length);
             byte* a = (byte*)(((ulong)raw + folioBytes - 1) & ~(folioBytes - 1));
             for (ulong off = 0; off < sizeBytes; off += Geometry.PageSize) Volatile.Write(ref a[off], (byte)1);
-            HostFork.TimeForks(1); // fork; the child exits at once and is reaped
-            // The runtime's other threads write to their own pages after the fork too (each a pgreuse of
-            // its own); let that settle before the system-wide counters are sampled.
+            HostFork.TimeForks(1); // fork; the child calls exit_group at once and is reaped
+            // After the fork every writable page of this process is write-protected, so the runtime's other
+            // threads take wp faults (and pgreuse) on their own pages too; let them settle first.
             Thread.Sleep(500);
+            try { noGc = GC.TryStartNoGCRegion(1 << 20); }
+            catch (InvalidOperationException) { }
+            counters.Take(); // warm up: JIT the sampler, fault its buffer and this stack back in
+            counters.Take();
 
-            // getrusage allocates nothing, so the minor-fault counts bracket the writes alone; the
-            // system-wide counters are read (which allocates, and may fault) outside those brackets.
-            HostSample before = HostSample.Take(stat);
-            long f0 = HostMemory.ThreadMinorFaults();
+            // From here to the last sample nothing is allocated: the samples read into a preallocated buffer.
+            HostSample before = counters.Take();
             Volatile.Write(ref *(int*)(a + 10), 1);
-            long f1 = HostMemory.ThreadMinorFaults();
-            HostSample first = HostSample.Take(stat);
-            long f2 = HostMemory.ThreadMinorFaults();
+            HostSample first = counters.Take();
             for (ulong off = 0; off < sizeBytes; off += Geometry.PageSize) Volatile.Write(ref a[off], (byte)2);
-            long f3 = HostMemory.ThreadMinorFaults();
-            HostSample all = HostSample.Take(stat);
-            return new Run("host", first.Minus(before, f1 - f0), all.Minus(before, f1 - f0 + f3 - f2));
+            HostSample all = counters.Take();
+            return new Run("host", first.Minus(before), all.Minus(before), null, all.ThreadFaults - before.ThreadFaults);
         }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or IOException or FormatException)
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or IOException or UnauthorizedAccessException or FormatException)
         {
             return new Run("host", null, null, e.Message);
         }
         finally
         {
-            if (raw != null) HostMemory.Unmap(raw, sizeBytes + folioBytes);
+            if (noGc && GCSettings.LatencyMode == GCLatencyMode.NoGCRegion) GC.EndNoGCRegion();
+            if (raw != null) HostMemory.Unmap(raw, length);
             Restore(saved);
         }
     }
 
-    private readonly record struct HostSample(long Pgreuse, long SplitDeferred)
+    /// <summary>System-wide counters at one instant, and this thread's own minor faults.</summary>
+    private readonly record struct HostSample(long Pgfault, long Pgreuse, long SplitDeferred, long ThreadFaults)
     {
-        public static HostSample Take(string stat) => new(
-            ProcStatus.ReadVmstat().TryGetValue("pgreuse", out long r) ? r : 0,
-            long.Parse(File.ReadAllText(stat).Trim(), CultureInfo.InvariantCulture));
-
-        public Phase Minus(HostSample b, long faults)
+        public Phase Minus(HostSample b)
         {
-            long reuse = Pgreuse - b.Pgreuse;
+            long faults = Pgfault - b.Pgfault, reuse = Pgreuse - b.Pgreuse;
             return new Phase(faults, Math.Max(0, faults - reuse), reuse, SplitDeferred - b.SplitDeferred);
+        }
+    }
+
+    /// <summary>
+    /// Reads /proc/vmstat's pgfault and pgreuse and a split_deferred stat without allocating: both files stay
+    /// open and are re-read from offset 0 (seq_file regenerates them) into one preallocated buffer.
+    /// </summary>
+    private sealed class HostCounters(string splitDeferredPath) : IDisposable
+    {
+        private readonly SafeFileHandle _vmstat = File.OpenHandle("/proc/vmstat");
+        private readonly SafeFileHandle _split = File.OpenHandle(splitDeferredPath);
+        private readonly byte[] _buf = new byte[64 << 10];
+
+        public HostSample Take()
+        {
+            long pgfault = -1, pgreuse = -1;
+            ReadOnlySpan<byte> text = _buf.AsSpan(0, ReadAll(_vmstat));
+            while (!text.IsEmpty)
+            {
+                int nl = text.IndexOf((byte)'\n');
+                ReadOnlySpan<byte> line = nl < 0 ? text : text[..nl];
+                text = nl < 0 ? default : text[(nl + 1)..];
+                if (line.StartsWith("pgfault "u8)) pgfault = Parse(line[8..], "pgfault");
+                else if (line.StartsWith("pgreuse "u8)) pgreuse = Parse(line[8..], "pgreuse");
+            }
+            if (pgfault < 0 || pgreuse < 0) throw new FormatException("/proc/vmstat has no pgfault or no pgreuse line");
+            long split = Parse(_buf.AsSpan(0, ReadAll(_split)), "split_deferred");
+            return new HostSample(pgfault, pgreuse, split, HostMemory.ThreadMinorFaults());
+        }
+
+        private int ReadAll(SafeFileHandle h)
+        {
+            int total = 0, n;
+            while (total < _buf.Length && (n = RandomAccess.Read(h, _buf.AsSpan(total), total)) > 0) total += n;
+            return total;
+        }
+
+        private static long Parse(ReadOnlySpan<byte> s, string what)
+            => System.Buffers.Text.Utf8Parser.TryParse(s.Trim(" \t\n"u8), out long v, out int used) && used == s.Trim(" \t\n"u8).Length
+                ? v : throw new FormatException($"{what} is not a number");
+
+        public void Dispose()
+        {
+            _vmstat.Dispose();
+            _split.Dispose();
         }
     }
 
@@ -196,7 +270,7 @@ public static class MthpReuseCommand
         return open >= 0 && close > open ? knobText[(open + 1)..close] : knobText.Trim();
     }
 
-    private static void Restore(Dictionary<string, string> saved)
+    private static void Restore(List<(string Knob, string Value)> saved)
     {
         foreach ((string k, string v) in saved)
         {
@@ -207,10 +281,12 @@ public static class MthpReuseCommand
 
     private static void Print(Report r)
     {
+        var c = CultureInfo.InvariantCulture;
+        long pages = (long)(r.SizeBytes / Geometry.PageSize), folios = (long)(r.SizeBytes / r.FolioBytes);
         Console.WriteLine();
-        Console.WriteLine($" mthp-reuse: {r.SizeBytes >> 10} KiB of {r.FolioBytes >> 10} KiB mTHPs filled, fork, child exits, then writes:");
+        Console.WriteLine($" mthp-reuse: {FormatSize(r.SizeBytes)} of {FormatSize(r.FolioBytes)} mTHPs filled, fork, child exits; then one int at offset 10 (first_write), then a byte to every 4 KiB page (all_writes, counted from before the first write):");
         Console.WriteLine();
-        Console.WriteLine("  mode      phase        wp_faults   copies  pgreuse  split_deferred  peak_rss_kb");
+        Console.WriteLine("  mode      phase          wp_faults     copies    pgreuse  split_deferred  peak_rss_kb");
         foreach (Run run in r.Runs)
         {
             if (run.Error is { } err)
@@ -222,13 +298,40 @@ public static class MthpReuseCommand
             Row("", "all_writes", run.AllWrites!);
         }
         Console.WriteLine();
-        Console.WriteLine("  copy = kernels before 6.15, subpage = 6.15+ (__wp_can_reuse_large_anon_folio), whole = the RFC's whole-folio reuse.");
-        Console.WriteLine("  The host's wp_faults are this thread's minor faults; pgreuse and split_deferred are system-wide.");
+        Console.WriteLine("  expected all_writes:");
+        Expected("copy", pages, pages, 0, folios, "kernels before 6.15: every page copied, each folio split");
+        Expected("subpage", pages, 0, pages, 0, "6.15+ (__wp_can_reuse_large_anon_folio): every page reused");
+        Expected("whole", folios, 0, folios, 0, "the RFC: the whole folio reused on its first write");
+        Expected("host", pages, 0, pages, 0, "a 6.18 host behaves as subpage");
+        if (r.Runs.FirstOrDefault(x => x.Mode == "host" && x.Error is null) is { } h)
+        {
+            Console.WriteLine();
+            Console.WriteLine("  The host's counters are system-wide (/proc/vmstat pgfault and pgreuse, the size's stats/split_deferred):");
+            Console.WriteLine($"  the runtime's own threads and other processes may add a few (this thread's own minor faults: {h.ThreadFaults?.ToString(c) ?? "?"} over all_writes).");
+        }
         Console.WriteLine();
     }
 
     private static void Row(string mode, string phase, Phase p)
-        => Console.WriteLine($"  {mode,-8}  {phase,-11}  {p.WpFaults,9:N0}  {p.Copies,7:N0}  {p.Pgreuse,7:N0}  {p.SplitDeferred,14:N0}  {(p.PeakRssKb is { } k ? k.ToString("N0", CultureInfo.InvariantCulture) : "-"),11}");
+    {
+        var c = CultureInfo.InvariantCulture;
+        string peak = p.PeakRssKb is { } k ? k.ToString("N0", c) + " kB" : "-";
+        Console.WriteLine(string.Create(c, $"  {mode,-8}  {phase,-11}  {p.WpFaults,11:N0}  {p.Copies,9:N0}  {p.Pgreuse,9:N0}  {p.SplitDeferred,14:N0}  {peak,11}"));
+    }
+
+    private static void Expected(string mode, long faults, long copies, long? reuse, long split, string why)
+    {
+        var c = CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Create(c, $"  {mode,-8}  {"",-11}  {faults,11:N0}  {copies,9:N0}  {(reuse is { } x ? x.ToString("N0", c) : ""),9}  {split,14:N0}  {"",11}  {why}"));
+    }
+
+    private static string FormatSize(ulong bytes)
+    {
+        var c = CultureInfo.InvariantCulture;
+        if (bytes % (1UL << 30) == 0) return (bytes >> 30).ToString(c) + " GiB";
+        if (bytes % (1UL << 20) == 0) return (bytes >> 20).ToString(c) + " MiB";
+        return (bytes >> 10).ToString(c) + " KiB";
+    }
 
     private static void Check(Errno e, string call)
     {
