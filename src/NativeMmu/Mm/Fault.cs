@@ -514,8 +514,8 @@ internal static unsafe class Memory
             if (!e.Present || e.Pfn != headPfn + (ulong)i || ((e.Value & ~ignore) & ~PageTableBits.PtePfnMask) != expect) return false;
         }
         if (Folio.Mapcount(head) != nr) return false;
-        int refs = Volatile.Read(ref head->RefCount);
-        if (refs > nr + 2 || refs > nr) return false; // the quick bound, then refcount <= nr + swapcache (no swap)
+        // The RFC's bounds (refcount <= nr + 2, then <= nr + swapcache) reduce to <= nr without swap.
+        if (Volatile.Read(ref head->RefCount) > nr) return false;
         if (!Rmap.FolioTryLock(head)) return false;
         bool ok = Volatile.Read(ref head->RefCount) == nr && !Folio.MaybeMappedShared(head);
         if (ok)

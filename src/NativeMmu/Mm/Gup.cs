@@ -144,7 +144,7 @@ internal static unsafe class Gup
     private static ulong FollowPage(Cpu.Cpu cpu, Machine m, Vma vma, ulong address, Foll flags, out FaultFlags need)
     {
         need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
-        ulong* pmd = WalkToPmd(vma.Mm, address);
+        ulong* pmd = PgTable.WalkToPmd(vma.Mm, address);
         if (pmd == null) return 0;
         ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, address, out int* ptl);
         if (pte == null) return 0;
@@ -220,19 +220,5 @@ internal static unsafe class Gup
             if (refs > 1) Interlocked.Add(ref head->RefCount, -(refs - 1));
             Rmap.FolioPut(cpu, m, headPfn);
         }
-    }
-
-    private static ulong* WalkToPmd(MmStruct mm, ulong address)
-    {
-        PhysicalMemory mem = mm.Machine.Memory;
-        ulong* pgd = PgTable.PgdOffset(mm, address);
-        if (new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) return null;
-        ulong* p4d = PgTable.P4dOffset(mm, pgd, address);
-        ulong p4dval = PgTable.Get(p4d);
-        if (new P4d(p4dval).None) return null;
-        ulong* pud = PgTable.PudOffset(mem, p4dval, address);
-        ulong pudval = PgTable.Get(pud);
-        if (new Pud(pudval).None) return null;
-        return PgTable.PmdOffset(mem, pudval, address);
     }
 }

@@ -426,6 +426,16 @@ internal static unsafe class PgTable
     /// </summary>
     public static ulong* WalkToPte(MmStruct mm, ulong address)
     {
+        ulong* pmd = WalkToPmd(mm, address);
+        if (pmd == null) return null;
+        ulong pmdval = Get(pmd);
+        if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return null;
+        return PteOffset(mm.Machine.Memory, pmdval, address);
+    }
+
+    /// <summary>The PMD entry covering address, or null when an upper level is none (no allocation).</summary>
+    public static ulong* WalkToPmd(MmStruct mm, ulong address)
+    {
         PhysicalMemory mem = mm.Machine.Memory;
         ulong* pgd = PgdOffset(mm, address);
         if (new Pgd(Get(pgd)).IsNone(mm.Paging)) return null;
@@ -435,9 +445,6 @@ internal static unsafe class PgTable
         ulong* pud = PudOffset(mem, p4dval, address);
         ulong pudval = Get(pud);
         if (new Pud(pudval).None) return null;
-        ulong* pmd = PmdOffset(mem, pudval, address);
-        ulong pmdval = Get(pmd);
-        if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return null;
-        return PteOffset(mem, pmdval, address);
+        return PmdOffset(mem, pudval, address);
     }
 }

@@ -90,8 +90,8 @@ public static class ForkCommand
         Process p = kernel.CreateProcess("fork");
         using Cpu.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
-        Check(p.Mmap(0, sizeBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong a), "mmap");
-        Check(p.Madvise(a, sizeBytes, Advice.NoHugePage), "madvise"); // 4 KiB pages, never a THP
+        Size.Check(p.Mmap(0, sizeBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong a), "mmap");
+        Size.Check(p.Madvise(a, sizeBytes, Advice.NoHugePage), "madvise"); // 4 KiB pages, never a THP
         for (ulong off = 0; off < sizeBytes; off += Geometry.PageSize) cpu.Store<byte>(a + off, 1);
         long vmpteParent = p.Mm.PgtablesBytes >> 10;
         long vmpteChild = 0;
@@ -152,7 +152,7 @@ public static class ForkCommand
         var c = CultureInfo.InvariantCulture;
         int repeat = emulatedMs.Length;
         Console.WriteLine();
-        Console.WriteLine($" Performance counter stats for 'fork' ({FormatSize(r.SizeBytes)} of 4 KiB pages populated, {repeat.ToString(c)} fork{(repeat == 1 ? "" : "s")} each, child exits at once):");
+        Console.WriteLine($" Performance counter stats for 'fork' ({Size.Format(r.SizeBytes)} of 4 KiB pages populated, {repeat.ToString(c)} fork{(repeat == 1 ? "" : "s")} each, child exits at once):");
         Console.WriteLine();
         Console.WriteLine($"  {r.ForkMsMedian,10:F3} ms  fork (median)  emulated      ( {emulatedMs.Min(),8:F3} .. {emulatedMs.Max(),8:F3} ms )   VmPTE parent {r.VmpteKbParent,7:N0} kB  child {r.VmpteKbChild,7:N0} kB");
         if (r.Host is { Error: null } h && hostMs is not null)
@@ -164,16 +164,4 @@ public static class ForkCommand
         Console.WriteLine();
     }
 
-    private static string FormatSize(ulong bytes)
-    {
-        var c = CultureInfo.InvariantCulture;
-        if (bytes % (1UL << 30) == 0) return (bytes >> 30).ToString(c) + " GiB";
-        if (bytes % (1UL << 20) == 0) return (bytes >> 20).ToString(c) + " MiB";
-        return (bytes >> 10).ToString(c) + " KiB";
-    }
-
-    private static void Check(Errno e, string call)
-    {
-        if (e != Errno.Success) throw new ErrnoException(e, call);
-    }
 }

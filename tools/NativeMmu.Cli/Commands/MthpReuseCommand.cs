@@ -95,10 +95,10 @@ public static class MthpReuseCommand
         Process p = kernel.CreateProcess("mthp-reuse");
         using Cpu.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
-        Check(p.Mmap(0, sizeBytes + folioBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong raw), "mmap");
+        Size.Check(p.Mmap(0, sizeBytes + folioBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong raw), "mmap");
         ulong a = (raw + folioBytes - 1) & ~(folioBytes - 1);
-        if (a > raw) Check(p.Munmap(raw, a - raw), "munmap");
-        if (raw + sizeBytes + folioBytes > a + sizeBytes) Check(p.Munmap(a + sizeBytes, raw + sizeBytes + folioBytes - (a + sizeBytes)), "munmap");
+        if (a > raw) Size.Check(p.Munmap(raw, a - raw), "munmap");
+        if (raw + sizeBytes + folioBytes > a + sizeBytes) Size.Check(p.Munmap(a + sizeBytes, raw + sizeBytes + folioBytes - (a + sizeBytes)), "munmap");
         for (ulong off = 0; off < sizeBytes; off += Geometry.PageSize) cpu.Store<byte>(a + off, 1);
         p.Fork("mthp-reuse-child").Exit();
         p.Enter(cpu);
@@ -284,7 +284,7 @@ public static class MthpReuseCommand
         var c = CultureInfo.InvariantCulture;
         long pages = (long)(r.SizeBytes / Geometry.PageSize), folios = (long)(r.SizeBytes / r.FolioBytes);
         Console.WriteLine();
-        Console.WriteLine($" mthp-reuse: {FormatSize(r.SizeBytes)} of {FormatSize(r.FolioBytes)} mTHPs filled, fork, child exits; then one int at offset 10 (first_write), then a byte to every 4 KiB page (all_writes, counted from before the first write):");
+        Console.WriteLine($" mthp-reuse: {Size.Format(r.SizeBytes)} of {Size.Format(r.FolioBytes)} mTHPs filled, fork, child exits; then one int at offset 10 (first_write), then a byte to every 4 KiB page (all_writes, counted from before the first write):");
         Console.WriteLine();
         Console.WriteLine("  mode      phase          wp_faults     copies    pgreuse  split_deferred  peak_rss_kb");
         foreach (Run run in r.Runs)
@@ -325,16 +325,4 @@ public static class MthpReuseCommand
         Console.WriteLine(string.Create(c, $"  {mode,-8}  {"",-11}  {faults,11:N0}  {copies,9:N0}  {(reuse is { } x ? x.ToString("N0", c) : ""),9}  {split,14:N0}  {"",11}  {why}"));
     }
 
-    private static string FormatSize(ulong bytes)
-    {
-        var c = CultureInfo.InvariantCulture;
-        if (bytes % (1UL << 30) == 0) return (bytes >> 30).ToString(c) + " GiB";
-        if (bytes % (1UL << 20) == 0) return (bytes >> 20).ToString(c) + " MiB";
-        return (bytes >> 10).ToString(c) + " KiB";
-    }
-
-    private static void Check(Errno e, string call)
-    {
-        if (e != Errno.Success) throw new ErrnoException(e, call);
-    }
 }

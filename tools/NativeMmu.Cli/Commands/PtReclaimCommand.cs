@@ -135,6 +135,21 @@ public static class PtReclaimCommand
 /// <summary>Sizes as people write them: 50G, 1M, 64K, or bytes.</summary>
 public static class Size
 {
+    /// <summary>A size the way the commands print it: "1 GiB", "64 MiB", "16 KiB".</summary>
+    public static string Format(ulong bytes)
+    {
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        if (bytes % (1UL << 30) == 0) return (bytes >> 30).ToString(c) + " GiB";
+        if (bytes % (1UL << 20) == 0) return (bytes >> 20).ToString(c) + " MiB";
+        return (bytes >> 10).ToString(c) + " KiB";
+    }
+
+    /// <summary>Throws for a failed emulated system call.</summary>
+    public static void Check(Errno e, string call)
+    {
+        if (e != Errno.Success) throw new ErrnoException(e, call);
+    }
+
     public static ulong Parse(string s)
     {
         s = s.Trim();
