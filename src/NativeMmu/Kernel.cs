@@ -234,4 +234,7 @@ public sealed class Process
 
     /// <summary>/proc/PID/maps.</summary>
     public string ProcMaps() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderMaps(Mm);
+
+    /// <summary>/proc/PID/smaps_rollup: Rss, Pss and the rest summed over the address space, AnonHugePages among them.</summary>
+    public string ProcSmapsRollup() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderSmapsRollup(this);
 }

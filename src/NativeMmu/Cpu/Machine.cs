@@ -38,6 +38,7 @@ public sealed unsafe class Machine : IDisposable
         for (int i = 0; i < Cpus.Length; i++) Cpus[i] = new Cpu(this, i);
         Rcu = new Rcu(this);
         SplitQueue = new Mm.DeferredSplitQueue(this);
+        HugeZero = new Mm.HugeZeroFolio(this);
     }
 
     public KernelConfig Config { get; }
@@ -54,6 +55,8 @@ public sealed unsafe class Machine : IDisposable
 
     /// <summary>/sys/kernel/mm/transparent_hugepage: the THP and mTHP knobs and the per-size stats.</summary>
     public Mm.Thp Thp { get; } = new();
+    /// <summary>The huge zero folio (mm/huge_memory.c), allocated on first use.</summary>
+    public Mm.HugeZeroFolio HugeZero { get; private set; } = null!;
 
     /// <summary>The deferred-split queue of partially mapped large folios.</summary>
     public Mm.DeferredSplitQueue SplitQueue { get; private set; } = null!;

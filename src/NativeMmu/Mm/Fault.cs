@@ -175,11 +175,20 @@ internal static unsafe class Memory
         if (pud == null) return VmFaultT.Oom;
         vmf.Pmd = PgTable.PmdAllocOffset(cpu, mm, pud, address);
         if (vmf.Pmd == null) return VmFaultT.Oom;
-        if (mm.Machine.Config.PtReclaim != PtReclaimMode.Refcount) return HandlePteFault(ref vmf);
+        Machine m = mm.Machine;
+        // A none PMD where PMD-sized THPs may be allowed goes to create_huge_pmd, a huge PMD to the huge
+        // handlers; either may fall back to the PTE level.
+        ulong pmdval = PgTable.Get(vmf.Pmd);
+        if (new Pmd(pmdval).Leaf || (new Pmd(pmdval).None && m.Thp.PmdOrderPossible))
+        {
+            VmFaultT huge = HugeMemory.HugePmdFault(ref vmf, pmdval);
+            if ((huge & VmFaultT.Fallback) == 0) return huge;
+        }
+        if (m.Config.PtReclaim != PtReclaimMode.Refcount) return HandlePteFault(ref vmf);
 
         // pte_alloc_get: the fault holds a reference on its PTE table from here to the end.
         vmf.PteTable = PgTable.PteAllocGet(cpu, mm, vmf.Pmd, address);
-        if (vmf.PteTable == 0) return VmFaultT.Oom;
+        if (vmf.PteTable == 0) return new Pmd(PgTable.Get(vmf.Pmd)).Leaf ? VmFaultT.None : VmFaultT.Oom; // a huge PMD raced in: retry
         VmFaultT ret = HandlePteFault(ref vmf);
         if (!vmf.PteRefTransferred) PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
         return ret;
@@ -199,6 +208,11 @@ internal static unsafe class Memory
         if (new Pmd(pmdval).None)
         {
             vmf.Pte = null;
+        }
+        else if (new Pmd(pmdval).Leaf)
+        {
+            vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
+            return VmFaultT.None;
         }
         else
         {

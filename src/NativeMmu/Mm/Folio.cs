@@ -232,7 +232,8 @@ internal static unsafe class Folio
 
     /// <summary>
     /// __folio_remove_rmap (PTE level, large folio): nr consecutive pages of the folio lose one PTE
-    /// mapping each. A folio left partly mapped goes on the deferred-split queue.
+    /// mapping each. Pages whose last mapping went leave NR_ANON_MAPPED unless a PMD still maps the
+    /// folio entirely; a folio left partly mapped goes on the deferred-split queue.
     /// </summary>
     public static void RemoveRmapPtes(Cpu.Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, MmStruct mm)
     {
@@ -248,9 +249,94 @@ internal static unsafe class Folio
         }
         if (last == 0) return;
         int mapped = Interlocked.Add(ref NrPagesMapped(head), -last);
+        if (mapped >= EntirelyMapped) return; // a PMD still maps every page
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -last);
-        bool partially = mapped != 0;
-        if (partially && !PartiallyMapped(head)) m.SplitQueue.DeferredSplitFolio(cpu, headPfn);
+        if (mapped != 0 && !PartiallyMapped(head)) m.SplitQueue.DeferredSplitFolio(cpu, headPfn);
+    }
+
+    /// <summary>
+    /// folio_add_anon_rmap_ptes (large folio, an existing folio mapped again by PTEs, as a PMD split does):
+    /// each page's _mapcount up, the folio's large mapcount by nr; RMAP_EXCLUSIVE marks every page
+    /// PageAnonExclusive. Pages mapped for the first time count in NR_ANON_MAPPED unless a PMD maps them.
+    /// </summary>
+    public static void AddAnonRmapPtes(Cpu.Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, Vma vma, bool exclusive)
+    {
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        Page* page = m.Vmemmap.PfnToPage(pfn);
+        int first = 0;
+        for (int i = 0; i < nr; i++)
+        {
+            if (Interlocked.Increment(ref page[i].MapCount) == 0) first++;
+            if (exclusive && !page[i].TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page[i].Flags, 1UL << PG.AnonExclusive);
+        }
+        if (first != 0 && Interlocked.Add(ref NrPagesMapped(head), first) < EntirelyMapped)
+            m.Counters.Add(cpu.Id, VmStat.NrAnonPages, first);
+        AddLargeMapcount(head, nr, vma.Mm.MmId);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // rmap for PMD-mapped folios
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// folio_add_new_anon_rmap(RMAP_EXCLUSIVE) for a PMD mapping: _entire_mapcount 0, one mapping in
+    /// _large_mapcount, _nr_pages_mapped ENTIRELY_MAPPED, PageAnonExclusive on the head page only;
+    /// NR_ANON_MAPPED and NR_ANON_THPS by the folio's pages.
+    /// </summary>
+    public static void AddNewAnonRmapPmd(Cpu.Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong haddr)
+    {
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        int order = Order(head), nr = 1 << order;
+        head->Mapping = Rmap.AnonMapping(anonVma);
+        head->Index = vma.LinearPageIndex(haddr);
+        EntireMapcount(head) = 0;
+        SetLargeMapcount(head, 1, vma.Mm.MmId);
+        NrPagesMapped(head) = EntirelyMapped;
+        head->Flags |= (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonPages, nr);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonThps, nr);
+        m.Thp.Count(order, MthpStat.NrAnon, 1);
+    }
+
+    /// <summary>
+    /// __folio_try_dup_anon_rmap (PMD level): fork maps the folio by one more PMD. False (-EBUSY) when
+    /// the folio may be pinned and is exclusive: the caller splits the PMD and copies by PTEs.
+    /// </summary>
+    public static bool TryDupAnonRmapPmd(Page* head, Vma dstVma, bool maybePinned)
+    {
+        if (head->TestFlag(PG.AnonExclusive))
+        {
+            if (maybePinned) return false;
+            Interlocked.And(ref head->Flags, ~(1UL << PG.AnonExclusive));
+        }
+        Interlocked.Increment(ref EntireMapcount(head));
+        AddLargeMapcount(head, 1, dstVma.Mm.MmId);
+        return true;
+    }
+
+    /// <summary>
+    /// __folio_remove_rmap (PMD level): the last PMD mapping gives up ENTIRELY_MAPPED; the pages no PTE
+    /// maps leave NR_ANON_MAPPED, the folio leaves NR_ANON_THPS, and a folio still mapped in part by
+    /// PTEs goes on the deferred-split queue.
+    /// </summary>
+    public static void RemoveRmapPmd(Cpu.Cpu cpu, Machine m, ulong headPfn, MmStruct mm)
+    {
+        Page* head = m.Vmemmap.PfnToPage(headPfn);
+        int folioNr = NrPages(head);
+        SubLargeMapcount(head, 1, mm.MmId);
+        int nr = 0, nrPmdmapped = 0;
+        if (Interlocked.Decrement(ref EntireMapcount(head)) == -1)
+        {
+            int left = Interlocked.Add(ref NrPagesMapped(head), -EntirelyMapped);
+            if (left < EntirelyMapped)
+            {
+                nrPmdmapped = folioNr;
+                nr = Math.Max(0, nrPmdmapped - (left & PagesMapped));
+            }
+        }
+        if (nr != 0 && nr < nrPmdmapped && !PartiallyMapped(head)) m.SplitQueue.DeferredSplitFolio(cpu, headPfn);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -nr);
+        m.Counters.Add(cpu.Id, VmStat.NrAnonThps, -nrPmdmapped);
     }
 
     /// <summary>

@@ -146,6 +146,11 @@ internal static unsafe class Gup
         need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
         ulong* pmd = PgTable.WalkToPmd(vma.Mm, address);
         if (pmd == null) return 0;
+        if (new Pmd(PgTable.Get(pmd)).Leaf)
+        {
+            ulong huge = HugeMemory.FollowHugePmd(cpu, vma, pmd, address, flags, out need, out bool split);
+            if (!split) return huge;
+        }
         ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, address, out int* ptl);
         if (pte == null) return 0;
         try
@@ -175,7 +180,7 @@ internal static unsafe class Gup
     /// gup_must_unshare: only FOLL_PIN without FOLL_WRITE. An anonymous page that is not PageAnonExclusive
     /// must be unshared first; the zero page only for a long-term pin in a COW mapping.
     /// </summary>
-    private static bool MustUnshare(Vma vma, Foll flags, bool zero, Page* head, Page* page)
+    internal static bool MustUnshare(Vma vma, Foll flags, bool zero, Page* head, Page* page)
     {
         if ((flags & (Foll.Write | Foll.Pin)) != Foll.Pin) return false;
         if (zero || (head->Mapping & PageTypes.MappingAnon) == 0)
@@ -184,7 +189,7 @@ internal static unsafe class Gup
     }
 
     /// <summary>try_grab_folio: FOLL_GET takes a reference; FOLL_PIN adds GUP_PIN_COUNTING_BIAS (small) or a reference and a _pincount (large).</summary>
-    private static void Grab(Page* head, Foll flags)
+    internal static void Grab(Page* head, Foll flags)
     {
         if ((flags & Foll.Pin) == 0)
         {
@@ -208,6 +213,12 @@ internal static unsafe class Gup
         if (pfn == m.ZeroPfn) return;
         ulong headPfn = Folio.HeadPfn(m, pfn);
         Page* head = m.Vmemmap.PfnToPage(headPfn);
+        if (m.HugeZero.IsHead(headPfn))
+        {
+            if ((flags & Foll.Pin) != 0) Interlocked.Decrement(ref Folio.Pincount(head));
+            m.HugeZero.Put(cpu);
+            return;
+        }
         int refs = 1;
         if ((flags & Foll.Pin) != 0)
         {

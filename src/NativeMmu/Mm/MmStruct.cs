@@ -52,6 +52,8 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     private static long s_nextMmId;
     /// <summary>MMF_HAS_PINNED: pin_user_pages has pinned a page of this mm at least once.</summary>
     public bool HasPinned { get; internal set; }
+    /// <summary>MMF_HUGE_ZERO_PAGE: this mm holds a reference on the huge zero folio.</summary>
+    internal bool HugeZeroPage;
     /// <summary>mmap_lock.</summary>
     public MmapLock MmapLock { get; }
     /// <summary>The VMAs, under mmap_lock.</summary>

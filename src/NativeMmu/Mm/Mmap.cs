@@ -353,14 +353,14 @@ public static unsafe class Mmap
         if (start > first.VmStart)
         {
             if (end < first.VmEnd && mm.Vmas.Count >= MaxMapCount) return Errno.ENOMEM;
-            first = SplitVma(mm, first, start);
+            first = SplitVma(cpu, mm, first, start);
         }
         Vma last = first;
         while (last.Next is { } n && n.VmStart < end) last = n;
         if (last.VmEnd > end)
         {
             if (mm.Vmas.Count >= MaxMapCount) return Errno.ENOMEM;
-            SplitVma(mm, last, end);
+            SplitVma(cpu, mm, last, end);
         }
         Vma? prev = first.Prev, next = last.Next;
 
@@ -382,9 +382,13 @@ public static unsafe class Mmap
         return Errno.Success;
     }
 
-    /// <summary>__split_vma(new_below = 0): vma keeps [start, addr); the returned new VMA is [addr, end).</summary>
-    internal static Vma SplitVma(MmStruct mm, Vma vma, ulong addr)
+    /// <summary>
+    /// __split_vma(new_below = 0): vma keeps [start, addr); the returned new VMA is [addr, end). A huge PMD
+    /// across addr is split first (vma_adjust_trans_huge): no PMD leaf may straddle two VMAs.
+    /// </summary>
+    internal static Vma SplitVma(Cpu.Cpu cpu, MmStruct mm, Vma vma, ulong addr)
     {
+        if ((addr & ~Geometry.PmdMask) != 0) HugeMemory.SplitHugePmdAddress(cpu, vma, addr);
         Vma upper = VmAreaCache.Alloc(mm, addr, vma.VmEnd, vma.VmFlags);
         upper.VmPageProt = vma.VmPageProt;
         upper.VmPgoff = vma.VmPgoff + ((addr - vma.VmStart) >> Geometry.PageShift);
@@ -403,10 +407,10 @@ public static unsafe class Mmap
     /// vma_modify_flags: give [start, end) of vma the new flags, splitting at the edges and merging with
     /// neighbours that end up identical. Returns the VMA now covering the range's start.
     /// </summary>
-    internal static Vma VmaModifyFlags(MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    internal static Vma VmaModifyFlags(Cpu.Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
-        if (start > vma.VmStart) vma = SplitVma(mm, vma, start);
-        if (end < vma.VmEnd) SplitVma(mm, vma, end);
+        if (start > vma.VmStart) vma = SplitVma(cpu, mm, vma, start);
+        if (end < vma.VmEnd) SplitVma(cpu, mm, vma, end);
         vma.VmFlags = newFlags;
         vma.VmPageProt = Vma.VmGetPageProt(newFlags);
         Vma? n = vma.Next, p = vma.Prev;
@@ -482,7 +486,7 @@ public static unsafe class Mmap
         {
             newFlags &= ~VmFlags.Account;
         }
-        vma = VmaModifyFlags(mm, vma, start, end, newFlags);
+        vma = VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
         // MM_CP_TRY_CHANGE_WRITABLE: a private writable VMA may make exclusive anon pages writable now.
         bool tryWritable = (newFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
         ChangeProtection(cpu, tlb, vma, start, end, vma.VmPageProt, tryWritable);
@@ -499,6 +503,12 @@ public static unsafe class Mmap
             ulong next = Geometry.PmdAddrEnd(addr, end);
             ulong* pmd = PmdSlot(vma.Mm, addr);
             if (pmd == null) { addr = next; continue; }
+            if (new Pmd(PgTable.Get(pmd)).Leaf)
+            {
+                // change_pmd_range: a huge PMD the range covers whole changes in place, else it is split.
+                if (next - addr != Geometry.PmdSize) HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
+                else if (HugeMemory.ChangeHugePmd(tlb, vma, pmd, addr, newprot, tryWritable)) { addr = next; continue; }
+            }
             ulong table = refcount ? PgTable.PteTryGet(cpu, m, pmd) : 0;
             if (refcount && table == 0) { addr = next; continue; }
             ulong from = addr;
@@ -675,7 +685,7 @@ public static unsafe class Mmap
             case Advice.HugePage: newFlags = (newFlags & ~VmFlags.NoHugePage) | VmFlags.HugePage; break;
             case Advice.NoHugePage: newFlags = (newFlags & ~VmFlags.HugePage) | VmFlags.NoHugePage; break;
         }
-        if (newFlags != vma.VmFlags) prev = VmaModifyFlags(mm, vma, start, end, newFlags);
+        if (newFlags != vma.VmFlags) prev = VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
         return Errno.Success;
     }
 
@@ -722,6 +732,7 @@ public static unsafe class Mmap
             mm.TotalVm = 0;
             Interlocked.Increment(ref mm.VmaSeq);
             mm.MarkDead();
+            mm.Machine.HugeZero.MmPut(cpu, mm); // __mmput: mm_put_huge_zero_folio
             // Any CPU that still has this mm loaded loses its translations now.
             TlbFlush.FlushMm(cpu, mm);
             PgTable.FreeTable(cpu, mm.Machine, mm.PgdPfn); // pgd_free

@@ -137,7 +137,7 @@ internal static unsafe class PageTableCheck
             var v = new Pmd(PgTable.Get(pmd));
             if (v.Leaf)
             {
-                // A PMD-mapped THP (none are made yet): count the folio's entire mapping once.
+                // A PMD-mapped THP: count the folio's entire mapping once.
                 CountPmd(a, mm, v, addr);
             }
             else if (!v.None)
@@ -165,6 +165,11 @@ internal static unsafe class PageTableCheck
 
     private static void CountPmd(Audit a, MmStruct mm, Pmd v, ulong addr)
     {
+        if (HugeMemory.IsHugeZeroPmd(a.M, v))
+        {
+            if (v.Write) a.Errors.Add($"the huge zero page mapped writable at {addr:x} (mm id {mm.MmId})");
+            return; // vm_normal_page_pmd: no rmap to check
+        }
         ulong headPfn = Folio.HeadPfn(a.M, v.Pfn);
         if (!a.Entire.TryGetValue(headPfn, out Seen? s)) a.Entire[headPfn] = s = new Seen();
         s.Maps++;

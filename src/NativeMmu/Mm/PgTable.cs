@@ -212,7 +212,10 @@ internal static unsafe class PgTable
     /// is still pending may leave other CPUs holding translations through the old table; installing a new
     /// table then would let one address translate through two tables. Flush the 2 MiB first.
     /// </summary>
-    public static void ArchFlushTlbBeforeSetPtePage(Cpu.Cpu cpu, MmStruct mm, ulong address)
+    public static void ArchFlushTlbBeforeSetPtePage(Cpu.Cpu cpu, MmStruct mm, ulong address) => ArchFlushTlbBeforeSetHugePage(cpu, mm, address);
+
+    /// <summary>arch_flush_tlb_before_set_huge_page: the same flush before a huge PMD is installed.</summary>
+    public static void ArchFlushTlbBeforeSetHugePage(Cpu.Cpu cpu, MmStruct mm, ulong address)
     {
         if (mm.Machine.Config.FlushTlbBeforeSetPmd && Volatile.Read(ref mm.TlbFlushPending) != 0)
             TlbFlush.FlushMmRange(cpu, mm, address & Geometry.PmdMask, (address & Geometry.PmdMask) + Geometry.PmdSize, Geometry.PageShift, false);
@@ -249,7 +252,10 @@ internal static unsafe class PgTable
         }
     }
 
-    /// <summary>pte_alloc_get: a reference on the PTE table for address, allocating and installing one if needed.</summary>
+    /// <summary>
+    /// pte_alloc_get: a reference on the PTE table for address, allocating and installing one if needed.
+    /// 0 when out of memory, or when the PMD is (or became) huge: there is no table to hold.
+    /// </summary>
     public static ulong PteAllocGet(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
     {
         Machine m = mm.Machine;
@@ -258,6 +264,7 @@ internal static unsafe class PgTable
         {
             ulong table = PteTryGet(cpu, m, pmd);
             if (table != 0) return table;
+            if (new Pmd(Get(pmd)).Leaf) return 0;
             if (!new Pmd(Get(pmd)).None)
             {
                 spin.SpinOnce(sleep1Threshold: -1); // a table at zero: its freer is about to clear the PMD

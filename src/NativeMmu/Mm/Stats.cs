@@ -14,6 +14,7 @@ public static class Stats
         PerCpuCounters c = m.Counters;
         yield return new("nr_free_pages", m.Allocator.BuddyFreePages);
         yield return new("nr_anon_pages", c.Sum(VmStat.NrAnonPages));
+        yield return new("nr_anon_transparent_hugepages", c.Sum(VmStat.NrAnonThps) / HugeMemory.HpagePmdNr);
         yield return new("nr_page_table_pages", c.Sum(VmStat.NrPageTablePages));
         yield return new("pgalloc_normal", c.Sum(VmEvent.PgallocNormal));
         yield return new("pgfree", c.Sum(VmEvent.Pgfree));
@@ -22,8 +23,10 @@ public static class Stats
         yield return new("pgreuse", c.Sum(VmEvent.Pgreuse));
         yield return new("thp_fault_alloc", c.Sum(VmEvent.ThpFaultAlloc));
         yield return new("thp_fault_fallback", c.Sum(VmEvent.ThpFaultFallback));
-        yield return new("thp_split_pmd", c.Sum(VmEvent.ThpSplitPmd));
+        yield return new("thp_split_page", c.Sum(VmEvent.ThpSplitPage));
         yield return new("thp_deferred_split_page", c.Sum(VmEvent.ThpDeferredSplitPage));
+        yield return new("thp_split_pmd", c.Sum(VmEvent.ThpSplitPmd));
+        yield return new("thp_zero_page_alloc", c.Sum(VmEvent.ThpZeroPageAlloc));
         yield return new("nr_tlb_remote_flush", c.Sum(VmEvent.NrTlbRemoteFlush));
         yield return new("nr_tlb_remote_flush_received", c.Sum(VmEvent.NrTlbRemoteFlushReceived));
         yield return new("nr_tlb_local_flush_all", c.Sum(VmEvent.NrTlbLocalFlushAll));
@@ -67,6 +70,104 @@ public static class Stats
         Line(sb, "VmPTE", mm.PgtablesBytes >> 10);
         Line(sb, "VmSwap", mm.GetMmCounter(MmCounter.SwapEnts) * kbPerPage);
         sb.Append("HugetlbPages:\t").Append($"{0,8}").Append(" kB\n");
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// /proc/PID/smaps_rollup (show_smaps_rollup): the page tables walked under mmap_lock, each mapped
+    /// page accounted by its precise mapcount (Pss divides it among the mappers); a PMD-mapped THP counts
+    /// in AnonHugePages. The huge and small zero pages count nowhere, as vm_normal_page says.
+    /// </summary>
+    public static unsafe string RenderSmapsRollup(Process p)
+    {
+        MmStruct mm = p.Mm;
+        Machine m = mm.Machine;
+        long rss = 0, anon = 0, anonHuge = 0, sharedClean = 0, sharedDirty = 0, privateClean = 0, privateDirty = 0, referenced = 0;
+        double pss = 0, pssDirty = 0;
+        ulong lo = ulong.MaxValue, hi = 0;
+        void Account(int mapcount, bool dirty, bool young, long bytes)
+        {
+            rss += bytes;
+            anon += bytes;
+            if (young) referenced += bytes;
+            double share = mapcount >= 2 ? (double)bytes / mapcount : bytes;
+            pss += share;
+            if (dirty) pssDirty += share;
+            if (mapcount >= 2)
+            {
+                if (dirty) sharedDirty += bytes; else sharedClean += bytes;
+            }
+            else
+            {
+                if (dirty) privateDirty += bytes; else privateClean += bytes;
+            }
+        }
+        using CpuScope scope = m.EnterCpu();
+        mm.MmapLock.ReadLock(scope.Cpu.Id);
+        try
+        {
+            foreach (Vma vma in mm.Vmas)
+            {
+                lo = Math.Min(lo, vma.VmStart);
+                hi = Math.Max(hi, vma.VmEnd);
+                for (ulong addr = vma.VmStart; addr < vma.VmEnd;)
+                {
+                    ulong next = Geometry.PmdAddrEnd(addr, vma.VmEnd);
+                    ulong* pmd = PgTable.WalkToPmd(mm, addr);
+                    var v = pmd == null ? default : new Pmd(PgTable.Get(pmd));
+                    if (v.Leaf && !HugeMemory.IsHugeZeroPmd(m, v))
+                    {
+                        Page* head = m.Vmemmap.PfnToPage(v.Pfn);
+                        anonHuge += (long)Geometry.PmdSize;
+                        for (int i = 0; i < HugeMemory.HpagePmdNr; i++) // folio_precise_page_mapcount
+                            Account(head[i].MapCount + 1 + Folio.EntireMapcount(head) + 1, v.Dirty, v.Young, (long)Geometry.PageSize);
+                    }
+                    else if (!v.None && !v.Leaf)
+                    {
+                        ulong* pte = PgTable.PteOffset(m.Memory, v.Value, addr);
+                        for (ulong a = addr; a < next; a += Geometry.PageSize, pte++)
+                        {
+                            var e = new Pte(PgTable.Get(pte));
+                            if (!e.Present || e.Special || e.Pfn == m.ZeroPfn) continue;
+                            Page* page = m.Vmemmap.PfnToPage(e.Pfn);
+                            Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, e.Pfn));
+                            int mapcount = page->MapCount + 1 + (Folio.IsLarge(head) ? Folio.EntireMapcount(head) + 1 : 0);
+                            Account(mapcount, e.Dirty, e.Young, (long)Geometry.PageSize);
+                        }
+                    }
+                    addr = next;
+                }
+            }
+        }
+        finally
+        {
+            mm.MmapLock.ReadUnlock(scope.Cpu.Id);
+        }
+        var sb = new StringBuilder();
+        sb.Append($"{(lo == ulong.MaxValue ? 0 : lo):x8}-{hi:x8} ---p 00000000 00:00 0                          [rollup]\n");
+        void Field(string name, long bytes) => sb.Append((name + ":").PadRight(16)).Append($"{bytes >> 10,8}").Append(" kB\n");
+        Field("Rss", rss);
+        Field("Pss", (long)pss);
+        Field("Pss_Dirty", (long)pssDirty);
+        Field("Pss_Anon", (long)pss);
+        Field("Pss_File", 0);
+        Field("Pss_Shmem", 0);
+        Field("Shared_Clean", sharedClean);
+        Field("Shared_Dirty", sharedDirty);
+        Field("Private_Clean", privateClean);
+        Field("Private_Dirty", privateDirty);
+        Field("Referenced", referenced);
+        Field("Anonymous", anon);
+        Field("KSM", 0);
+        Field("LazyFree", 0);
+        Field("AnonHugePages", anonHuge);
+        Field("ShmemPmdMapped", 0);
+        Field("FilePmdMapped", 0);
+        Field("Shared_Hugetlb", 0);
+        Field("Private_Hugetlb", 0);
+        Field("Swap", 0);
+        Field("SwapPss", 0);
+        Field("Locked", 0);
         return sb.ToString();
     }
 

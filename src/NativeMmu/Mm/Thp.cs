@@ -46,6 +46,7 @@ public sealed class Thp
         // The kernel's boot defaults: the PMD size inherits the top-level mode, every smaller size is off.
         for (int order = 0; order <= PmdOrder; order++) _perSize[order] = ThpMode.Never;
         _perSize[PmdOrder] = ThpMode.Inherit;
+        Recompute();
     }
 
     private ThpMode _enabled = ThpMode.Madvise;
@@ -68,12 +69,17 @@ public sealed class Thp
     /// </summary>
     internal bool AnyAnonOrderPossible;
 
+    /// <summary>Whether PMD order could be allowed for some VMA: the fault path's one-load test before create_huge_pmd.</summary>
+    internal bool PmdOrderPossible;
+
+    private bool OrderPossible(int order) => _perSize[order] is ThpMode.Always or ThpMode.Madvise || (_perSize[order] == ThpMode.Inherit && _enabled != ThpMode.Never);
+
     private void Recompute()
     {
         bool any = false;
-        for (int order = 2; order < PmdOrder; order++)
-            any |= _perSize[order] is ThpMode.Always or ThpMode.Madvise || (_perSize[order] == ThpMode.Inherit && _enabled != ThpMode.Never);
+        for (int order = 2; order < PmdOrder; order++) any |= OrderPossible(order);
         Volatile.Write(ref AnyAnonOrderPossible, any);
+        Volatile.Write(ref PmdOrderPossible, OrderPossible(PmdOrder));
     }
 
     /// <summary>use_zero_page: a read fault on a PMD-sized range maps the huge zero page.</summary>
@@ -117,7 +123,7 @@ public sealed class Thp
     /// </summary>
     internal uint AllowableOrders(VmFlags vmFlags)
     {
-        if ((vmFlags & VmFlags.NoHugePage) != 0) return 0;
+        if ((vmFlags & (VmFlags.NoHugePage | VmFlags.Shared)) != 0) return 0; // shared anonymous memory is shmem's
         bool madvised = (vmFlags & VmFlags.HugePage) != 0;
         bool inherit = Enabled == ThpMode.Always || (madvised && Enabled == ThpMode.Madvise);
         uint mask = 0;

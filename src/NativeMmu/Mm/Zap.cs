@@ -96,6 +96,17 @@ internal static unsafe class Zap
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
             cpu.ServiceInterrupts(); // cond_resched()'s spot: interrupts are on between tables
+            if (new Pmd(PgTable.Get(pmd)).Leaf)
+            {
+                // A huge PMD: zapped whole when the range covers it, else split and zapped by PTEs.
+                if (next - addr != Geometry.PmdSize) HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
+                else if (HugeMemory.ZapHugePmd(cpu, tlb, vma, pmd, addr))
+                {
+                    addr = next;
+                    pmd++;
+                    continue;
+                }
+            }
             if (new Pmd(PgTable.Get(pmd)).None)
             {
                 addr = next;
@@ -417,6 +428,7 @@ internal static unsafe class Zap
     /// <summary>free_pte_range: pmd_clear, pte_free_tlb, mm_dec_nr_ptes.</summary>
     private static void FreePteRange(MmuGather tlb, ulong* pmd, ulong addr)
     {
+        Bug.On(new Pmd(PgTable.Get(pmd)).Leaf, "free_pgtables: a huge PMD at {0:x} outlived the zap of its VMA", addr);
         ulong table = new Pmd(PgTable.Get(pmd)).Pfn;
         PgTable.Set(pmd, 0);
         tlb.RemoveTable(table, addr);

@@ -49,6 +49,8 @@ public enum VmStat
 {
     NrFreePages,
     NrAnonPages,
+    /// <summary>NR_ANON_THPS: pages of PMD-mapped anonymous THPs (vmstat prints it in THPs).</summary>
+    NrAnonThps,
     NrPageTablePages,
     NrZeroPageUsers,
     Count,

@@ -18,6 +18,14 @@ public enum CowBacking
     SinglePteOfMthp,
     /// <summary>A 64 KiB mTHP of which only the first page is shared with the child (MADV_DONTFORK on the rest).</summary>
     PartiallySharedMthp,
+    /// <summary>A PMD-mapped 2 MiB THP.</summary>
+    PmdThp,
+    /// <summary>A 2 MiB THP mapped by PTEs (one page mprotected read-only and back splits the PMD).</summary>
+    PteMappedThp,
+    /// <summary>A single PTE of a PTE-mapped THP (the rest zapped with MADV_DONTNEED).</summary>
+    SinglePteOfThp,
+    /// <summary>A 2 MiB THP of which only the first page is shared with the child (MADV_DONTFORK on the rest splits the PMD).</summary>
+    PartiallySharedThp,
 }
 
 /// <summary>
@@ -56,6 +64,7 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
         CowBacking.Mthp256K => 256 << 10,
         CowBacking.Mthp512K => 512 << 10,
         CowBacking.Mthp1M => 1 << 20,
+        CowBacking.PmdThp or CowBacking.PteMappedThp or CowBacking.SinglePteOfThp or CowBacking.PartiallySharedThp => 2 << 20,
         _ => TestSupport.PageSize,
     };
 
@@ -65,7 +74,7 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
         _kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, WpLargeFolio = wp });
         _kernel.Machine.Thp.Enabled = ThpMode.Never;
         ulong folio = FolioBytes(backing);
-        if (backing != CowBacking.BasePage) _kernel.Machine.Thp.SetSize(folio, ThpMode.Always);
+        if (backing != CowBacking.BasePage) _kernel.Machine.Thp.SetSize(folio, ThpMode.Always); // hugepages-<size>kB/enabled
         _free0 = TestSupport.SettledFreeFrames(_kernel);
         _parent = _kernel.CreateProcess("cow");
         _cpu = _kernel.AttachCpu();
@@ -77,8 +86,27 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
         for (ulong off = 0; off < _size; off += TestSupport.PageSize) _cpu.Store<long>(_mem + off, (long)off + 1);
         if (backing != CowBacking.BasePage)
             Assert.That(_kernel.Machine.Thp.Stat(Thp.OrderOfSize(folio), MthpStat.AnonFaultAlloc), Is.EqualTo(1), "one folio backs the region");
+        if (backing is CowBacking.PteMappedThp or CowBacking.SinglePteOfThp)
+        {
+            // cow.c's THP_RUN_PTE: mapping one subpage read-only for a moment PTE-maps the THP.
+            Assert.That(_parent.Mprotect(_mem + TestSupport.PageSize, TestSupport.PageSize, Prot.Read), Is.EqualTo(Errno.Success));
+            Assert.That(_parent.Mprotect(_mem + TestSupport.PageSize, TestSupport.PageSize, Prot.ReadWrite), Is.EqualTo(Errno.Success));
+            Assert.That(_kernel.VmstatValue("thp_split_pmd"), Is.EqualTo(1), "the PMD was split");
+        }
         switch (backing)
         {
+            case CowBacking.PmdThp:
+                Assert.That(_kernel.VmstatValue("nr_anon_transparent_hugepages"), Is.EqualTo(1), "a PMD maps the THP");
+                break;
+            case CowBacking.SinglePteOfThp:
+                Assert.That(_parent.Madvise(_mem + TestSupport.PageSize, _size - TestSupport.PageSize, Advice.DontNeed), Is.EqualTo(Errno.Success));
+                _size = TestSupport.PageSize;
+                break;
+            case CowBacking.PartiallySharedThp:
+                Assert.That(_parent.Madvise(_mem + TestSupport.PageSize, _size - TestSupport.PageSize, Advice.DontFork), Is.EqualTo(Errno.Success));
+                Assert.That(_kernel.VmstatValue("thp_split_pmd"), Is.EqualTo(1), "the VMA split split the PMD");
+                _size = TestSupport.PageSize;
+                break;
             case CowBacking.SinglePteOfMthp:
                 Assert.That(_parent.Madvise(_mem + TestSupport.PageSize, _size - TestSupport.PageSize, Advice.DontNeed), Is.EqualTo(Errno.Success));
                 _size = TestSupport.PageSize;

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using NativeMmu.Cli.Fuzz.Model;
 using NativeMmu.Cpu;
 using NativeMmu.Mm;
+using NativeMmu.Physical;
 
 namespace NativeMmu.Cli.Fuzz;
 
@@ -388,8 +389,9 @@ internal sealed class ProgramRunner
             ModelProcess? mp = st.Model.Process(id);
             if (mp is null) return ("model", $"process p{id} runs in the emulator but not in the model");
             long rss = p.Mm.GetMmCounter(MmCounter.AnonPages);
-            if (rss < mp.WrittenPages || rss > mp.MaybeResidentPages)
-                return ("rss", $"p{id} RssAnon is {rss} pages, the model bounds it to [{mp.WrittenPages}, {mp.MaybeResidentPages}]");
+            long upper = st.Kernel.Machine.Counters.Sum(VmEvent.ThpFaultAlloc) == 0 ? mp.MaybeResidentPages : mp.MappedPages;
+            if (rss < mp.WrittenPages || rss > upper)
+                return ("rss", $"p{id} RssAnon is {rss} pages, the model bounds it to [{mp.WrittenPages}, {upper}]");
             if (p.Mm.TotalVm != mp.MappedPages)
                 return ("vmsize", $"p{id} total_vm is {p.Mm.TotalVm} pages, the model has {mp.MappedPages} mapped");
             if (mapsChanged && (id == op.Proc || (op.Kind == SysOpKind.Fork && id == op.Child)))

@@ -53,8 +53,9 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 /// store completed on (or MAP_POPULATE filled writable) since they were last mapped or discarded, and
 /// MaybeResidentPages counts those plus the pages a write reached without completing: a store crossing
 /// a page boundary faults in its first page before it finds that the second faults, so the first may
-/// hold a frame although nothing was written. The bounds assume 4 KiB faults only; a THP fault path
-/// would have to widen the upper bound to whole 2 MiB extents.</para>
+/// hold a frame although nothing was written. The bounds assume 4 KiB faults; once a PMD-sized THP has
+/// been faulted in (MADV_HUGEPAGE under the default "madvise" mode), any mapped page may be resident
+/// as part of a 2 MiB extent, and the upper bound widens to every mapped page.</para>
 /// <para>Faulting accesses. A scalar (at most 16 bytes) is all or nothing: when it crosses into a page
 /// that faults, nothing is written and the reported address is the start of that page; when its first
 /// page faults, the access's own address. A longer span (Cpu.Read/Cpu.Write) is copied page by page
