@@ -133,6 +133,17 @@ internal static unsafe class HugeMemory
         return table;
     }
 
+    /// <summary>The number of tables deposited under the PMD table <paramref name="pmdTable"/> (for the invariant audit).</summary>
+    public static int DepositedCount(Machine m, ulong pmdTable)
+    {
+        ulong top = m.Vmemmap.PfnToPage(pmdTable)->PmdHugePte;
+        if (top == 0) return 0;
+        ulong first = m.Vmemmap.PfnOfVaddr(top), head = ListHead(m, first);
+        int n = 1;
+        for (ulong e = m.Vmemmap.PfnToPage(first)->LruNext; e != head && n <= Geometry.PtrsPerPmd; e = m.Vmemmap.PfnToPage(PfnOfListHead(m, e))->LruNext) n++;
+        return n;
+    }
+
     /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes).</summary>
     private static void ZapDepositedTable(Cpu.Cpu cpu, MmStruct mm, ulong* pmd)
     {

@@ -35,6 +35,8 @@ internal static unsafe class PageTableCheck
         public readonly Dictionary<ulong, Seen> Pages = [];
         /// <summary>Head PFN → the PMD leaves mapping that folio entirely.</summary>
         public readonly Dictionary<ulong, Seen> Entire = [];
+        /// <summary>The PMD tables walked, for the deposit check.</summary>
+        public readonly HashSet<ulong> PmdTables = [];
     }
 
     public static List<string> Check(Machine m, IReadOnlyList<MmStruct> mms)
@@ -64,6 +66,16 @@ internal static unsafe class PageTableCheck
         }
         foreach (ulong headPfn in a.Entire.Keys)
             folios.TryAdd(headPfn, 0);
+
+        // Every huge PMD has exactly one PTE table deposited under its PMD table.
+        foreach (ulong table in a.PmdTables)
+        {
+            ulong* pmd = (ulong*)a.Mem.FrameAddress(table);
+            int leaves = 0;
+            for (int i = 0; i < Geometry.PtrsPerPmd; i++) if (new Pmd(PgTable.Get(pmd + i)).Leaf) leaves++;
+            int deposited = HugeMemory.DepositedCount(m, table);
+            if (deposited != leaves) a.Errors.Add($"PMD table {table:x}: {leaves} huge PMDs but {deposited} deposited page tables");
+        }
 
         // Per large folio: folio_mapcount against every mapping, _entire_mapcount against the PMDs, refcount.
         foreach ((ulong headPfn, int ptes) in folios)
@@ -131,6 +143,7 @@ internal static unsafe class PageTableCheck
     private static void WalkPmdRange(Audit a, MmStruct mm, ulong pudval, ulong addr, ulong end)
     {
         ulong* pmd = PgTable.PmdOffset(a.Mem, pudval, addr);
+        a.PmdTables.Add(new Pud(pudval).Pfn);
         do
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);

@@ -393,7 +393,8 @@ internal static unsafe class PgTable
 
     /// <summary>
     /// Counts the page-table pages of the user half by walking them, as a cross-check of
-    /// mm_pgtables_bytes (PTE, PMD and PUD tables count; PGD and P4D do not). mmap_lock held for write.
+    /// mm_pgtables_bytes (PTE, PMD and PUD tables count, a huge PMD's deposited table too; PGD and P4D
+    /// do not). mmap_lock held for write.
     /// </summary>
     public static long RecountPgtablesBytes(MmStruct mm)
     {
@@ -419,7 +420,7 @@ internal static unsafe class PgTable
                     tables++; // the PMD table
                     ulong* pmd = (ulong*)mem.FrameAddress(new Pud(pudval).Pfn);
                     for (int l = 0; l < Geometry.PtrsPerPmd; l++)
-                        if (!new Pmd(Get(pmd + l)).None && !new Pmd(Get(pmd + l)).Leaf) tables++; // a PTE table
+                        if (!new Pmd(Get(pmd + l)).None) tables++; // a PTE table, or the one deposited under a huge PMD
                 }
             }
         }

@@ -31,6 +31,25 @@ public unsafe class PageTableCheckTests
     }
 
     [Test]
+    public void A_huge_pmd_without_its_deposited_table_is_reported()
+    {
+        using Kernel k = Boot();
+        Process p = k.CreateProcess();
+        using var cpu = k.AttachCpu();
+        p.Enter(cpu);
+        ulong a = p.Mmap(2UL << 20);
+        Assert.That(p.Madvise(a, 2UL << 20, Advice.HugePage), Is.EqualTo(Errno.Success));
+        cpu.Store<long>(a, 1);
+        Assert.That(k.CheckInvariants(), Is.Empty);
+        ulong* pmd = PgTable.WalkToPmd(p.Mm, a);
+        ulong table = HugeMemory.Withdraw(k.Machine, pmd);
+        Assert.That(k.CheckInvariants(), Has.One.Contains("1 huge PMDs but 0 deposited page tables"));
+        HugeMemory.Deposit(k.Machine, pmd, table);
+        p.Exit();
+        Assert.That(k.InvariantViolations, Is.Empty);
+    }
+
+    [Test]
     public void A_refcount_below_the_mapcount_is_reported()
     {
         using Kernel k = Boot();

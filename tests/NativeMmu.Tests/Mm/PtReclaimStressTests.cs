@@ -5,7 +5,8 @@ namespace NativeMmu.Tests.Mm;
 /// <summary>
 /// Faulting writers, a MADV_DONTNEED thread and a fork-and-exit thread on one mm, with the invariant
 /// checks on (freed tables poisoned, the walker checking, the TLB checker) and a checker that recounts
-/// the page tables under mmap_lock. Bounded in time; fixed seeds.
+/// the page tables under mmap_lock. Bounded in time; fixed seeds. With THP the region is MADV_HUGEPAGE:
+/// writes fault in whole PMDs, and the zapper alternates whole-PMD zaps with partial ones that split.
 /// </summary>
 [NonParallelizable]
 public class PtReclaimStressTests
@@ -14,17 +15,21 @@ public class PtReclaimStressTests
     private const ulong Region = 8 * Window;
     private const int Pages = (int)(Region / 4096);
 
-    [TestCase(PtReclaimMode.Off)]
-    [TestCase(PtReclaimMode.Refcount)]
-    [TestCase(PtReclaimMode.Sync)]
+    [TestCase(PtReclaimMode.Off, false)]
+    [TestCase(PtReclaimMode.Refcount, false)]
+    [TestCase(PtReclaimMode.Sync, false)]
+    [TestCase(PtReclaimMode.Off, true)]
+    [TestCase(PtReclaimMode.Refcount, true)]
+    [TestCase(PtReclaimMode.Sync, true)]
     [CancelAfter(60_000)]
-    public void Writers_dontneed_and_fork_race_without_a_violation(PtReclaimMode mode)
+    public void Writers_dontneed_and_fork_race_without_a_violation(PtReclaimMode mode, bool thp)
     {
         double seconds = Environment.GetEnvironmentVariable("CI") is null ? 3 : 4;
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 128UL << 20, Cpus = 8, DebugVm = true, PtReclaim = mode });
         long free0 = TestSupport.SettledFreeFrames(kernel);
         Process p = kernel.CreateProcess();
         ulong r = p.Mmap(Region);
+        if (thp) Assert.That(p.Madvise(r, Region, Advice.HugePage), Is.EqualTo(Errno.Success));
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
         long reads = 0, zaps = 0, forks = 0, recounts = 0;
@@ -56,7 +61,15 @@ public class PtReclaimStressTests
             while (DateTime.UtcNow < deadline && errors.IsEmpty)
             {
                 ulong w = r + (ulong)rng.Next((int)(Region / Window)) * Window;
-                if (p.Madvise(w, Window, Advice.DontNeed) != Errno.Success) errors.Enqueue("madvise failed");
+                ulong len = Window;
+                if (thp && rng.Next(2) == 0)
+                {
+                    // A partial zap: the huge PMD (if any) is split, the folio queued for deferred split.
+                    int first = rng.Next(512), n = 1 + rng.Next(512 - first);
+                    w += (ulong)first * 4096;
+                    len = (ulong)n * 4096;
+                }
+                if (p.Madvise(w, len, Advice.DontNeed) != Errno.Success) errors.Enqueue("madvise failed");
                 Interlocked.Increment(ref zaps);
             }
         }
@@ -106,7 +119,8 @@ public class PtReclaimStressTests
         Assert.That(zaps, Is.GreaterThan(10), "the zapper ran");
         Assert.That(forks, Is.GreaterThan(2), "the forker ran");
         Assert.That(recounts, Is.GreaterThan(2), "the recounter ran");
-        TestContext.Out.WriteLine($"{mode}: {reads} checked writes, {zaps} zaps, {forks} forks, {recounts} recounts, {kernel.VmstatValue("pgfault")} faults");
+        TestContext.Out.WriteLine($"{mode}{(thp ? " thp" : "")}: {reads} checked writes, {zaps} zaps, {forks} forks, {recounts} recounts, {kernel.VmstatValue("pgfault")} faults, {kernel.VmstatValue("thp_fault_alloc")} THPs, {kernel.VmstatValue("thp_split_pmd")} PMD splits");
+        if (thp) Assert.That(kernel.VmstatValue("thp_fault_alloc"), Is.GreaterThan(0), "THPs were faulted in");
 
         Assert.That(p.Munmap(r, Region), Is.EqualTo(Errno.Success));
         p.Exit();
