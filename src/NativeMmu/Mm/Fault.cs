@@ -202,8 +202,10 @@ internal static unsafe class Memory
     {
         Machine m = vmf.Mm.Machine;
         // pte_offset_map_rw_nolock: the PTE is read without its lock, inside an RCU read-side section,
-        // because a reclaim on another CPU may free the table; the PMD is re-checked once locked.
-        vmf.Cpu.RcuReadLock();
+        // because a reclaim on another CPU may free the table; the PMD is re-checked once locked. With
+        // pte_refcount the fault holds the table and needs no section.
+        bool rcu = vmf.PteTable == 0;
+        if (rcu) vmf.Cpu.RcuReadLock();
         ulong pmdval = PgTable.Get(vmf.Pmd);
         if (new Pmd(pmdval).None)
         {
@@ -211,7 +213,7 @@ internal static unsafe class Memory
         }
         else if (new Pmd(pmdval).Leaf)
         {
-            vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
+            if (rcu) vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
             return VmFaultT.None;
         }
         else
@@ -224,7 +226,7 @@ internal static unsafe class Memory
 
         if (vmf.Pte == null)
         {
-            vmf.Cpu.RcuReadUnlock();
+            if (rcu) vmf.Cpu.RcuReadUnlock();
             return DoAnonymousPage(ref vmf); // do_pte_missing: anonymous VMAs only
         }
 
@@ -233,7 +235,7 @@ internal static unsafe class Memory
 
         vmf.Ptl = PgTable.PteLockptr(m, pmdval);
         Spin.Lock(vmf.Ptl);
-        vmf.Cpu.RcuReadUnlock();
+        if (rcu) vmf.Cpu.RcuReadUnlock();
         Pte entry = vmf.OrigPte;
         if (PgTable.Get(vmf.Pmd) != pmdval || PgTable.Get(vmf.Pte) != entry.Value)
         {
@@ -276,7 +278,7 @@ internal static unsafe class Memory
         if ((vmf.Flags & FaultFlags.Write) == 0)
         {
             Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
-            vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+            vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTable != 0);
             if (vmf.Pte == null) return VmFaultT.None;
             if (PgTable.Get(vmf.Pte) is var now && !new Pte(now).None)
             {
@@ -303,7 +305,7 @@ internal static unsafe class Memory
         Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
 
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTable != 0);
         if (vmf.Pte == null)
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
@@ -372,7 +374,7 @@ internal static unsafe class Memory
         ulong addr = vmf.Address & ~((Geometry.PageSize << order) - 1);
         Page* page = m.Vmemmap.PfnToPage(pfn);
         page->Flags |= 1UL << PG.Uptodate;
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl, vmf.PteTable != 0);
         if (vmf.Pte == null)
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
@@ -587,7 +589,7 @@ internal static unsafe class Memory
         Page* newPage = m.Vmemmap.PfnToPage(newPfn);
         newPage->Flags |= 1UL << PG.Uptodate;
 
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTable != 0);
         bool copied = false;
         if (vmf.Pte != null && PgTable.Get(vmf.Pte) == vmf.OrigPte.Value)
         {

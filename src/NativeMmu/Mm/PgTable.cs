@@ -92,10 +92,19 @@ internal static unsafe class PgTable
     /// pte_offset_map_lock: lock the PTE table *pmd points to and return the entry, or null when the PMD
     /// is no longer a table - the caller retries, as in the kernel. The table may be reclaimed by another
     /// CPU until its lock is held and the PMD re-checked, so the read of the PMD and the locking happen
-    /// inside an RCU read-side section: the ptl word cannot be recycled under the spin.
+    /// inside an RCU read-side section: the ptl word cannot be recycled under the spin. A caller that
+    /// holds a pte_refcount on the table (<paramref name="tableHeld"/>) needs neither: the table stays.
     /// </summary>
-    public static ulong* PteOffsetMapLock(Cpu.Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl)
+    public static ulong* PteOffsetMapLock(Cpu.Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl, bool tableHeld = false)
     {
+        if (tableHeld)
+        {
+            ulong held = Get(pmd);
+            if (new Pmd(held).None || new Pmd(held).Leaf) { ptl = null; return null; }
+            ptl = PteLockptr(m, held);
+            Spin.Lock(ptl);
+            return PteOffset(m.Memory, held, address);
+        }
         cpu.RcuReadLock();
         try
         {
@@ -228,27 +237,51 @@ internal static unsafe class PgTable
     // with PtePut; the put that reaches zero clears the PMD under the PMD lock and frees the table.
 
     /// <summary>pte_try_get: a reference on the table *pmd points to, or 0 if there is none (or it is dying).</summary>
+    /// <remarks>
+    /// Inside an RCU read-side section, so the table read from the PMD cannot be freed and reused before
+    /// the count is raised; the PMD is re-read after, since the table may have been replaced meanwhile.
+    /// Nothing in between can throw, so the section needs no finally.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong PteTryGet(Cpu.Cpu cpu, Machine m, ulong* pmd)
     {
         cpu.RcuReadLock();
-        try
+        ulong pmdval = Get(pmd);
+        ulong table = 0;
+        if (!new Pmd(pmdval).None && !new Pmd(pmdval).Leaf)
         {
-            while (true)
+            int* count = &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->PteRefcount;
+            int c = Volatile.Read(ref *count);
+            if (c != 0)
             {
-                ulong pmdval = Get(pmd);
-                if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return 0;
-                ulong table = new Pmd(pmdval).Pfn;
-                int* count = &m.Vmemmap.PfnToPage(table)->PteRefcount;
-                int c = Volatile.Read(ref *count);
-                if (c == 0) return 0;
-                if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) continue;
-                if (Get(pmd) == pmdval) return table;
-                Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
+                if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) table = PteTryGetSlow(m, pmd);
+                else if (Get(pmd) == pmdval) table = new Pmd(pmdval).Pfn;
+                else
+                {
+                    Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
+                    table = PteTryGetSlow(m, pmd);
+                }
             }
         }
-        finally
+        cpu.RcuReadUnlock();
+        return table;
+    }
+
+    /// <summary>PteTryGet's retry loop, when the count or the PMD moved under it (RCU read side held).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ulong PteTryGetSlow(Machine m, ulong* pmd)
+    {
+        while (true)
         {
-            cpu.RcuReadUnlock();
+            ulong pmdval = Get(pmd);
+            if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return 0;
+            ulong table = new Pmd(pmdval).Pfn;
+            int* count = &m.Vmemmap.PfnToPage(table)->PteRefcount;
+            int c = Volatile.Read(ref *count);
+            if (c == 0) return 0;
+            if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) continue;
+            if (Get(pmd) == pmdval) return table;
+            Interlocked.Decrement(ref *count);
         }
     }
 
@@ -256,7 +289,16 @@ internal static unsafe class PgTable
     /// pte_alloc_get: a reference on the PTE table for address, allocating and installing one if needed.
     /// 0 when out of memory, or when the PMD is (or became) huge: there is no table to hold.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong PteAllocGet(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
+    {
+        ulong table = PteTryGet(cpu, mm.Machine, pmd);
+        return table != 0 ? table : PteAllocGetSlow(cpu, mm, pmd, address);
+    }
+
+    /// <summary>pte_alloc_get without a table to take: install one, or wait out a dying one.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ulong PteAllocGetSlow(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
     {
         Machine m = mm.Machine;
         var spin = new SpinWait();
