@@ -501,7 +501,7 @@ public static unsafe class Mmap
         for (ulong addr = start; addr < end;)
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
-            ulong* pmd = PmdSlot(vma.Mm, addr);
+            ulong* pmd = PgTable.WalkToPmd(vma.Mm, addr);
             if (pmd == null) { addr = next; continue; }
             if (new Pmd(PgTable.Get(pmd)).Leaf)
             {
@@ -531,18 +531,6 @@ public static unsafe class Mmap
             if (table != 0) PgTable.PtePut(cpu, vma.Mm, pmd, table, 1, from, tlb);
         }
         // tlb_finish_mmu (in the caller) flushes the range gathered above.
-    }
-
-    /// <summary>The PMD slot for addr, or null when an upper level is missing. mmap_lock held.</summary>
-    private static ulong* PmdSlot(MmStruct mm, ulong addr)
-    {
-        ulong* pgd = PgTable.PgdOffset(mm, addr);
-        if (new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) return null;
-        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
-        if (new P4d(PgTable.Get(p4d)).None) return null;
-        ulong* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
-        if (new Pud(PgTable.Get(pud)).None) return null;
-        return PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
     }
 
     /// <summary>can_change_pte_writable for a private mapping: only an exclusive anonymous page.</summary>
