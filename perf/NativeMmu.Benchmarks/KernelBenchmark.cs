@@ -29,6 +29,9 @@ public abstract class KernelBenchmark
     /// <summary>Physical memory of the emulated machine; a benchmark class may ask for more.</summary>
     protected virtual ulong MemoryBytes => 256UL << 20;
 
+    /// <summary>Empty PTE-table reclaim of the emulated kernel; a benchmark class may make it a parameter.</summary>
+    protected virtual PtReclaimMode PtReclaim => PtReclaimMode.Sync;
+
     /// <summary>Maps and populates what the benchmarks touch, on a CPU running the process.</summary>
     protected abstract void Setup(EmulatedCpu cpu);
 
@@ -41,7 +44,7 @@ public abstract class KernelBenchmark
     [GlobalSetup]
     public void BootKernel()
     {
-        Kernel = new Kernel(new KernelConfig { MemoryBytes = MemoryBytes, Cpus = 2 });
+        Kernel = new Kernel(new KernelConfig { MemoryBytes = MemoryBytes, Cpus = 2, PtReclaim = PtReclaim });
         Process = Kernel.CreateProcess("bench");
         using EmulatedCpu cpu = Kernel.AttachCpu();
         Process.Enter(cpu);

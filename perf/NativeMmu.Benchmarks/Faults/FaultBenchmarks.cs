@@ -8,13 +8,19 @@ namespace NativeMmu.Benchmarks.Faults;
 /// Anonymous page faults taken by user accesses, one per operation. Each invocation faults in every page of a
 /// 2 MiB window (one PTE table) and then gives the window back with MADV_DONTNEED, so the next invocation
 /// faults again; the zap is part of the measurement, 1/512 of it per operation, and the names say so.
-/// The PTE table stays allocated throughout (MADV_DONTNEED does not free tables), so no table
-/// allocation is measured.
+/// Per empty-PTE-table reclaim mode: with Off the PTE table stays allocated throughout; with Sync the
+/// zap frees it and the next invocation's first fault allocates another; with Refcount every fault
+/// also takes and hands on a pte_refcount, and the zap's last put frees the table.
 /// </summary>
 [BenchmarkCategory("Faults")]
 public class FaultBenchmarks : KernelBenchmark
 {
     private ulong _window;
+
+    [Params(PtReclaimMode.Off, PtReclaimMode.Refcount, PtReclaimMode.Sync)]
+    public PtReclaimMode Mode { get; set; }
+
+    protected override PtReclaimMode PtReclaim => Mode;
 
     protected override void Setup(EmulatedCpu cpu)
     {

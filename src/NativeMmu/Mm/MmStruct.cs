@@ -79,6 +79,46 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     /// <summary>mm_inc_nr_ptes / mm_inc_nr_pmds / mm_inc_nr_puds: one table's worth of entries.</summary>
     internal void AddPgtablesBytes(long delta) => Interlocked.Add(ref _pgtablesBytes, delta);
 
+    // ---- PMDs cleared by a page-table reclaim whose TLB flush is still to come (seed 002) ------------
+    //
+    // A reclaim registers the 2 MiB range under the PMD lock as it clears the PMD, and unregisters it
+    // once its flush is done; installing a table or huge PMD (under the same lock) flushes first only
+    // when its own range is registered. Each registration holds a slot (start + 1) or, when all are
+    // taken, counts as an overflow that makes every range look pending until it goes.
+
+    private readonly long[] _reclaimSlots = new long[8];
+    private int _reclaimPending, _reclaimOverflow;
+
+    internal void NoteReclaimedPmd(ulong start)
+    {
+        Interlocked.Increment(ref _reclaimPending);
+        long tag = (long)start + 1;
+        for (int i = 0; i < _reclaimSlots.Length; i++)
+            if (Interlocked.CompareExchange(ref _reclaimSlots[i], tag, 0) == 0) return;
+        Interlocked.Increment(ref _reclaimOverflow);
+    }
+
+    internal void ReclaimedPmdFlushed(ulong start)
+    {
+        long tag = (long)start + 1;
+        bool found = false;
+        for (int i = 0; i < _reclaimSlots.Length && !found; i++)
+            found = Volatile.Read(ref _reclaimSlots[i]) == tag && Interlocked.CompareExchange(ref _reclaimSlots[i], 0, tag) == tag;
+        if (!found) Interlocked.Decrement(ref _reclaimOverflow);
+        Interlocked.Decrement(ref _reclaimPending);
+    }
+
+    /// <summary>Whether a reclaim cleared the PMD of the 2 MiB at start and has not flushed yet. PMD lock held.</summary>
+    internal bool ReclaimFlushPending(ulong start)
+    {
+        if (Volatile.Read(ref _reclaimPending) == 0) return false;
+        if (Volatile.Read(ref _reclaimOverflow) != 0) return true;
+        long tag = (long)start + 1;
+        for (int i = 0; i < _reclaimSlots.Length; i++)
+            if (Volatile.Read(ref _reclaimSlots[i]) == tag) return true;
+        return false;
+    }
+
     /// <summary>add_mm_counter: a per-CPU delta, summed when read (percpu_counter).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void AddMmCounter(int cpu, MmCounter member, long value) => _rss[cpu * RssStride + (int)member] += value;

@@ -21,13 +21,16 @@ internal sealed unsafe class MmuGather : IDisposable
     private readonly Cpu.Cpu _cpu;
     private readonly ulong* _pages;
     private readonly ulong* _tables;
-    private int _nrPages, _nrTables;
+    /// <summary>The 2 MiB ranges whose PMDs this gather's zap cleared, registered with the mm until flushed.</summary>
+    private readonly ulong* _reclaimed;
+    private int _nrPages, _nrTables, _nrReclaimed;
 
     public MmuGather(Cpu.Cpu cpu)
     {
         _cpu = cpu;
         _pages = (ulong*)NativeMemory.Alloc(MaxPages * sizeof(ulong));
         _tables = (ulong*)NativeMemory.Alloc(MaxTables * sizeof(ulong));
+        _reclaimed = (ulong*)NativeMemory.Alloc((MaxTables + 1) * sizeof(ulong));
     }
 
     public MmStruct Mm = null!;
@@ -44,6 +47,7 @@ internal sealed unsafe class MmuGather : IDisposable
     {
         NativeMemory.Free(_pages);
         NativeMemory.Free(_tables);
+        NativeMemory.Free(_reclaimed);
     }
 
     /// <summary>tlb_gather_mmu / tlb_gather_mmu_fullmm.</summary>
@@ -107,13 +111,27 @@ internal sealed unsafe class MmuGather : IDisposable
         _tables[_nrTables++] = tablePfn;
     }
 
+    /// <summary>
+    /// A reclaim cleared the PMD of the 2 MiB at start (PMD lock held): until this gather flushes,
+    /// installing a table there must flush first. The table itself follows with <see cref="RemoveTable"/>.
+    /// </summary>
+    public void NoteReclaimedPmd(ulong start)
+    {
+        Mm.NoteReclaimedPmd(start);
+        _reclaimed[_nrReclaimed++] = start;
+    }
+
     /// <summary>tlb_flush_mmu_tlbonly → x86 tlb_flush → flush_tlb_mm_range.</summary>
     public void FlushMmuTlbOnly()
     {
-        if (End == 0) return;
-        ulong end = FullMm ? ulong.MaxValue : End;
-        TlbFlush.FlushMmRange(_cpu, Mm, FullMm ? 0 : Start, end, Geometry.PageShift, FreedTables);
-        ResetRange();
+        if (End != 0)
+        {
+            ulong end = FullMm ? ulong.MaxValue : End;
+            TlbFlush.FlushMmRange(_cpu, Mm, FullMm ? 0 : Start, end, Geometry.PageShift, FreedTables);
+            ResetRange();
+        }
+        for (int i = 0; i < _nrReclaimed; i++) Mm.ReclaimedPmdFlushed(_reclaimed[i]);
+        _nrReclaimed = 0;
     }
 
     /// <summary>

@@ -219,14 +219,16 @@ internal static unsafe class PgTable
     /// <summary>
     /// arch_flush_tlb_before_set_pte_page (x86, seed 002): a PMD cleared by a reclaim whose batched flush
     /// is still pending may leave other CPUs holding translations through the old table; installing a new
-    /// table then would let one address translate through two tables. Flush the 2 MiB first.
+    /// table then would let one address translate through two tables. Flush the 2 MiB first. The RFC tests
+    /// the mm's tlb_flush_pending, which any zap in flight sets; here only a pending reclaim of this very
+    /// range counts, so a fault does not wait on another thread's unrelated MADV_DONTNEED. PMD lock held.
     /// </summary>
     public static void ArchFlushTlbBeforeSetPtePage(Cpu.Cpu cpu, MmStruct mm, ulong address) => ArchFlushTlbBeforeSetHugePage(cpu, mm, address);
 
     /// <summary>arch_flush_tlb_before_set_huge_page: the same flush before a huge PMD is installed.</summary>
     public static void ArchFlushTlbBeforeSetHugePage(Cpu.Cpu cpu, MmStruct mm, ulong address)
     {
-        if (mm.Machine.Config.FlushTlbBeforeSetPmd && Volatile.Read(ref mm.TlbFlushPending) != 0)
+        if (mm.Machine.Config.FlushTlbBeforeSetPmd && mm.ReclaimFlushPending(address & Geometry.PmdMask))
             TlbFlush.FlushMmRange(cpu, mm, address & Geometry.PmdMask, (address & Geometry.PmdMask) + Geometry.PmdSize, Geometry.PageShift, false);
     }
 
@@ -347,6 +349,8 @@ internal static unsafe class PgTable
         Bug.On(after < 0, "pte_refcount of table {0:x} went negative", table);
         if (after != 0) return;
 
+        ulong start = address & Geometry.PmdMask;
+        bool gathered = tlb is not null && tlb.InUse && ReferenceEquals(tlb.Mm, mm);
         int* pml = PmdLockptr(m, pmd);
         Spin.Lock(pml);
         bool cleared = Get(pmd) is var v && !new Pmd(v).None && !new Pmd(v).Leaf && new Pmd(v).Pfn == table;
@@ -359,20 +363,22 @@ internal static unsafe class PgTable
             }
             Set(pmd, 0);
             mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong)); // mm_dec_nr_ptes
+            if (gathered) tlb!.NoteReclaimedPmd(start);
+            else mm.NoteReclaimedPmd(start);
         }
         Spin.Unlock(pml);
         if (!cleared) return;
         m.Counters.Add(cpu.Id, VmEvent.PtReclaim);
-        ulong start = address & Geometry.PmdMask;
         TestHooks.AfterPmdCleared?.Invoke(cpu, mm, start);
-        if (tlb is not null && tlb.InUse && ReferenceEquals(tlb.Mm, mm))
+        if (gathered)
         {
-            tlb.RemoveTable(table, start);
+            tlb!.RemoveTable(table, start);
         }
         else
         {
             TableDtor(cpu, m, table);
             TlbFlush.FlushMmRange(cpu, mm, start, start + Geometry.PmdSize, Geometry.PageShift, freedTables: true);
+            mm.ReclaimedPmdFlushed(start);
             m.Rcu.CallRcuFreeTable(cpu, table);
         }
     }

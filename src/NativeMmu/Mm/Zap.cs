@@ -201,7 +201,7 @@ internal static unsafe class Zap
                 break;
             }
         }
-        if (canReclaimPt && directReclaim && addr == end) directReclaim = TryGetAndClearPmd(m, pmd, out pmdval);
+        if (canReclaimPt && directReclaim && addr == end) directReclaim = TryGetAndClearPmd(tlb, pmd, start, out pmdval);
         mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, rssAnon);
         m.Counters.Add(cpu.Id, VmEvent.ZapPages, -rssAnon);
         tlb.ZappedPages -= rssAnon;
@@ -241,13 +241,14 @@ internal static unsafe class Zap
     }
 
     /// <summary>try_get_and_clear_pmd (mm/pt_reclaim.c): PTE lock held, so the PMD lock may only be tried.</summary>
-    private static bool TryGetAndClearPmd(Machine m, ulong* pmd, out ulong pmdval)
+    private static bool TryGetAndClearPmd(MmuGather tlb, ulong* pmd, ulong start, out ulong pmdval)
     {
-        int* pml = PgTable.PmdLockptr(m, pmd);
+        int* pml = PgTable.PmdLockptr(tlb.Mm.Machine, pmd);
         pmdval = 0;
         if (!Spin.TryLock(pml)) return false;
         pmdval = PgTable.Get(pmd);
         PgTable.Set(pmd, 0); // pmd_clear
+        tlb.NoteReclaimedPmd(start & Geometry.PmdMask);
         Spin.Unlock(pml);
         return true;
     }
@@ -280,7 +281,11 @@ internal static unsafe class Zap
         ulong* start = PgTable.PteOffset(m.Memory, pmdval, addr & Geometry.PmdMask);
         bool empty = true;
         for (int i = 0; i < Geometry.PtrsPerPte && empty; i++) empty = new Pte(PgTable.Get(start + i)).None;
-        if (empty) PgTable.Set(pmd, 0);
+        if (empty)
+        {
+            PgTable.Set(pmd, 0);
+            tlb.NoteReclaimedPmd(addr & Geometry.PmdMask);
+        }
         if (ptl != pml) Spin.Unlock(ptl);
         Spin.Unlock(pml);
         if (empty) FreePte(cpu, tlb, addr, pmdval);

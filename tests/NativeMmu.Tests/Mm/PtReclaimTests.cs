@@ -69,6 +69,63 @@ public unsafe class PtReclaimTests
         return kernel.Machine.TlbConflicts.Count > 0 ? 1 : 0;
     }
 
+    /// <summary>
+    /// The flush before setting a PMD is owed only to the range whose reclaim has not flushed yet: while
+    /// CPU A is held between the PMD clear and its flush, CPU B installing a table in the same 2 MiB
+    /// flushes first, and installing one in another 2 MiB does not.
+    /// </summary>
+    [TestCase(0UL, ExpectedResult = true)]
+    [TestCase(Window, ExpectedResult = false)]
+    [CancelAfter(20_000)]
+    public bool Only_a_fault_in_the_reclaimed_range_flushes_before_setting_its_PMD(ulong offset)
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Sync });
+        Process p = kernel.CreateProcess();
+        ulong w = p.Mmap(2 * Window);
+        using var go = new ManualResetEventSlim();
+        using var bDone = new ManualResetEventSlim();
+        long flushes = -1;
+        Exception? bFailure = null;
+        var b = new Thread(() =>
+        {
+            try
+            {
+                using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+                p.Enter(cpu);
+                go.Wait();
+                long before = kernel.VmstatValue("nr_tlb_remote_flush");
+                cpu.Store<long>(w + offset + 8 * 4096, 2); // a PMD with no table: one is installed
+                flushes = kernel.VmstatValue("nr_tlb_remote_flush") - before;
+            }
+            catch (Exception e)
+            {
+                bFailure = e;
+            }
+            finally
+            {
+                bDone.Set();
+            }
+        });
+        b.Start();
+        using (global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu())
+        {
+            p.Enter(a);
+            a.Store<long>(w, 1);
+            TestHooks.AfterPmdCleared = (cpu, mm, addr) =>
+            {
+                if (!ReferenceEquals(mm, p.Mm) || cpu != a) return;
+                go.Set();
+                TestSupport.Await(bDone, "B's fault");
+            };
+            Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+            TestHooks.AfterPmdCleared = null;
+        }
+        b.Join();
+        Assert.That(bFailure, Is.Null, () => $"thread B failed: {bFailure}");
+        Assert.That(kernel.Machine.TlbConflicts, Is.Empty);
+        return flushes > 0;
+    }
+
     [Test]
     [CancelAfter(20_000)]
     public void A_table_reclaimed_while_a_lockless_walker_holds_it_is_freed_only_after_the_walker_leaves()

@@ -15,7 +15,7 @@ public static class MultiFaultCommand
         [property: JsonPropertyName("threads")] int Threads,
         [property: JsonPropertyName("emulated_pf_per_min")] double EmulatedPfPerMin,
         [property: JsonPropertyName("host_pf_per_min")] double? HostPfPerMin,
-        [property: JsonPropertyName("ceiling_pf_per_min")] double CeilingPfPerMin);
+        [property: JsonPropertyName("ceiling_pf_per_min")] double? CeilingPfPerMin);
 
     public sealed record Report(
         [property: JsonPropertyName("benchmark")] string Benchmark,
@@ -35,13 +35,14 @@ public static class MultiFaultCommand
         ptReclaim.AcceptOnlyFromAmong("off", "refcount", "sync");
         var compare = new Option<bool>("--compare-pt-reclaim") { Description = "Run the three reclaim modes interleaved (at least 5 rounds) and compare medians" };
         var rounds = new Option<int>("--rounds") { Description = "Rounds for --compare-pt-reclaim", DefaultValueFactory = _ => 5 };
+        var noCeiling = new Option<bool>("--no-ceiling") { Description = "Skip the zeroing-ceiling run (ceiling_pf_per_min is null)" };
         var cmd = new Command("multi-fault", "Page faults per minute at N threads: emulator, host kernel, zeroing ceiling")
         {
-            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds,
+            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds, noCeiling,
         };
         cmd.SetAction(r => r.GetValue(compare)
             ? ComparePtReclaim(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, Math.Max(5, r.GetValue(rounds)), r.GetValue(json))
-            : Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json), ParseMode(r.GetValue(ptReclaim)!)));
+            : Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json), ParseMode(r.GetValue(ptReclaim)!), r.GetValue(noCeiling)));
         return cmd;
     }
 
@@ -67,48 +68,79 @@ public static class MultiFaultCommand
         [property: JsonPropertyName("rounds")] int Rounds,
         [property: JsonPropertyName("points")] IReadOnlyList<ComparePoint> Points);
 
-    /// <summary>The modes interleaved A B C A B C …, each on its own booted kernel; medians per mode.</summary>
+    /// <summary>
+    /// The modes interleaved A B C A B C …, each round of each mode in a process of its own; medians per mode.
+    /// </summary>
+    /// <remarks>
+    /// A reclaim mode is a kernel configuration, and each gets a process, as each would get a kernel build:
+    /// the JIT's dynamic PGO profiles the fault path of whichever mode runs first in a process and lays out
+    /// the others' branches as cold, which in one shared process cost the later modes 5-12 % here.
+    /// </remarks>
     public static int ComparePtReclaim(int[] threadCounts, double seconds, string loop, int rounds, bool json)
     {
-        bool pf1 = loop == "page-fault1";
         PtReclaimMode[] modes = [PtReclaimMode.Off, PtReclaimMode.Refcount, PtReclaimMode.Sync];
-        var points = new List<ComparePoint>();
-        var kernels = modes.ToDictionary(m => m, m => new Kernel(new KernelConfig { PtReclaim = m }));
-        try
+        var samples = threadCounts.ToDictionary(t => t, _ => modes.ToDictionary(m => m, _ => new List<double>()));
+        for (int r = 0; r < rounds; r++)
         {
-            foreach (int t in threadCounts)
+            foreach (PtReclaimMode m in modes)
             {
-                var samples = modes.ToDictionary(m => m, _ => new List<double>());
-                foreach (PtReclaimMode m in modes) Emulated(kernels[m], pf1, t, Math.Min(1.0, seconds / 4), null); // JIT warm-up
-                for (int r = 0; r < rounds; r++)
-                {
-                    foreach (PtReclaimMode m in modes)
-                    {
-                        LoopResult res = Emulated(kernels[m], pf1, t, seconds, Progress($"{t} thread(s) round {r + 1}/{rounds}: {ModeName(m)}"));
-                        samples[m].Add(res.PerMinute);
-                    }
-                }
-                ClearProgress();
-                var medians = modes.ToDictionary(ModeName, m => Math.Round(Median(samples[m])));
-                points.Add(new ComparePoint(t, medians));
-                if (!json)
-                {
-                    Console.WriteLine();
-                    Console.WriteLine($" '{loop}' by PT-reclaim mode ({t} thread{(t == 1 ? "" : "s")}, {rounds} interleaved rounds of {seconds} s, medians):");
-                    Console.WriteLine();
-                    foreach (PtReclaimMode m in modes)
-                        Console.WriteLine($"  {ModeName(m),-9} {medians[ModeName(m)],16:N0} pf/min   {(medians[ModeName(m)] / medians["off"] - 1) * 100,7:+0.00;-0.00}% vs off   (rounds: {string.Join(", ", samples[m].Select(x => (x / 1e6).ToString("F1")))} M)");
-                    Console.WriteLine();
-                }
+                if (!Console.IsErrorRedirected) Console.Error.Write($"\r  round {r + 1}/{rounds}: {ModeName(m),-9}");
+                foreach (Point point in RunInChildProcess(m, threadCounts, seconds, loop))
+                    samples[point.Threads][m].Add(point.EmulatedPfPerMin);
             }
         }
-        finally
+        ClearProgress();
+        var points = new List<ComparePoint>();
+        foreach (int t in threadCounts)
         {
-            foreach (Kernel k in kernels.Values) k.Dispose();
+            var medians = modes.ToDictionary(ModeName, m => Math.Round(Median(samples[t][m])));
+            points.Add(new ComparePoint(t, medians));
+            if (json) continue;
+            Console.WriteLine();
+            Console.WriteLine($" '{loop}' by PT-reclaim mode ({t} thread{(t == 1 ? "" : "s")}, {rounds} interleaved rounds of {seconds} s, a process each, medians):");
+            Console.WriteLine();
+            foreach (PtReclaimMode m in modes)
+                Console.WriteLine($"  {ModeName(m),-9} {medians[ModeName(m)],16:N0} pf/min   {(medians[ModeName(m)] / medians["off"] - 1) * 100,7:+0.00;-0.00}% vs off   (rounds: {string.Join(", ", samples[t][m].Select(x => (x / 1e6).ToString("F1")))} M)");
+            Console.WriteLine();
         }
         if (json) Console.Out.WriteLine(JsonSerializer.Serialize(new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, points)));
         return 0;
     }
+
+    /// <summary>
+    /// `nativemmu multi-fault --pt-reclaim M --threads T --no-host --no-ceiling --json` in a new process:
+    /// this command's own executable, or `dotnet` with its assembly when it runs under another host.
+    /// </summary>
+    private static IReadOnlyList<Point> RunInChildProcess(PtReclaimMode mode, int[] threadCounts, double seconds, string loop)
+    {
+        string cli = typeof(MultiFaultCommand).Assembly.Location;
+        string self = Environment.ProcessPath ?? "dotnet";
+        bool apphost = Path.GetFileNameWithoutExtension(self) == Path.GetFileNameWithoutExtension(cli);
+        var psi = new System.Diagnostics.ProcessStartInfo(apphost ? self : Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? DotnetHost(self))
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (!apphost) psi.ArgumentList.Add(cli);
+        foreach (string arg in new[]
+        {
+            "multi-fault", "--pt-reclaim", ModeName(mode), "--threads", string.Join(",", threadCounts),
+            "--seconds", seconds.ToString(CultureInfo.InvariantCulture), "--loop", loop, "--no-host", "--no-ceiling", "--json",
+        })
+            psi.ArgumentList.Add(arg);
+        using var child = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException($"could not start {psi.FileName}");
+        Task<string> stderr = child.StandardError.ReadToEndAsync();
+        string stdout = child.StandardOutput.ReadToEnd();
+        child.WaitForExit();
+        if (child.ExitCode != 0)
+            throw new InvalidOperationException($"the {ModeName(mode)} run exited with {child.ExitCode}: {stderr.Result.Trim()}");
+        Report report = JsonSerializer.Deserialize<Report>(stdout) ?? throw new InvalidOperationException($"the {ModeName(mode)} run printed no report");
+        return report.Points;
+    }
+
+    /// <summary>The dotnet host: the running process when it is one, else `dotnet` from PATH.</summary>
+    private static string DotnetHost(string self) => Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
 
     private static double Median(List<double> xs)
     {
@@ -124,7 +156,7 @@ public static class MultiFaultCommand
             .ToArray();
     }
 
-    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json, PtReclaimMode mode = PtReclaimMode.Sync)
+    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json, PtReclaimMode mode = PtReclaimMode.Sync, bool noCeiling = false)
     {
         bool pf1 = loop == "page-fault1";
         ulong ceilingBuffer = pf1 ? 128UL << 20 : 2UL << 20;
@@ -137,9 +169,9 @@ public static class MultiFaultCommand
             LoopResult emu = Emulated(kernel, pf1, t, seconds, Progress($"{t} thread(s): emulated"));
             LoopResult? host = noHost ? null : (pf1 ? HostLoops.PageFault1(t, seconds, Progress($"{t} thread(s): host kernel"))
                                                     : HostLoops.MultiFault(t, seconds, Progress($"{t} thread(s): host kernel")));
-            LoopResult ceiling = HostLoops.Ceiling(t, seconds, ceilingBuffer, Progress($"{t} thread(s): zeroing ceiling"));
+            LoopResult? ceiling = noCeiling ? null : HostLoops.Ceiling(t, seconds, ceilingBuffer, Progress($"{t} thread(s): zeroing ceiling"));
             ClearProgress();
-            var point = new Point(t, Math.Round(emu.PerMinute), host is { } h ? Math.Round(h.PerMinute) : null, Math.Round(ceiling.PerMinute));
+            var point = new Point(t, Math.Round(emu.PerMinute), host is { } h ? Math.Round(h.PerMinute) : null, ceiling is { } c ? Math.Round(c.PerMinute) : null);
             points.Add(point);
             if (!json) PrintPoint(loop, seconds, point, emu, host, ceiling);
         }
@@ -169,7 +201,7 @@ public static class MultiFaultCommand
         if (!Console.IsErrorRedirected) Console.Error.Write("\r" + new string(' ', 90) + "\r");
     }
 
-    private static void PrintPoint(string loop, double seconds, Point p, LoopResult emu, LoopResult? host, LoopResult ceiling)
+    private static void PrintPoint(string loop, double seconds, Point p, LoopResult emu, LoopResult? host, LoopResult? ceiling)
     {
         var c = CultureInfo.InvariantCulture;
         Console.WriteLine();
@@ -178,7 +210,8 @@ public static class MultiFaultCommand
         Console.WriteLine($"  {emu.Faults,16:N0}      page-faults    emulated      # {p.EmulatedPfPerMin,16:N0} pf/min");
         if (host is { } h)
             Console.WriteLine($"  {h.Faults,16:N0}      page-faults    host kernel   # {p.HostPfPerMin,16:N0} pf/min   emulated/host    {p.EmulatedPfPerMin / p.HostPfPerMin!.Value,6:F2}x");
-        Console.WriteLine($"  {ceiling.Faults,16:N0}      frames-zeroed  ceiling       # {p.CeilingPfPerMin,16:N0} /min     emulated/ceiling {p.EmulatedPfPerMin / p.CeilingPfPerMin,6:F2}x");
+        if (ceiling is { } z)
+            Console.WriteLine($"  {z.Faults,16:N0}      frames-zeroed  ceiling       # {p.CeilingPfPerMin,16:N0} /min     emulated/ceiling {p.EmulatedPfPerMin / p.CeilingPfPerMin!.Value,6:F2}x");
         Console.WriteLine();
     }
 }
