@@ -53,10 +53,7 @@ public sealed unsafe class HugeZeroFolio(Machine m)
         Put(cpu);
     }
 
-    /// <summary>A reference taken by GUP (try_grab_folio).</summary>
-    internal void Get() => Interlocked.Increment(ref m.Vmemmap.PfnToPage(Pfn)->RefCount);
-
-    /// <summary>Drops one reference; the last frees the folio.</summary>
+    /// <summary>Drops one reference (an mm's, or one GUP grabbed); the last frees the folio.</summary>
     internal void Put(Cpu.Cpu cpu)
     {
         lock (_lock)

@@ -315,9 +315,12 @@ public static unsafe class Mmap
     private static bool Populated(Cpu.Cpu cpu, MmStruct mm, ulong address, bool write)
     {
         cpu.RcuReadLock();
-        ulong* pte = PgTable.WalkToPte(mm, address);
+        ulong* pmd = PgTable.WalkToPmd(mm, address);
+        var huge = pmd == null ? default : new Pmd(PgTable.Get(pmd));
+        ulong* pte = huge.Leaf ? null : PgTable.WalkToPte(mm, address);
         var e = pte == null ? default : new Pte(PgTable.Get(pte));
         cpu.RcuReadUnlock();
+        if (huge.Leaf) return (huge.Value & PageTableBits.Present) != 0 && (!write || huge.Write); // follow_huge_pmd
         return e.Present && (!write || e.Write);
     }
 

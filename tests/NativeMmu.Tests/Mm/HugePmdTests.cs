@@ -104,6 +104,16 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
     }
 
     [Test]
+    public void Madv_populate_write_faults_once_per_pmd()
+    {
+        long faults = Vm("pgfault");
+        Assert.That(_p.Madvise(_mem, 2 * M2, Advice.PopulateWrite), Is.EqualTo(Errno.Success));
+        Assert.That(Vm("pgfault") - faults, Is.EqualTo(2), "follow_huge_pmd finds the other 511 pages of each PMD mapped");
+        Assert.That(Vm("thp_fault_alloc"), Is.EqualTo(2));
+        Assert.That(TestSupport.StatusKb(_p, "RssAnon"), Is.EqualTo(4096));
+    }
+
+    [Test]
     public void A_read_maps_the_huge_zero_page_and_a_write_replaces_it_with_a_thp_without_a_split()
     {
         Assert.That(_cpu.Load<long>(_mem + 12345 * 8), Is.Zero);
