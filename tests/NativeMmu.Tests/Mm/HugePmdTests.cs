@@ -320,6 +320,52 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
     }
 
     [Test]
+    [CancelAfter(30_000)]
+    public void Racing_touches_splits_and_zaps_of_one_pmd_lose_no_write()
+    {
+        // Three CPUs touch the same untouched 2 MiB over and over: readers race writers for the huge zero
+        // page, writers race each other for the THP, and one CPU keeps splitting it with partial zaps of
+        // its own pages. Every CPU owns every third page and checks what it last wrote there.
+        const int cpus = 3, rounds = 200; // the fixture's own CPU is the fourth
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var start = new Barrier(cpus);
+        Action<NativeMmu.Cpu.Cpu> Body(int id) => cpu =>
+        {
+            var last = new long[512];
+            for (int r = 0; r < rounds && errors.IsEmpty; r++)
+            {
+                start.SignalAndWait(TestSupport.HandshakeTimeout);
+                for (int page = id; page < 512; page += cpus)
+                {
+                    ulong va = _mem + (ulong)page * Page;
+                    long seen = cpu.Load<long>(va);
+                    if (seen != last[page] && seen != 0) errors.Enqueue($"cpu {id}: page {page} read {seen}, last wrote {last[page]}");
+                    if (seen == 0) last[page] = 0;
+                    long v = ((long)id << 32) | (uint)(r * 512 + page + 1);
+                    cpu.Store(va, v);
+                    last[page] = v;
+                }
+                if (id == 0 && r % 4 == 3)
+                {
+                    // A zap of CPU 0's first page (splits a huge PMD); of the whole PMD every 16 rounds, after
+                    // which every page reads zero (allowed above) and the next touch maps a new THP.
+                    ulong len = r % 16 == 15 ? M2 : Page;
+                    Assert.That(_p.Madvise(_mem, len, Advice.DontNeed), Is.EqualTo(Errno.Success));
+                }
+            }
+        };
+        bool finished = TestSupport.RunOnCpus(_kernel, _p, Body(0), Body(1), Body(2));
+        Assert.That(finished, Is.True);
+        Assert.That(errors, Is.Empty, () => string.Join("\n", errors.Take(5)));
+        // Once split, the PMD keeps its table without reclaim, and later touches fault 4 KiB pages into it;
+        // with reclaim the whole-PMD zap frees the table and the next touch maps a new THP.
+        Assert.That(Vm("thp_fault_alloc"), mode == PtReclaimMode.Off ? Is.EqualTo(1) : Is.GreaterThan(1));
+        Assert.That(Vm("thp_split_pmd"), Is.GreaterThan(0));
+        Assert.That(_kernel.Machine.TlbConflicts, Is.Empty);
+        AssertNoViolations();
+    }
+
+    [Test]
     public void The_deposit_list_of_one_pmd_table_holds_a_table_per_huge_pmd()
     {
         FillPmd(_mem, 1);
