@@ -116,9 +116,9 @@ internal static unsafe class Fork
             if (new Pmd(PgTable.Get(srcPmd)).Leaf)
             {
                 Bug.On(next - addr != Geometry.PmdSize, "copy_pmd_range: a huge PMD at {0:x} straddles the VMA", addr);
-                int err = HugeMemory.CopyHugePmd(cpu, dstVma, srcVma, dstPmd, srcPmd, addr);
-                if (err == -12) return false; // -ENOMEM
-                copied = err == 0;            // -EAGAIN: split meanwhile (or just now, maybe pinned): copy its PTEs
+                Errno err = HugeMemory.CopyHugePmd(cpu, dstVma, srcVma, dstPmd, srcPmd, addr);
+                if (err == Errno.ENOMEM) return false;
+                copied = err == Errno.Success; // EAGAIN: split meanwhile (or just now, maybe pinned): copy its PTEs
             }
             if (!copied && !new Pmd(PgTable.Get(srcPmd)).None && !CopyPteRange(cpu, dstVma, srcVma, dstPmd, srcPmd, addr, next)) return false;
             srcPmd++;

@@ -511,15 +511,14 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// copy_huge_pmd: share the THP with the child by PMD, both write-protected, with a table deposited
     /// for the child; the huge zero PMD is shared as it is. A folio that may be pinned is split in the
-    /// parent instead and copied by PTEs (-EAGAIN). Returns 0, -EAGAIN or -ENOMEM.
+    /// parent instead and copied by PTEs (EAGAIN, as when the PMD was split meanwhile).
     /// </summary>
-    public static int CopyHugePmd(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr)
+    public static Errno CopyHugePmd(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr)
     {
-        const int EAGAIN = 11, ENOMEM = 12;
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         Machine m = src.Machine;
         ulong table = PgTable.AllocTable(cpu, m);
-        if (table == 0) return -ENOMEM;
+        if (table == 0) return Errno.ENOMEM;
         int* dstPtl = PgTable.PmdLockptr(m, dstPmd);
         int* srcPtl = PgTable.PmdLockptr(m, srcPmd);
         Spin.Lock(dstPtl);
@@ -530,7 +529,7 @@ internal static unsafe class HugeMemory
             Spin.Unlock(srcPtl);
             Spin.Unlock(dstPtl);
             PgTable.FreeTable(cpu, m, table);
-            return -EAGAIN;
+            return Errno.EAGAIN;
         }
         if (IsHugeZeroPmd(m, pmd))
         {
@@ -547,7 +546,7 @@ internal static unsafe class HugeMemory
                 Spin.Unlock(dstPtl);
                 PgTable.FreeTable(cpu, m, table);
                 SplitHugePmd(cpu, srcVma, srcPmd, addr); // page maybe pinned: split, and copy by PTEs
-                return -EAGAIN;
+                return Errno.EAGAIN;
             }
             dst.AddMmCounter(cpu.Id, MmCounter.AnonPages, HpagePmdNr);
         }
@@ -557,7 +556,7 @@ internal static unsafe class HugeMemory
         PgTable.Set(dstPmd, pmd.Wrprotect().MkOld().Value);
         Spin.Unlock(srcPtl);
         Spin.Unlock(dstPtl);
-        return 0;
+        return Errno.Success;
     }
 
     /// <summary>
