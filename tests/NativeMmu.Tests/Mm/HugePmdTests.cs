@@ -366,6 +366,25 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
     }
 
     [Test]
+    public void Smaps_rollup_divides_a_thp_shared_by_fork_between_the_two_mms()
+    {
+        FillPmd(_mem, 1);
+        _cpu.Store<long>(_mem + M2, 1); // one more THP, the parent's alone after the fork (written below)
+        Process child = _p.Fork();
+        _p.Enter(_cpu);
+        _cpu.Store<long>(_mem + M2, 2); // do_huge_pmd_wp_page: shared, so split and copy one page
+        Assert.That(SmapsKb(child, "AnonHugePages"), Is.EqualTo(4096), "the child still maps both by PMD");
+        Assert.That(SmapsKb(_p, "AnonHugePages"), Is.EqualTo(2048), "the parent split its second PMD");
+        Assert.That(SmapsKb(child, "Rss"), Is.EqualTo(4096));
+        // Each THP page is mapped twice (PMD in the child, PMD or PTE in the parent) except the copied one.
+        Assert.That(SmapsKb(child, "Pss"), Is.EqualTo(2048 + 2));
+        Assert.That(SmapsKb(_p, "Pss"), Is.EqualTo(2048 - 2 + 4));
+        Assert.That(SmapsKb(child, "Shared_Dirty") + SmapsKb(child, "Private_Dirty"), Is.EqualTo(4096));
+        child.Exit();
+        Assert.That(SmapsKb(_p, "Pss"), Is.EqualTo(4096), "alone again: Pss is Rss");
+    }
+
+    [Test]
     public void The_deposit_list_of_one_pmd_table_holds_a_table_per_huge_pmd()
     {
         FillPmd(_mem, 1);
