@@ -78,33 +78,43 @@ public static class MultiFaultCommand
     /// </remarks>
     public static int ComparePtReclaim(int[] threadCounts, double seconds, string loop, int rounds, bool json)
     {
+        CompareReport report = MeasureComparePtReclaim(threadCounts, seconds, loop, rounds, out var samples);
+        ClearProgress();
+        if (json)
+        {
+            Console.Out.WriteLine(JsonSerializer.Serialize(report));
+            return 0;
+        }
+        foreach (ComparePoint p in report.Points)
+        {
+            Console.WriteLine();
+            Console.WriteLine($" '{loop}' by PT-reclaim mode ({p.Threads} thread{(p.Threads == 1 ? "" : "s")}, {rounds} interleaved rounds of {seconds} s, a process each, medians):");
+            Console.WriteLine();
+            foreach ((string mode, double median) in p.MedianPfPerMin)
+                Console.WriteLine($"  {mode,-9} {median,16:N0} pf/min   {(median / p.MedianPfPerMin["off"] - 1) * 100,7:+0.00;-0.00}% vs off   (rounds: {string.Join(", ", samples[p.Threads][mode].Select(x => (x / 1e6).ToString("F1")))} M)");
+            Console.WriteLine();
+        }
+        return 0;
+    }
+
+    /// <summary>The rounds of <see cref="ComparePtReclaim"/>: per thread count, each mode's samples (pf/min) and their medians.</summary>
+    public static CompareReport MeasureComparePtReclaim(int[] threadCounts, double seconds, string loop, int rounds, out Dictionary<int, Dictionary<string, List<double>>> samples)
+    {
         PtReclaimMode[] modes = [PtReclaimMode.Off, PtReclaimMode.Refcount, PtReclaimMode.Sync];
-        var samples = threadCounts.ToDictionary(t => t, _ => modes.ToDictionary(m => m, _ => new List<double>()));
+        samples = threadCounts.ToDictionary(t => t, _ => modes.ToDictionary(ModeName, _ => new List<double>()));
         for (int r = 0; r < rounds; r++)
         {
             foreach (PtReclaimMode m in modes)
             {
                 if (!Console.IsErrorRedirected) Console.Error.Write($"\r  round {r + 1}/{rounds}: {ModeName(m),-9}");
                 foreach (Point point in RunInChildProcess(m, threadCounts, seconds, loop))
-                    samples[point.Threads][m].Add(point.EmulatedPfPerMin);
+                    samples[point.Threads][ModeName(m)].Add(point.EmulatedPfPerMin);
             }
         }
-        ClearProgress();
         var points = new List<ComparePoint>();
         foreach (int t in threadCounts)
-        {
-            var medians = modes.ToDictionary(ModeName, m => Math.Round(Median(samples[t][m])));
-            points.Add(new ComparePoint(t, medians));
-            if (json) continue;
-            Console.WriteLine();
-            Console.WriteLine($" '{loop}' by PT-reclaim mode ({t} thread{(t == 1 ? "" : "s")}, {rounds} interleaved rounds of {seconds} s, a process each, medians):");
-            Console.WriteLine();
-            foreach (PtReclaimMode m in modes)
-                Console.WriteLine($"  {ModeName(m),-9} {medians[ModeName(m)],16:N0} pf/min   {(medians[ModeName(m)] / medians["off"] - 1) * 100,7:+0.00;-0.00}% vs off   (rounds: {string.Join(", ", samples[t][m].Select(x => (x / 1e6).ToString("F1")))} M)");
-            Console.WriteLine();
-        }
-        if (json) Console.Out.WriteLine(JsonSerializer.Serialize(new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, points)));
-        return 0;
+            points.Add(new ComparePoint(t, samples[t].ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value)))));
+        return new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, points);
     }
 
     /// <summary>
