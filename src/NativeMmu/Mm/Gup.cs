@@ -157,10 +157,10 @@ internal static unsafe class Gup
         {
             var entry = new Pte(PgTable.Get(pte));
             if (!entry.Present) return 0;
-            if ((flags & Foll.Write) != 0 && !entry.Write) return 0; // can_follow_write_pte: COW first
             ulong pfn = entry.Pfn;
             bool zero = entry.Special || pfn == m.ZeroPfn;
             Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn));
+            if ((flags & Foll.Write) != 0 && !CanFollowWrite(entry.Write, vma, flags, zero, head, m.Vmemmap.PfnToPage(pfn))) return 0; // COW first
             if (!entry.Write && MustUnshare(vma, flags, zero, head, m.Vmemmap.PfnToPage(pfn)))
             {
                 need = FaultFlags.Unshare;
@@ -174,6 +174,19 @@ internal static unsafe class Gup
         {
             Spin.Unlock(ptl);
         }
+    }
+
+    /// <summary>
+    /// can_follow_write_pte / can_follow_write_pmd: a writable entry, or - for FOLL_FORCE on a private
+    /// mapping that may be written but is not writable now (ptrace's poke) - an exclusive anonymous page,
+    /// which the write fault (a COW) has just made it. Without the second case such a GUP would fault forever.
+    /// </summary>
+    internal static bool CanFollowWrite(bool writable, Vma vma, Foll flags, bool zero, Page* head, Page* page)
+    {
+        if (writable) return true;
+        if ((flags & Foll.Force) == 0) return false;
+        if ((vma.VmFlags & (VmFlags.Shared | VmFlags.MayShare | VmFlags.MayWrite | VmFlags.Write)) != VmFlags.MayWrite) return false;
+        return !zero && (head->Mapping & PageTypes.MappingAnon) != 0 && page->TestFlag(PG.AnonExclusive);
     }
 
     /// <summary>

@@ -612,10 +612,10 @@ internal static unsafe class HugeMemory
                 retry = true; // split (or being split) meanwhile
                 return 0;
             }
-            if ((flags & Foll.Write) != 0 && !e.Write) return 0; // can_follow_write_pmd
             ulong pfn = e.Pfn + (ulong)Geometry.PteIndex(address);
             bool zero = IsHugeZeroPmd(m, e);
             Page* head = m.Vmemmap.PfnToPage(e.Pfn);
+            if ((flags & Foll.Write) != 0 && !Gup.CanFollowWrite(e.Write, vma, flags, zero, head, head)) return 0;
             if (!e.Write && Gup.MustUnshare(vma, flags, zero, head, head)) // PageAnonExclusive lives on the head
             {
                 need = FaultFlags.Unshare;
