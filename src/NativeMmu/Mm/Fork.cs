@@ -165,6 +165,7 @@ internal static unsafe class Fork
         long rss = 0;
         int entries = 0;
         bool ok = true;
+        bool batch = true; // folio_pte_batch, until a batch could not be shared (then page by page, as with prealloc)
         for (; addr != end; addr += Geometry.PageSize, srcPte++, dstPte++)
         {
             var pte = new Pte(PgTable.Get(srcPte));
@@ -176,18 +177,47 @@ internal static unsafe class Fork
                 Page* page = m.Vmemmap.PfnToPage(pfn);
                 if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
                 {
-                    // A page of a large folio: __folio_try_dup_anon_rmap for this PTE (maybe pinned: _pincount).
-                    Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn));
-                    Interlocked.Increment(ref head->RefCount);
-                    if (!Folio.TryDupAnonRmapPtes(m, head, page, 1, dstVma, src.HasPinned && Folio.MaybeDmaPinned(head)))
+                    // Pages of a large folio: the run of entries mapping its next pages goes in one batch,
+                    // one reference and one __folio_try_dup_anon_rmap for all (maybe pinned: _pincount).
+                    ulong headPfn = Folio.HeadPfn(m, pfn);
+                    Page* head = m.Vmemmap.PfnToPage(headPfn);
+                    bool maybePinned = src.HasPinned && Folio.MaybeDmaPinned(head);
+                    int nr = batch ? ForkPteBatch(srcPte, pte, headPfn + (ulong)Folio.NrPages(head), (int)((end - addr) >> Geometry.PageShift)) : 1;
+                    Interlocked.Add(ref head->RefCount, nr);
+                    if (!Folio.TryDupAnonRmapPtes(m, head, page, nr, dstVma, maybePinned))
                     {
-                        Interlocked.Decrement(ref head->RefCount);
+                        Interlocked.Add(ref head->RefCount, -nr);
+                        if (nr > 1)
+                        {
+                            // -EAGAIN: some page may be pinned; go on page by page from this one.
+                            batch = false;
+                            addr -= Geometry.PageSize;
+                            srcPte--;
+                            dstPte--;
+                            continue;
+                        }
                         if (!CopyPresentPage(cpu, dstVma, dstPte, addr, pte)) { ok = false; break; }
                         rss++;
                         entries++;
                         continue;
                     }
-                    rss++;
+                    // __copy_present_ptes for the batch: write-protect both sides, the child's entries old.
+                    for (int i = 0; i < nr; i++)
+                    {
+                        var e = new Pte(PgTable.Get(srcPte + i));
+                        if (cow && e.Write)
+                        {
+                            PgTable.SetWrprotect(srcPte + i);
+                            e = e.Wrprotect();
+                        }
+                        PgTable.Set(dstPte + i, e.MkOld().Value);
+                    }
+                    rss += nr;
+                    entries += nr;
+                    addr += (ulong)(nr - 1) * Geometry.PageSize;
+                    srcPte += nr - 1;
+                    dstPte += nr - 1;
+                    continue;
                 }
                 else if (page->TestFlag(PG.AnonExclusive) && src.HasPinned && Volatile.Read(ref page->RefCount) >= GupPinCountingBias)
                 {
@@ -224,6 +254,26 @@ internal static unsafe class Fork
             PgTable.PtePut(cpu, src, srcPmd, srcTable, 1, from, null);
         }
         return ok;
+    }
+
+    /// <summary>
+    /// folio_pte_batch as copy_present_ptes calls it: how many entries from <paramref name="first"/> on
+    /// (at most max) map consecutive pages of the same folio with the same bits, write, young and
+    /// soft-dirty aside (dirty counts, as for a private mapping).
+    /// </summary>
+    private static int ForkPteBatch(ulong* srcPte, Pte first, ulong folioEndPfn, int max)
+    {
+        static ulong Bits(Pte e) => e.Wrprotect().MkOld().ClearSoftDirty().Value & ~PageTableBits.PtePfnMask;
+        ulong want = Bits(first);
+        ulong pfn = first.Pfn;
+        int nr = 1;
+        while (nr < max && pfn + (ulong)nr < folioEndPfn)
+        {
+            var e = new Pte(PgTable.Get(srcPte + nr));
+            if (!e.Present || e.Pfn != pfn + (ulong)nr || Bits(e) != want) break;
+            nr++;
+        }
+        return nr;
     }
 
     /// <summary>copy_present_page: a possibly pinned page stays exclusive to the parent; the child gets a copy.</summary>
