@@ -8,7 +8,9 @@ namespace NativeMmu.Cpu;
 /// locks) or while kernel code holds <see cref="Cpu.RcuReadLock"/> (pte_offset_map's lockless walkers).
 /// A grace period snapshots both words of every CPU after a process-wide barrier and ends once every
 /// CPU that was inside has left. Freed tables wait for one (tlb_remove_table → call_rcu); grace periods
-/// are started a batch at a time, as the kernel's RCU amortises them.
+/// are started a batch at a time, as the kernel's RCU amortises them. As in the kernel, a callback runs
+/// on the CPU that queued it, so a freed table goes back to that CPU's free lists, cache-warm; one whose
+/// CPU has not come for it by the end of the next grace period is run by whichever CPU polls.
 /// </summary>
 public sealed class Rcu
 {
@@ -16,6 +18,7 @@ public sealed class Rcu
     private readonly Lock _lock = new();
     private ulong[] _pendingPfn = new ulong[256];
     private long[] _pendingGp = new long[256];
+    private int[] _pendingCpu = new int[256];
     private int _count;
     private long _started, _completed;
     private readonly long[] _snapAccess, _snapRead;
@@ -51,9 +54,11 @@ public sealed class Rcu
             {
                 Array.Resize(ref _pendingPfn, _count * 2);
                 Array.Resize(ref _pendingGp, _count * 2);
+                Array.Resize(ref _pendingCpu, _count * 2);
             }
             _pendingPfn[_count] = pfn;
             _pendingGp[_count] = _started + 1;
+            _pendingCpu[_count] = self.Id;
             _count++;
         }
         Poll(self);
@@ -69,7 +74,7 @@ public sealed class Rcu
         {
             if (_started > _completed && GracePeriodOver()) _completed = _started;
             if (_started == _completed && _count > 0 && (force || _count >= BatchThreshold)) StartGracePeriod();
-            ready = TakeReady();
+            ready = TakeReady(self.Id, force);
             if (ready > 0)
             {
                 batch = System.Buffers.ArrayPool<ulong>.Shared.Rent(ready);
@@ -157,12 +162,12 @@ public sealed class Rcu
     }
 
     /// <summary>Under _lock: moves the callbacks whose grace period completed into _ready.</summary>
-    private int TakeReady()
+    private int TakeReady(int cpu, bool any)
     {
         int ready = 0, keep = 0;
         for (int i = 0; i < _count; i++)
         {
-            if (_pendingGp[i] <= _completed)
+            if (_pendingGp[i] <= _completed && (any || _pendingCpu[i] == cpu || _pendingGp[i] < _completed))
             {
                 if (ready == _ready.Length) Array.Resize(ref _ready, ready * 2);
                 _ready[ready++] = _pendingPfn[i];
@@ -171,6 +176,7 @@ public sealed class Rcu
             {
                 _pendingPfn[keep] = _pendingPfn[i];
                 _pendingGp[keep] = _pendingGp[i];
+                _pendingCpu[keep] = _pendingCpu[i];
                 keep++;
             }
         }
