@@ -171,6 +171,45 @@ public unsafe class PtReclaimTests
     }
 
     [Test]
+    [CancelAfter(20_000)]
+    public void A_freed_table_returns_to_the_cpu_that_queued_it_unless_it_stays_unclaimed_past_a_grace_period()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, PtReclaim = PtReclaimMode.Sync });
+        var rcu = kernel.Machine.Rcu;
+        Process p = kernel.CreateProcess();
+        using global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu();
+        p.Enter(a);
+        ulong w = p.Mmap(2 * Window);
+        a.Store<long>(w, 1);
+        Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        Assert.That(rcu.Pending, Is.EqualTo(1), "the reclaimed table waits for a grace period");
+
+        void OnOtherCpu(Action<global::NativeMmu.Cpu.Cpu> body) => Task.Run(() =>
+        {
+            using global::NativeMmu.Cpu.Cpu b = kernel.AttachCpu();
+            body(b);
+        }).Wait();
+
+        OnOtherCpu(b => rcu.Synchronize(b));
+        Assert.That(rcu.Pending, Is.EqualTo(1), "the grace period is over, but the callback is A's to run");
+        long pcp = kernel.Machine.Allocator.PcpPages(a.Id);
+        rcu.Poll(a);
+        Assert.That(rcu.Pending, Is.Zero);
+        Assert.That(kernel.Machine.Allocator.PcpPages(a.Id), Is.EqualTo(pcp + 1), "the frame went to A's per-CPU list");
+
+        a.Store<long>(w, 2);
+        Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+        OnOtherCpu(b =>
+        {
+            rcu.Synchronize(b);
+            Assert.That(rcu.Pending, Is.EqualTo(1));
+            rcu.Synchronize(b); // a second grace period: A never came for it, so B runs it
+            Assert.That(rcu.Pending, Is.Zero);
+        });
+        p.Exit();
+    }
+
+    [Test]
     public void In_refcount_mode_a_table_is_freed_exactly_when_its_last_entry_or_walker_goes()
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
