@@ -184,18 +184,18 @@ internal static unsafe class Fork
                     bool maybePinned = src.HasPinned && Folio.MaybeDmaPinned(head);
                     int nr = batch ? ForkPteBatch(srcPte, pte, headPfn + (ulong)Folio.NrPages(head), (int)((end - addr) >> Geometry.PageShift)) : 1;
                     Interlocked.Add(ref head->RefCount, nr);
-                    if (!Folio.TryDupAnonRmapPtes(m, head, page, nr, dstVma, maybePinned))
+                    bool shared = Folio.TryDupAnonRmapPtes(m, head, page, nr, dstVma, maybePinned);
+                    if (!shared && nr > 1)
                     {
-                        Interlocked.Add(ref head->RefCount, -nr);
-                        if (nr > 1)
-                        {
-                            // -EAGAIN: some page may be pinned; go on page by page from this one.
-                            batch = false;
-                            addr -= Geometry.PageSize;
-                            srcPte--;
-                            dstPte--;
-                            continue;
-                        }
+                        // -EAGAIN: some page of the run may be pinned; page by page from this one on.
+                        Interlocked.Add(ref head->RefCount, 1 - nr);
+                        nr = 1;
+                        batch = false;
+                        shared = Folio.TryDupAnonRmapPtes(m, head, page, 1, dstVma, maybePinned);
+                    }
+                    if (!shared)
+                    {
+                        Interlocked.Decrement(ref head->RefCount);
                         if (!CopyPresentPage(cpu, dstVma, dstPte, addr, pte)) { ok = false; break; }
                         rss++;
                         entries++;

@@ -40,6 +40,7 @@ public sealed unsafe class HugeZeroFolio(Machine m)
             {
                 Interlocked.Increment(ref m.Vmemmap.PfnToPage(Pfn)->RefCount);
             }
+            // Release: a reader of the flag outside the lock (the fast path above) then sees Pfn set.
             Volatile.Write(ref mm.HugeZeroPage, true);
             return Pfn;
         }
@@ -141,6 +142,13 @@ internal static unsafe class HugeMemory
         return n;
     }
 
+    /// <summary>pgtable_trans_huge_deposit + mm_inc_nr_ptes: the table under a new huge PMD, counted in VmPTE.</summary>
+    private static void DepositTable(MmStruct mm, ulong* pmd, ulong table)
+    {
+        Deposit(mm.Machine, pmd, table);
+        mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong));
+    }
+
     /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes).</summary>
     private static void ZapDepositedTable(Cpu.Cpu cpu, MmStruct mm, ulong* pmd)
     {
@@ -208,9 +216,8 @@ internal static unsafe class HugeMemory
                 // set_huge_zero_folio: read-only, special, with the table deposited.
                 PgTable.ArchFlushTlbBeforeSetHugePage(vmf.Cpu, mm, haddr);
                 Pmd entry = Pmd.PfnPmd(zero, vma.VmPageProt).MkHuge().SetFlags(PageTableBits.Special);
-                Deposit(m, vmf.Pmd, pgtable);
+                DepositTable(mm, vmf.Pmd, pgtable);
                 PgTable.Set(vmf.Pmd, entry.Value);
-                mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong));
             }
             Spin.Unlock(zptl);
             if (!set) PgTable.FreeTable(vmf.Cpu, m, pgtable);
@@ -238,8 +245,7 @@ internal static unsafe class HugeMemory
         }
         PgTable.ArchFlushTlbBeforeSetHugePage(vmf.Cpu, mm, haddr);
         MapAnonFolioPmd(vmf.Cpu, vma, anonVma, vmf.Pmd, folio, haddr);
-        Deposit(m, vmf.Pmd, table);
-        mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong));
+        DepositTable(mm, vmf.Pmd, table);
         Spin.Unlock(ptl);
         vmf.Kind = FaultKind.Huge;
         vmf.MappedPfn = folio + (ulong)Geometry.PteIndex(vmf.Address);
@@ -550,8 +556,7 @@ internal static unsafe class HugeMemory
             }
             dst.AddMmCounter(cpu.Id, MmCounter.AnonPages, HpagePmdNr);
         }
-        dst.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong));
-        Deposit(m, dstPmd, table);
+        DepositTable(dst, dstPmd, table);
         PgTable.SetWrprotect(srcPmd); // pmdp_set_wrprotect: RW is bit 1 at every level
         PgTable.Set(dstPmd, pmd.Wrprotect().MkOld().Value);
         Spin.Unlock(srcPtl);

@@ -316,11 +316,10 @@ public static unsafe class Mmap
     {
         cpu.RcuReadLock();
         ulong* pmd = PgTable.WalkToPmd(mm, address);
-        var huge = pmd == null ? default : new Pmd(PgTable.Get(pmd));
-        ulong* pte = huge.Leaf ? null : PgTable.WalkToPte(mm, address);
-        var e = pte == null ? default : new Pte(PgTable.Get(pte));
+        var pmdval = pmd == null ? default : new Pmd(PgTable.Get(pmd));
+        var e = pmdval.None || pmdval.Leaf ? default : new Pte(PgTable.Get(PgTable.PteOffset(mm.Machine.Memory, pmdval.Value, address)));
         cpu.RcuReadUnlock();
-        if (huge.Leaf) return (huge.Value & PageTableBits.Present) != 0 && (!write || huge.Write); // follow_huge_pmd
+        if (pmdval.Leaf) return (pmdval.Value & PageTableBits.Present) != 0 && (!write || pmdval.Write); // follow_huge_pmd
         return e.Present && (!write || e.Write);
     }
 

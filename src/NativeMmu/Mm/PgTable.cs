@@ -244,47 +244,27 @@ internal static unsafe class PgTable
     /// the count is raised; the PMD is re-read after, since the table may have been replaced meanwhile.
     /// Nothing in between can throw, so the section needs no finally.
     /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong PteTryGet(Cpu.Cpu cpu, Machine m, ulong* pmd)
     {
         cpu.RcuReadLock();
-        ulong pmdval = Get(pmd);
         ulong table = 0;
-        if (!new Pmd(pmdval).None && !new Pmd(pmdval).Leaf)
-        {
-            int* count = &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->PteRefcount;
-            int c = Volatile.Read(ref *count);
-            if (c != 0)
-            {
-                if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) table = PteTryGetSlow(m, pmd);
-                else if (Get(pmd) == pmdval) table = new Pmd(pmdval).Pfn;
-                else
-                {
-                    Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
-                    table = PteTryGetSlow(m, pmd);
-                }
-            }
-        }
-        cpu.RcuReadUnlock();
-        return table;
-    }
-
-    /// <summary>PteTryGet's retry loop, when the count or the PMD moved under it (RCU read side held).</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static ulong PteTryGetSlow(Machine m, ulong* pmd)
-    {
         while (true)
         {
             ulong pmdval = Get(pmd);
-            if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) return 0;
-            ulong table = new Pmd(pmdval).Pfn;
-            int* count = &m.Vmemmap.PfnToPage(table)->PteRefcount;
+            if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) break;
+            int* count = &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->PteRefcount;
             int c = Volatile.Read(ref *count);
-            if (c == 0) return 0;
+            if (c == 0) break;
             if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) continue;
-            if (Get(pmd) == pmdval) return table;
-            Interlocked.Decrement(ref *count);
+            if (Get(pmd) == pmdval)
+            {
+                table = new Pmd(pmdval).Pfn;
+                break;
+            }
+            Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
         }
+        cpu.RcuReadUnlock();
+        return table;
     }
 
     /// <summary>
@@ -308,8 +288,9 @@ internal static unsafe class PgTable
         {
             ulong table = PteTryGet(cpu, m, pmd);
             if (table != 0) return table;
-            if (new Pmd(Get(pmd)).Leaf) return 0;
-            if (!new Pmd(Get(pmd)).None)
+            var now = new Pmd(Get(pmd));
+            if (now.Leaf) return 0;
+            if (!now.None)
             {
                 spin.SpinOnce(sleep1Threshold: -1); // a table at zero: its freer is about to clear the PMD
                 continue;
