@@ -3,14 +3,15 @@ using NativeMmu.Cli.Commands;
 
 namespace NativeMmu.Tests.Cli;
 
-/// <summary>`nativemmu multi-fault --compare-pt-reclaim`: every mode measured in a process of its own, and the JSON contract.</summary>
+/// <summary>`nativemmu multi-fault --compare-pt-reclaim`: every mode measured in processes of its own, and the JSON contract.</summary>
 public class MultiFaultCommandTests
 {
     [Test]
     [CancelAfter(120_000)]
-    public void Comparing_reclaim_modes_runs_each_round_in_a_child_process_and_reports_medians_per_mode()
+    public void Comparing_reclaim_modes_runs_each_round_in_child_processes_and_reports_medians_and_paired_ratios_per_mode()
     {
-        MultiFaultCommand.CompareReport r = MultiFaultCommand.MeasureComparePtReclaim([1], 0.2, "multi-fault", 5, out var samples);
+        MultiFaultCommand.CompareReport r = MultiFaultCommand.MeasureComparePtReclaim([1], 0.6, "multi-fault", 5, out var samples);
+        Assert.That(r.SliceSeconds, Is.EqualTo(0.3), "0.6 s per mode and round, in two interleaved slices of at most half a second");
         Assert.That(samples[1].Keys, Is.EquivalentTo(new[] { "off", "refcount", "sync" }));
         Assert.That(samples[1].Values.Select(s => s.Count), Is.All.EqualTo(5), "five rounds of each mode");
         Assert.That(samples[1].Values.SelectMany(s => s), Is.All.GreaterThan(0), "every child process measured faults");
@@ -23,6 +24,13 @@ public class MultiFaultCommandTests
         Assert.That(point.GetProperty("threads").GetInt32(), Is.EqualTo(1));
         JsonElement medians = point.GetProperty("median_pf_per_min");
         foreach (string mode in new[] { "off", "refcount", "sync" })
-            Assert.That(medians.GetProperty(mode).GetDouble(), Is.EqualTo(samples[1][mode].Order().ElementAt(2)), $"{mode}: the median of five");
+            Assert.That(medians.GetProperty(mode).GetDouble(), Is.EqualTo(Math.Round(samples[1][mode].Order().ElementAt(2))), $"{mode}: the median of five");
+        JsonElement paired = point.GetProperty("median_ratio_to_off");
+        Assert.That(paired.GetProperty("off").GetDouble(), Is.EqualTo(1.0), "off against itself");
+        foreach (string mode in new[] { "refcount", "sync" })
+        {
+            double expected = samples[1][mode].Select((x, round) => x / samples[1]["off"][round]).Order().ElementAt(2);
+            Assert.That(paired.GetProperty(mode).GetDouble(), Is.EqualTo(expected).Within(1e-4), $"{mode}: the median of its five per-round ratios to off");
+        }
     }
 }

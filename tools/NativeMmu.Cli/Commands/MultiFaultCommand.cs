@@ -36,11 +36,13 @@ public static class MultiFaultCommand
         var compare = new Option<bool>("--compare-pt-reclaim") { Description = "Run the three reclaim modes interleaved (at least 5 rounds) and compare medians" };
         var rounds = new Option<int>("--rounds") { Description = "Rounds for --compare-pt-reclaim", DefaultValueFactory = _ => 5 };
         var noCeiling = new Option<bool>("--no-ceiling") { Description = "Skip the zeroing-ceiling run (ceiling_pf_per_min is null)" };
+        var serve = new Option<bool>("--serve") { Description = "Run the loop per 'THREADS SECONDS' line on stdin, one JSON line each (the compare's children)", Hidden = true };
         var cmd = new Command("multi-fault", "Page faults per minute at N threads: emulator, host kernel, zeroing ceiling")
         {
-            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds, noCeiling,
+            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds, noCeiling, serve,
         };
-        cmd.SetAction(r => r.GetValue(compare)
+        cmd.SetAction(r => r.GetValue(serve) ? Serve(r.GetValue(loop)!, ParseMode(r.GetValue(ptReclaim)!))
+            : r.GetValue(compare)
             ? ComparePtReclaim(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, Math.Max(5, r.GetValue(rounds)), r.GetValue(json))
             : Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json), ParseMode(r.GetValue(ptReclaim)!), r.GetValue(noCeiling)));
         return cmd;
@@ -58,7 +60,8 @@ public static class MultiFaultCommand
 
     public sealed record ComparePoint(
         [property: JsonPropertyName("threads")] int Threads,
-        [property: JsonPropertyName("median_pf_per_min")] IReadOnlyDictionary<string, double> MedianPfPerMin);
+        [property: JsonPropertyName("median_pf_per_min")] IReadOnlyDictionary<string, double> MedianPfPerMin,
+        [property: JsonPropertyName("median_ratio_to_off")] IReadOnlyDictionary<string, double> MedianRatioToOff);
 
     public sealed record CompareReport(
         [property: JsonPropertyName("benchmark")] string Benchmark,
@@ -66,15 +69,26 @@ public static class MultiFaultCommand
         [property: JsonPropertyName("loop")] string Loop,
         [property: JsonPropertyName("seconds")] double Seconds,
         [property: JsonPropertyName("rounds")] int Rounds,
+        [property: JsonPropertyName("slice_seconds")] double SliceSeconds,
         [property: JsonPropertyName("points")] IReadOnlyList<ComparePoint> Points);
 
+    /// <summary>The longest stretch one mode runs before the next takes its turn.</summary>
+    internal const double MaxSliceSeconds = 0.5;
+
     /// <summary>
-    /// The modes interleaved A B C A B C …, each round of each mode in a process of its own; medians per mode.
+    /// The modes interleaved A B C A B C …, each in a process of its own; per round, each mode's pf/min,
+    /// and per mode the median over the rounds and the median of its per-round ratio to off.
     /// </summary>
     /// <remarks>
     /// A reclaim mode is a kernel configuration, and each gets a process, as each would get a kernel build:
     /// the JIT's dynamic PGO profiles the fault path of whichever mode runs first in a process and lays out
     /// the others' branches as cold, which in one shared process cost the later modes 5-12 % here.
+    /// Each round starts the three processes afresh (a process's own luck - code placement, where its
+    /// memory lands - moved one identical mode by up to 6 %) and, once they are warm, lets them take
+    /// turns in slices of at most <see cref="MaxSliceSeconds"/>, so the three modes of a round share the
+    /// same stretch of a shared machine's load: here a loop's rate swings by ±15 % from one half second
+    /// to the next. The paired figure, the median of each round's ratio to off, cancels what a round's
+    /// modes share; the ratio of the medians does not.
     /// </remarks>
     public static int ComparePtReclaim(int[] threadCounts, double seconds, string loop, int rounds, bool json)
     {
@@ -88,65 +102,158 @@ public static class MultiFaultCommand
         foreach (ComparePoint p in report.Points)
         {
             Console.WriteLine();
-            Console.WriteLine($" '{loop}' by PT-reclaim mode ({p.Threads} thread{(p.Threads == 1 ? "" : "s")}, {rounds} interleaved rounds of {seconds} s, a process each, medians):");
+            Console.WriteLine($" '{loop}' by PT-reclaim mode ({p.Threads} thread{(p.Threads == 1 ? "" : "s")}, {rounds} rounds of {seconds} s per mode in interleaved slices of {report.SliceSeconds:0.###} s, a process per mode, medians):");
             Console.WriteLine();
+            Console.WriteLine($"  {"mode",-9} {"pf/min",16}          {"vs off",8}   {"paired",8}   rounds (M pf/min)");
             foreach ((string mode, double median) in p.MedianPfPerMin)
-                Console.WriteLine($"  {mode,-9} {median,16:N0} pf/min   {(median / p.MedianPfPerMin["off"] - 1) * 100,7:+0.00;-0.00}% vs off   (rounds: {string.Join(", ", samples[p.Threads][mode].Select(x => (x / 1e6).ToString("F1")))} M)");
+                Console.WriteLine($"  {mode,-9} {median,16:N0} pf/min   {Percent(median / p.MedianPfPerMin["off"])}   {Percent(p.MedianRatioToOff[mode])}   {string.Join(", ", samples[p.Threads][mode].Select(x => (x / 1e6).ToString("F1")))}");
             Console.WriteLine();
         }
+        Console.WriteLine("  vs off: the ratio of the medians; paired: the median of each round's ratio to off in that round.");
         return 0;
     }
 
-    /// <summary>The rounds of <see cref="ComparePtReclaim"/>: per thread count, each mode's samples (pf/min) and their medians.</summary>
+    private static string Percent(double ratio) => $"{(ratio - 1) * 100,7:+0.00;-0.00}%";
+
+    /// <summary>The rounds of <see cref="ComparePtReclaim"/>: per thread count, each mode's per-round pf/min, and the medians.</summary>
     public static CompareReport MeasureComparePtReclaim(int[] threadCounts, double seconds, string loop, int rounds, out Dictionary<int, Dictionary<string, List<double>>> samples)
     {
         PtReclaimMode[] modes = [PtReclaimMode.Off, PtReclaimMode.Refcount, PtReclaimMode.Sync];
         samples = threadCounts.ToDictionary(t => t, _ => modes.ToDictionary(ModeName, _ => new List<double>()));
+        int slices = Math.Max(1, (int)Math.Ceiling(seconds / MaxSliceSeconds - 1e-9));
+        double slice = seconds / slices;
         for (int r = 0; r < rounds; r++)
         {
-            foreach (PtReclaimMode m in modes)
+            var children = new List<ModeChild>();
+            try
             {
-                if (!Console.IsErrorRedirected) Console.Error.Write($"\r  round {r + 1}/{rounds}: {ModeName(m),-9}");
-                foreach (Point point in RunInChildProcess(m, threadCounts, seconds, loop))
-                    samples[point.Threads][ModeName(m)].Add(point.EmulatedPfPerMin);
+                foreach (PtReclaimMode m in modes) children.Add(new ModeChild(m, loop));
+                foreach (int t in threadCounts)
+                {
+                    foreach (ModeChild c in children) c.Run(t, Math.Min(1.0, seconds / 4)); // JIT warm-up, as Run does
+                    var faults = new long[modes.Length];
+                    var elapsed = new double[modes.Length];
+                    for (int s = 0; s < slices; s++)
+                    {
+                        if (!Console.IsErrorRedirected) Console.Error.Write($"\r  round {r + 1}/{rounds}, {t} thread(s), slice {s + 1}/{slices}   ");
+                        for (int i = 0; i < modes.Length; i++)
+                        {
+                            LoopResult one = children[i].Run(t, slice);
+                            faults[i] += one.Faults;
+                            elapsed[i] += one.Seconds;
+                        }
+                    }
+                    for (int i = 0; i < modes.Length; i++)
+                        samples[t][ModeName(modes[i])].Add(new LoopResult(faults[i], elapsed[i]).PerMinute);
+                }
+            }
+            finally
+            {
+                foreach (ModeChild c in children) c.Dispose();
             }
         }
         var points = new List<ComparePoint>();
         foreach (int t in threadCounts)
-            points.Add(new ComparePoint(t, samples[t].ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value)))));
-        return new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, points);
+        {
+            Dictionary<string, List<double>> byMode = samples[t];
+            points.Add(new ComparePoint(t,
+                byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value))),
+                byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value.Select((x, r) => x / byMode["off"][r]).ToList()), 4))));
+        }
+        return new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, Math.Round(slice, 3), points);
     }
 
     /// <summary>
-    /// `nativemmu multi-fault --pt-reclaim M --threads T --no-host --no-ceiling --json` in a new process:
-    /// this command's own executable, or `dotnet` with its assembly when it runs under another host.
+    /// `nativemmu multi-fault --serve`: for each request on standard input (`THREADS SECONDS`), boot a kernel
+    /// of the given mode, run the loop on it, and answer with one JSON line, `{"faults":F,"seconds":S}`.
     /// </summary>
-    private static IReadOnlyList<Point> RunInChildProcess(PtReclaimMode mode, int[] threadCounts, double seconds, string loop)
+    /// <remarks>
+    /// A fresh kernel per request, as a benchmark reboots between runs: three identical `off` processes,
+    /// each keeping one kernel across 100 interleaved slices, ended 6 % apart; booting each slice anew
+    /// brought them within 2 %.
+    /// </remarks>
+    private static int Serve(string loop, PtReclaimMode mode)
     {
-        string cli = typeof(MultiFaultCommand).Assembly.Location;
-        string self = Environment.ProcessPath ?? "dotnet";
-        bool apphost = Path.GetFileNameWithoutExtension(self) == Path.GetFileNameWithoutExtension(cli);
-        var psi = new System.Diagnostics.ProcessStartInfo(apphost ? self : Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? DotnetHost(self))
+        bool pf1 = loop == "page-fault1";
+        for (string? line; (line = Console.In.ReadLine()) is not null;)
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        if (!apphost) psi.ArgumentList.Add(cli);
-        foreach (string arg in new[]
+            string[] words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (words.Length != 2 || !int.TryParse(words[0], out int t) || t < 1
+                || !double.TryParse(words[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double s))
+            {
+                Console.Error.WriteLine($"multi-fault --serve: expected 'THREADS SECONDS', got '{line}'");
+                return 2;
+            }
+            LoopResult r;
+            using (var kernel = new Kernel(new KernelConfig { PtReclaim = mode }))
+                r = Emulated(kernel, pf1, t, s, null);
+            Console.Out.WriteLine(JsonSerializer.Serialize(new ServedSlice(r.Faults, r.Seconds)));
+            Console.Out.Flush();
+        }
+        return 0;
+    }
+
+    private sealed record ServedSlice(
+        [property: JsonPropertyName("faults")] long Faults,
+        [property: JsonPropertyName("seconds")] double Seconds);
+
+    /// <summary>
+    /// A `multi-fault --serve` child: this command's own executable, or `dotnet` with its assembly when it
+    /// runs under another host (the test runner).
+    /// </summary>
+    private sealed class ModeChild : IDisposable
+    {
+        private readonly System.Diagnostics.Process _process;
+        private readonly Task<string> _stderr;
+        private readonly PtReclaimMode _mode;
+
+        public ModeChild(PtReclaimMode mode, string loop)
         {
-            "multi-fault", "--pt-reclaim", ModeName(mode), "--threads", string.Join(",", threadCounts),
-            "--seconds", seconds.ToString(CultureInfo.InvariantCulture), "--loop", loop, "--no-host", "--no-ceiling", "--json",
-        })
-            psi.ArgumentList.Add(arg);
-        using var child = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException($"could not start {psi.FileName}");
-        Task<string> stderr = child.StandardError.ReadToEndAsync();
-        string stdout = child.StandardOutput.ReadToEnd();
-        child.WaitForExit();
-        if (child.ExitCode != 0)
-            throw new InvalidOperationException($"the {ModeName(mode)} run exited with {child.ExitCode}: {stderr.Result.Trim()}");
-        Report report = JsonSerializer.Deserialize<Report>(stdout) ?? throw new InvalidOperationException($"the {ModeName(mode)} run printed no report");
-        return report.Points;
+            _mode = mode;
+            string cli = typeof(MultiFaultCommand).Assembly.Location;
+            string self = Environment.ProcessPath ?? "dotnet";
+            bool apphost = Path.GetFileNameWithoutExtension(self) == Path.GetFileNameWithoutExtension(cli);
+            var psi = new System.Diagnostics.ProcessStartInfo(apphost ? self : Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? DotnetHost(self))
+            {
+                RedirectStandardInput = true,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            if (!apphost) psi.ArgumentList.Add(cli);
+            foreach (string arg in new[] { "multi-fault", "--serve", "--pt-reclaim", ModeName(mode), "--loop", loop })
+                psi.ArgumentList.Add(arg);
+            _process = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException($"could not start {psi.FileName}");
+            _stderr = _process.StandardError.ReadToEndAsync();
+        }
+
+        /// <summary>The loop at <paramref name="threads"/> threads for <paramref name="seconds"/>, measured by the child.</summary>
+        public LoopResult Run(int threads, double seconds)
+        {
+            _process.StandardInput.WriteLine($"{threads} {seconds.ToString("R", CultureInfo.InvariantCulture)}");
+            _process.StandardInput.Flush();
+            string? line = _process.StandardOutput.ReadLine();
+            if (line is null)
+            {
+                _process.WaitForExit();
+                throw new InvalidOperationException($"the {ModeName(_mode)} run exited with {_process.ExitCode}: {_stderr.Result.Trim()}");
+            }
+            ServedSlice slice = JsonSerializer.Deserialize<ServedSlice>(line) ?? throw new InvalidOperationException($"the {ModeName(_mode)} run answered '{line}'");
+            return new LoopResult(slice.Faults, slice.Seconds);
+        }
+
+        public void Dispose()
+        {
+            try
+            {
+                _process.StandardInput.Close(); // end of requests: the child exits
+                if (!_process.WaitForExit(30_000)) _process.Kill();
+            }
+            finally
+            {
+                _process.Dispose();
+            }
+        }
     }
 
     /// <summary>The dotnet host: the running process when it is one, else `dotnet` from PATH.</summary>
