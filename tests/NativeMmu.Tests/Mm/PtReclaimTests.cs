@@ -209,6 +209,38 @@ public unsafe class PtReclaimTests
         p.Exit();
     }
 
+    /// <summary>
+    /// Each grace period costs a process-wide barrier, so a CPU drives them only once it has a batch of
+    /// callbacks queued: below the batch nothing starts, at the batch one grace period covers them all,
+    /// and with no reader about they all run on that CPU at its next call_rcu.
+    /// </summary>
+    [Test]
+    [CancelAfter(20_000)]
+    public void A_cpu_starts_a_grace_period_only_for_a_batch_of_callbacks_and_one_covers_the_batch()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2, PtReclaim = PtReclaimMode.Sync });
+        var rcu = kernel.Machine.Rcu;
+        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+        long gps = rcu.CompletedGracePeriods;
+        long free = kernel.Machine.Allocator.FreeFrames;
+        void FreeOneTable()
+        {
+            ulong t = PgTable.AllocTable(cpu, kernel.Machine);
+            PgTable.TableDtor(cpu, kernel.Machine, t); // as a reclaim does when it unlinks the table
+            rcu.CallRcuFreeTable(cpu, t);
+        }
+        for (int i = 0; i < rcu.BatchThreshold - 1; i++) FreeOneTable();
+        Assert.That(rcu.Pending, Is.EqualTo(rcu.BatchThreshold - 1), "below a batch, nothing is freed");
+        Assert.That(rcu.CompletedGracePeriods, Is.EqualTo(gps), "and no grace period was started for them");
+        FreeOneTable();   // the batch is full: a grace period starts
+        FreeOneTable();   // nobody was inside a section: it has ended, and the batch runs
+        Assert.That(rcu.CompletedGracePeriods, Is.EqualTo(gps + 1), "one grace period for the whole batch");
+        Assert.That(rcu.Pending, Is.EqualTo(1), "only the callback queued after the start still waits");
+        Assert.That(kernel.Machine.Allocator.FreeFrames, Is.EqualTo(free - 1), "every other frame is back");
+        kernel.RcuBarrier();
+        Assert.That(rcu.Pending, Is.Zero);
+    }
+
     [Test]
     public void In_refcount_mode_a_table_is_freed_exactly_when_its_last_entry_or_walker_goes()
     {
