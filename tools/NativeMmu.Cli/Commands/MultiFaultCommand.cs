@@ -168,9 +168,9 @@ public static class MultiFaultCommand
     /// of the given mode, run the loop on it, and answer with one JSON line, `{"faults":F,"seconds":S}`.
     /// </summary>
     /// <remarks>
-    /// A fresh kernel per request, as a benchmark reboots between runs: three identical `off` processes,
-    /// each keeping one kernel across 100 interleaved slices, ended 6 % apart; booting each slice anew
-    /// brought them within 2 %.
+    /// A fresh kernel per request, as a benchmark reboots between runs: three identical `off` processes
+    /// that each kept one kernel across 100 interleaved slices ended up to 6 % apart; booting a kernel
+    /// per slice brought them to within 2-3 %.
     /// </remarks>
     private static int Serve(string loop, PtReclaimMode mode)
     {
