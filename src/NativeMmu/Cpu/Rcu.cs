@@ -77,17 +77,16 @@ public sealed class Rcu
     }
 
     /// <summary>
-    /// rcu_core on this CPU: with a batch waiting (or <paramref name="force"/>), end the grace period
-    /// in progress if it is over and start the next; then run this CPU's callbacks whose grace period
-    /// has ended. Never waits.
+    /// rcu_core on this CPU: with a batch waiting, end the grace period in progress if it is over and
+    /// start the next; then run this CPU's callbacks whose grace period has ended. Never waits.
     /// </summary>
-    public void Poll(Cpu self, bool force = false)
+    public void Poll(Cpu self)
     {
         if (self.InRcuReadSide) return;
         CpuCallbacks q = _queues[self.Id];
         int waiting = Volatile.Read(ref q.Count); // only this CPU adds to its queue
         if (waiting == 0) return;
-        if (force || waiting >= BatchThreshold) Advance(self, start: true);
+        if (waiting >= BatchThreshold) Advance(self);
         RunReady(self, q, Volatile.Read(ref _completed));
     }
 
@@ -105,7 +104,7 @@ public sealed class Rcu
         var spin = new SpinWait();
         while (Volatile.Read(ref _completed) < target)
         {
-            Advance(self, start: true);
+            Advance(self);
             if (Volatile.Read(ref _completed) >= target) break;
             self.ServiceInterrupts();
             spin.SpinOnce(sleep1Threshold: -1);
@@ -132,10 +131,10 @@ public sealed class Rcu
 
     /// <summary>
     /// Ends the grace period in progress if every CPU has left the sections it was in at the snapshot,
-    /// and with <paramref name="start"/> begins the next when none is running. The CPU that ends one
-    /// also runs the callbacks other CPUs left unclaimed for a whole grace period.
+    /// and begins the next when none is running. The CPU that ends one also runs the callbacks other
+    /// CPUs left unclaimed for a whole grace period.
     /// </summary>
-    private void Advance(Cpu self, bool start)
+    private void Advance(Cpu self)
     {
         long ended = 0;
         lock (_gpLock)
@@ -145,7 +144,7 @@ public sealed class Rcu
                 Volatile.Write(ref _completed, _started);
                 ended = _completed;
             }
-            if (start && _started == _completed) StartGracePeriod();
+            if (_started == _completed) StartGracePeriod();
         }
         if (ended == 0) return;
         foreach (CpuCallbacks q in _queues)
