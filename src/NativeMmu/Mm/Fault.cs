@@ -184,13 +184,9 @@ internal static unsafe class Memory
             VmFaultT huge = HugeMemory.HugePmdFault(ref vmf, pmdval);
             if ((huge & VmFaultT.Fallback) == 0) return huge;
         }
-        if (m.Config.PtReclaim != PtReclaimMode.Refcount) return HandlePteFault(ref vmf);
-
-        // pte_alloc_get: the fault holds a reference on its PTE table from here to the end.
-        vmf.PteTable = PgTable.PteAllocGet(cpu, mm, vmf.Pmd, address);
-        if (vmf.PteTable == 0) return new Pmd(PgTable.Get(vmf.Pmd)).Leaf ? VmFaultT.None : VmFaultT.Oom; // a huge PMD raced in: retry
         VmFaultT ret = HandlePteFault(ref vmf);
-        if (!vmf.PteRefTransferred) PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
+        // PtReclaim = Refcount: the fault's reference on its PTE table, unless an entry it installed kept it.
+        if (vmf.PteTable != 0 && !vmf.PteRefTransferred) PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
         return ret;
     }
 
@@ -202,10 +198,8 @@ internal static unsafe class Memory
     {
         Machine m = vmf.Mm.Machine;
         // pte_offset_map_rw_nolock: the PTE is read without its lock, inside an RCU read-side section,
-        // because a reclaim on another CPU may free the table; the PMD is re-checked once locked. With
-        // pte_refcount the fault holds the table and needs no section.
-        bool rcu = vmf.PteTable == 0;
-        if (rcu) vmf.Cpu.RcuReadLock();
+        // because a reclaim on another CPU may free the table; the PMD is re-checked once locked.
+        vmf.Cpu.RcuReadLock();
         ulong pmdval = PgTable.Get(vmf.Pmd);
         if (new Pmd(pmdval).None)
         {
@@ -213,11 +207,17 @@ internal static unsafe class Memory
         }
         else if (new Pmd(pmdval).Leaf)
         {
-            if (rcu) vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
+            vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
             return VmFaultT.None;
+        }
+        else if (m.Config.PtReclaim == PtReclaimMode.Refcount && !PgTable.PteGetUnlessZero(m, vmf.Pmd, pmdval))
+        {
+            vmf.Pte = null; // pte_try_get failed: the table is dying or was replaced; do_anonymous_page takes one
         }
         else
         {
+            // With pte_refcount the fault now holds the table (pte_try_get) until it ends.
+            if (m.Config.PtReclaim == PtReclaimMode.Refcount) vmf.PteTable = new Pmd(pmdval).Pfn;
             vmf.Pte = PgTable.PteOffset(m.Memory, pmdval, vmf.Address);
             vmf.OrigPte = new Pte(PgTable.Get(vmf.Pte));
             vmf.Flags |= FaultFlags.OrigPteValid;
@@ -226,7 +226,7 @@ internal static unsafe class Memory
 
         if (vmf.Pte == null)
         {
-            if (rcu) vmf.Cpu.RcuReadUnlock();
+            vmf.Cpu.RcuReadUnlock();
             return DoAnonymousPage(ref vmf); // do_pte_missing: anonymous VMAs only
         }
 
@@ -235,7 +235,7 @@ internal static unsafe class Memory
 
         vmf.Ptl = PgTable.PteLockptr(m, pmdval);
         Spin.Lock(vmf.Ptl);
-        if (rcu) vmf.Cpu.RcuReadUnlock();
+        vmf.Cpu.RcuReadUnlock();
         Pte entry = vmf.OrigPte;
         if (PgTable.Get(vmf.Pmd) != pmdval || PgTable.Get(vmf.Pte) != entry.Value)
         {
@@ -273,7 +273,16 @@ internal static unsafe class Memory
         MmStruct mm = vmf.Mm;
         Machine m = mm.Machine;
         if ((vma.VmFlags & VmFlags.Shared) != 0) return VmFaultT.Sigbus;
-        if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd, vmf.Address)) return VmFaultT.Oom;
+        if (m.Config.PtReclaim == PtReclaimMode.Refcount)
+        {
+            // pte_alloc_get: hold the table from here to the end of the fault (it may already be held).
+            if (vmf.PteTable == 0) vmf.PteTable = PgTable.PteAllocGet(vmf.Cpu, mm, vmf.Pmd, vmf.Address);
+            if (vmf.PteTable == 0) return new Pmd(PgTable.Get(vmf.Pmd)).Leaf ? VmFaultT.None : VmFaultT.Oom; // a huge PMD raced in: retry
+        }
+        else if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd, vmf.Address))
+        {
+            return VmFaultT.Oom;
+        }
 
         if ((vmf.Flags & FaultFlags.Write) == 0)
         {

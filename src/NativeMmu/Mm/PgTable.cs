@@ -252,19 +252,34 @@ internal static unsafe class PgTable
         {
             ulong pmdval = Get(pmd);
             if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) break;
-            int* count = &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->PteRefcount;
-            int c = Volatile.Read(ref *count);
-            if (c == 0) break;
-            if (Interlocked.CompareExchange(ref *count, c + 1, c) != c) continue;
-            if (Get(pmd) == pmdval)
+            if (PteGetUnlessZero(m, pmd, pmdval))
             {
                 table = new Pmd(pmdval).Pfn;
                 break;
             }
-            Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
+            if (Get(pmd) == pmdval) break; // at zero: its freer is about to clear the PMD
         }
         cpu.RcuReadUnlock();
         return table;
+    }
+
+    /// <summary>
+    /// pte_get_unless_zero on the table pmdval points to, read from *pmd inside an RCU read-side section
+    /// (the caller's): false if its count is zero (dying) or *pmd no longer points to it afterwards.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool PteGetUnlessZero(Machine m, ulong* pmd, ulong pmdval)
+    {
+        int* count = &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->PteRefcount;
+        int c;
+        do
+        {
+            c = Volatile.Read(ref *count);
+            if (c == 0) return false;
+        } while (Interlocked.CompareExchange(ref *count, c + 1, c) != c);
+        if (Get(pmd) == pmdval) return true;
+        Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
+        return false;
     }
 
     /// <summary>

@@ -271,6 +271,69 @@ public unsafe class PtReclaimTests
         Assert.That(Refcount(kernel, new Pmd(PgTable.Get(pmd)).Pfn), Is.EqualTo(1), "a new table for the next fault, one entry");
     }
 
+    /// <summary>
+    /// A table whose count reached zero stays in the PMD until its freer gets the PMD lock. A fault that
+    /// reads that PMD must not take the table (pte_try_get fails from zero) nor install beside it: it waits
+    /// for the PMD to clear and maps its page in a new table. The test holds the PMD lock to keep the freer
+    /// in that window.
+    /// </summary>
+    [Test]
+    [CancelAfter(20_000)]
+    public void In_refcount_mode_a_fault_on_a_table_at_zero_waits_for_its_freer_and_maps_into_a_new_table()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
+        Process p = kernel.CreateProcess();
+        ulong w = p.Mmap(2 * Window);
+        ulong* pmd = PmdOf(p.Mm, w);
+        ulong table;
+        using (global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu())
+        {
+            p.Enter(cpu);
+            cpu.Store<long>(w, 1);
+            pmd = PmdOf(p.Mm, w);
+            table = PgTable.PteTryGet(cpu, kernel.Machine, pmd);
+            Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
+            Assert.That(Refcount(kernel, table), Is.EqualTo(1), "only the walker reference is left");
+        }
+        long reclaimed = kernel.Machine.Counters.Sum(global::NativeMmu.Physical.VmEvent.PtReclaim);
+
+        int* pml = PgTable.PmdLockptr(kernel.Machine, pmd);
+        global::NativeMmu.Sync.Spin.Lock(pml);
+        var freer = new Thread(() =>
+        {
+            using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+            p.Enter(cpu);
+            PgTable.PtePut(cpu, p.Mm, pmd, table, 1, w, null); // reaches zero, then waits for the PMD lock
+        });
+        freer.Start();
+        SpinWait.SpinUntil(() => Refcount(kernel, table) == 0, 10_000);
+        Assert.That(Refcount(kernel, table), Is.EqualTo(0));
+        Assert.That(new Pmd(PgTable.Get(pmd)).Pfn, Is.EqualTo(table), "the dying table is still in the PMD");
+
+        var faulter = new Thread(() =>
+        {
+            using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+            p.Enter(cpu);
+            cpu.Store<long>(w + 8, 42);
+        });
+        faulter.Start();
+        Assert.That(faulter.Join(200), Is.False, "the fault cannot complete while the table at zero is still installed");
+        Assert.That(Refcount(kernel, table), Is.EqualTo(0), "and took no reference on it");
+        global::NativeMmu.Sync.Spin.Unlock(pml);
+        Assert.That(freer.Join(10_000) && faulter.Join(10_000), Is.True);
+
+        Assert.That(kernel.Machine.Counters.Sum(global::NativeMmu.Physical.VmEvent.PtReclaim) - reclaimed, Is.EqualTo(1), "the freer reclaimed the old table");
+        ulong now = new Pmd(PgTable.Get(pmd)).Pfn;
+        Assert.That(now, Is.Not.EqualTo(table), "the fault installed a new table");
+        Assert.That(Refcount(kernel, now), Is.EqualTo(1), "holding one reference: the entry just mapped");
+        using (global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu())
+        {
+            p.Enter(cpu);
+            Assert.That(cpu.Load<long>(w + 8), Is.EqualTo(42));
+            Assert.That(cpu.Load<long>(w), Is.EqualTo(0), "the page zapped before stays zero");
+        }
+    }
+
     [TestCase(PtReclaimMode.Off, 0)]
     [TestCase(PtReclaimMode.Sync, 1)]
     [TestCase(PtReclaimMode.Refcount, 1)]
