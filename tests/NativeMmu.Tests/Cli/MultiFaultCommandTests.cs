@@ -8,7 +8,7 @@ public class MultiFaultCommandTests
 {
     [Test]
     [CancelAfter(120_000)]
-    public void Comparing_reclaim_modes_runs_each_round_in_child_processes_and_reports_medians_and_paired_ratios_per_mode()
+    public void Comparing_reclaim_modes_runs_each_round_in_child_processes_and_reports_medians_paired_ratios_and_added_time_per_fault_per_mode()
     {
         MultiFaultCommand.CompareReport r = MultiFaultCommand.MeasureComparePtReclaim([1], 0.6, "multi-fault", 5, out var samples);
         Assert.That(r.SliceSeconds, Is.EqualTo(0.3), "0.6 s per mode and round, in two interleaved slices of at most half a second");
@@ -31,6 +31,13 @@ public class MultiFaultCommandTests
         {
             double expected = samples[1][mode].Select((x, round) => x / samples[1]["off"][round]).Order().ElementAt(2);
             Assert.That(paired.GetProperty(mode).GetDouble(), Is.EqualTo(expected).Within(1e-4), $"{mode}: the median of its five per-round ratios to off");
+        }
+        JsonElement added = point.GetProperty("added_ns_per_fault");
+        Assert.That(added.GetProperty("off").GetDouble(), Is.EqualTo(0.0), "off over itself");
+        foreach (string mode in new[] { "refcount", "sync" })
+        {
+            double expected = samples[1][mode].Select((x, round) => 60e9 / x - 60e9 / samples[1]["off"][round]).Order().ElementAt(2);
+            Assert.That(added.GetProperty(mode).GetDouble(), Is.EqualTo(expected).Within(0.01), $"{mode}: the median of its five per-round added ns per fault");
         }
     }
 }

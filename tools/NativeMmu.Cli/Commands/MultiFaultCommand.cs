@@ -61,7 +61,8 @@ public static class MultiFaultCommand
     public sealed record ComparePoint(
         [property: JsonPropertyName("threads")] int Threads,
         [property: JsonPropertyName("median_pf_per_min")] IReadOnlyDictionary<string, double> MedianPfPerMin,
-        [property: JsonPropertyName("median_ratio_to_off")] IReadOnlyDictionary<string, double> MedianRatioToOff);
+        [property: JsonPropertyName("median_ratio_to_off")] IReadOnlyDictionary<string, double> MedianRatioToOff,
+        [property: JsonPropertyName("added_ns_per_fault")] IReadOnlyDictionary<string, double> AddedNsPerFault);
 
     public sealed record CompareReport(
         [property: JsonPropertyName("benchmark")] string Benchmark,
@@ -104,12 +105,13 @@ public static class MultiFaultCommand
             Console.WriteLine();
             Console.WriteLine($" '{loop}' by PT-reclaim mode ({p.Threads} thread{(p.Threads == 1 ? "" : "s")}, {rounds} rounds of {seconds} s per mode in interleaved slices of {report.SliceSeconds:0.###} s, a process per mode, medians):");
             Console.WriteLine();
-            Console.WriteLine($"  {"mode",-9} {"pf/min",16}          {"vs off",8}   {"paired",8}   rounds (M pf/min)");
+            Console.WriteLine($"  {"mode",-9} {"pf/min",16}          {"vs off",8}   {"paired",8}   {"ns/fault",8}   rounds (M pf/min)");
             foreach ((string mode, double median) in p.MedianPfPerMin)
-                Console.WriteLine($"  {mode,-9} {median,16:N0} pf/min   {Percent(median / p.MedianPfPerMin["off"])}   {Percent(p.MedianRatioToOff[mode])}   {string.Join(", ", samples[p.Threads][mode].Select(x => (x / 1e6).ToString("F1")))}");
+                Console.WriteLine($"  {mode,-9} {median,16:N0} pf/min   {Percent(median / p.MedianPfPerMin["off"])}   {Percent(p.MedianRatioToOff[mode])}   {p.AddedNsPerFault[mode],8:+0.0;-0.0;0.0}   {string.Join(", ", samples[p.Threads][mode].Select(x => (x / 1e6).ToString("F1")))}");
             Console.WriteLine();
         }
-        Console.WriteLine("  vs off: the ratio of the medians; paired: the median of each round's ratio to off in that round.");
+        Console.WriteLine("  vs off: the ratio of the medians; paired: the median of each round's ratio to off in that round;");
+        Console.WriteLine("  ns/fault: the median of each round's added time per fault on one CPU (threads x 60e9 / pf_per_min) over off.");
         return 0;
     }
 
@@ -156,9 +158,11 @@ public static class MultiFaultCommand
         foreach (int t in threadCounts)
         {
             Dictionary<string, List<double>> byMode = samples[t];
+            double NsPerFault(double pfPerMin) => t * 60e9 / pfPerMin; // one CPU's time per fault
             points.Add(new ComparePoint(t,
                 byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value))),
-                byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value.Select((x, r) => x / byMode["off"][r]).ToList()), 4))));
+                byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value.Select((x, r) => x / byMode["off"][r]).ToList()), 4)),
+                byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value.Select((x, r) => NsPerFault(x) - NsPerFault(byMode["off"][r])).ToList()), 2))));
         }
         return new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, Math.Round(slice, 3), points);
     }
