@@ -70,6 +70,8 @@ internal unsafe ref struct VmFault
     public ulong MappedPfn;
     /// <summary>PtReclaim = Refcount: the PTE table this walker holds a pte_refcount on (0 otherwise).</summary>
     public ulong PteTable;
+    /// <summary>Its struct page (null when no table is held): the walker locks the ptl there.</summary>
+    public Page* PteTablePage;
     /// <summary>The walker's reference became the reference of the entry it installed (nothing left to put).</summary>
     public bool PteRefTransferred;
 }
@@ -210,14 +212,14 @@ internal static unsafe class Memory
             vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
             return VmFaultT.None;
         }
-        else if (m.Config.PtReclaim == PtReclaimMode.Refcount && !PgTable.PteGetUnlessZero(m, vmf.Pmd, pmdval))
+        else if (m.Config.PtReclaim == PtReclaimMode.Refcount && (vmf.PteTablePage = PgTable.PteGetUnlessZero(m, vmf.Pmd, pmdval)) == null)
         {
             vmf.Pte = null; // pte_try_get failed: the table is dying or was replaced; do_anonymous_page takes one
         }
         else
         {
             // With pte_refcount the fault now holds the table (pte_try_get) until it ends.
-            if (m.Config.PtReclaim == PtReclaimMode.Refcount) vmf.PteTable = new Pmd(pmdval).Pfn;
+            if (vmf.PteTablePage != null) vmf.PteTable = new Pmd(pmdval).Pfn;
             vmf.Pte = PgTable.PteOffset(m.Memory, pmdval, vmf.Address);
             vmf.OrigPte = new Pte(PgTable.Get(vmf.Pte));
             vmf.Flags |= FaultFlags.OrigPteValid;
@@ -276,8 +278,12 @@ internal static unsafe class Memory
         if (m.Config.PtReclaim == PtReclaimMode.Refcount)
         {
             // pte_alloc_get: hold the table from here to the end of the fault (it may already be held).
-            if (vmf.PteTable == 0) vmf.PteTable = PgTable.PteAllocGet(vmf.Cpu, mm, vmf.Pmd, vmf.Address);
-            if (vmf.PteTable == 0) return new Pmd(PgTable.Get(vmf.Pmd)).Leaf ? VmFaultT.None : VmFaultT.Oom; // a huge PMD raced in: retry
+            if (vmf.PteTable == 0)
+            {
+                vmf.PteTable = PgTable.PteAllocGet(vmf.Cpu, mm, vmf.Pmd, vmf.Address);
+                if (vmf.PteTable == 0) return new Pmd(PgTable.Get(vmf.Pmd)).Leaf ? VmFaultT.None : VmFaultT.Oom; // a huge PMD raced in: retry
+                vmf.PteTablePage = m.Vmemmap.PfnToPage(vmf.PteTable);
+            }
         }
         else if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd, vmf.Address))
         {
@@ -287,7 +293,7 @@ internal static unsafe class Memory
         if ((vmf.Flags & FaultFlags.Write) == 0)
         {
             Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
-            vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTable != 0);
+            vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
             if (vmf.Pte == null) return VmFaultT.None;
             if (PgTable.Get(vmf.Pte) is var now && !new Pte(now).None)
             {
@@ -314,7 +320,7 @@ internal static unsafe class Memory
         Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
 
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTable != 0);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
         if (vmf.Pte == null)
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
@@ -383,7 +389,7 @@ internal static unsafe class Memory
         ulong addr = vmf.Address & ~((Geometry.PageSize << order) - 1);
         Page* page = m.Vmemmap.PfnToPage(pfn);
         page->Flags |= 1UL << PG.Uptodate;
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl, vmf.PteTable != 0);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl, vmf.PteTablePage);
         if (vmf.Pte == null)
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
@@ -598,7 +604,7 @@ internal static unsafe class Memory
         Page* newPage = m.Vmemmap.PfnToPage(newPfn);
         newPage->Flags |= 1UL << PG.Uptodate;
 
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTable != 0);
+        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
         bool copied = false;
         if (vmf.Pte != null && PgTable.Get(vmf.Pte) == vmf.OrigPte.Value)
         {

@@ -93,17 +93,17 @@ internal static unsafe class PgTable
     /// is no longer a table - the caller retries, as in the kernel. The table may be reclaimed by another
     /// CPU until its lock is held and the PMD re-checked, so the read of the PMD and the locking happen
     /// inside an RCU read-side section: the ptl word cannot be recycled under the spin. A caller that
-    /// holds a pte_refcount on the table (<paramref name="tableHeld"/>) needs neither: the table stays.
+    /// holds a pte_refcount on the table passes its struct page (<paramref name="held"/>) and needs neither: the table stays.
     /// </summary>
-    public static ulong* PteOffsetMapLock(Cpu.Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl, bool tableHeld = false)
+    public static ulong* PteOffsetMapLock(Cpu.Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl, Page* held = null)
     {
-        if (tableHeld)
+        if (held != null)
         {
-            ulong held = Get(pmd);
-            if (new Pmd(held).None || new Pmd(held).Leaf) { ptl = null; return null; }
-            ptl = PteLockptr(m, held);
+            ulong pmdval = Get(pmd);
+            if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) { ptl = null; return null; }
+            ptl = &held->Ptl;
             Spin.Lock(ptl);
-            return PteOffset(m.Memory, held, address);
+            return PteOffset(m.Memory, pmdval, address);
         }
         cpu.RcuReadLock();
         try
@@ -252,7 +252,7 @@ internal static unsafe class PgTable
         {
             ulong pmdval = Get(pmd);
             if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf) break;
-            if (PteGetUnlessZero(m, pmd, pmdval))
+            if (PteGetUnlessZero(m, pmd, pmdval) != null)
             {
                 table = new Pmd(pmdval).Pfn;
                 break;
@@ -265,21 +265,22 @@ internal static unsafe class PgTable
 
     /// <summary>
     /// pte_get_unless_zero on the table pmdval points to, read from *pmd inside an RCU read-side section
-    /// (the caller's): false if its count is zero (dying) or *pmd no longer points to it afterwards.
+    /// (the caller's): the table's struct page, or null if its count is zero (dying) or *pmd no longer
+    /// points to it afterwards.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool PteGetUnlessZero(Machine m, ulong* pmd, ulong pmdval)
+    public static Page* PteGetUnlessZero(Machine m, ulong* pmd, ulong pmdval)
     {
-        int* count = &m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn)->PteRefcount;
+        Page* table = m.Vmemmap.PfnToPage(new Pmd(pmdval).Pfn);
         int c;
         do
         {
-            c = Volatile.Read(ref *count);
-            if (c == 0) return false;
-        } while (Interlocked.CompareExchange(ref *count, c + 1, c) != c);
-        if (Get(pmd) == pmdval) return true;
-        Interlocked.Decrement(ref *count); // raced with a replacement; that table is someone else's to free
-        return false;
+            c = Volatile.Read(ref table->PteRefcount);
+            if (c == 0) return null;
+        } while (Interlocked.CompareExchange(ref table->PteRefcount, c + 1, c) != c);
+        if (Get(pmd) == pmdval) return table;
+        Interlocked.Decrement(ref table->PteRefcount); // raced with a replacement; that table is someone else's to free
+        return null;
     }
 
     /// <summary>
