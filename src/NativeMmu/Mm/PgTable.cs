@@ -278,6 +278,9 @@ internal static unsafe class PgTable
             c = Volatile.Read(ref table->PteRefcount);
             if (c == 0) return null;
         } while (Interlocked.CompareExchange(ref table->PteRefcount, c + 1, c) != c);
+        // The CAS is a full barrier, so this re-read of *pmd follows the raised count: if the PMD still
+        // points at the table, the reference is on the table installed here, not on a frame taken out of
+        // this PMD (and perhaps reused) between the first read and the CAS.
         if (Get(pmd) == pmdval) return table;
         Interlocked.Decrement(ref table->PteRefcount); // raced with a replacement; that table is someone else's to free
         return null;
