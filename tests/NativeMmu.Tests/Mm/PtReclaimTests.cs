@@ -284,12 +284,12 @@ public unsafe class PtReclaimTests
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
         Process p = kernel.CreateProcess();
         ulong w = p.Mmap(2 * Window);
-        ulong* pmd = PmdOf(p.Mm, w);
+        ulong* pmd;
         ulong table;
         using (global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu())
         {
             p.Enter(cpu);
-            cpu.Store<long>(w, 1);
+            cpu.Store<long>(w, 1); // the upper tables exist from here on
             pmd = PmdOf(p.Mm, w);
             table = PgTable.PteTryGet(cpu, kernel.Machine, pmd);
             Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
