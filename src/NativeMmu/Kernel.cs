@@ -1,4 +1,4 @@
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Diagnostics;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
@@ -33,7 +33,7 @@ public sealed class Kernel : IDisposable
     public Machine Machine { get; }
 
     /// <summary>Binds a free emulated CPU to the calling thread until it is disposed.</summary>
-    public Cpu.Cpu AttachCpu() => Machine.AttachCpu();
+    public Cpu AttachCpu() => Machine.AttachCpu();
 
     /// <summary>A new process with an empty address space.</summary>
     public Process CreateProcess(string name = "nativemmu")
@@ -118,7 +118,7 @@ public sealed class Kernel : IDisposable
 #if !NATIVEMMU_NO_EVENTS
         NativeMmuEventSource.Log.Unregister(Machine);
 #endif
-        foreach (Cpu.Cpu cpu in Machine.Cpus) (cpu.KernelData as IDisposable)?.Dispose();
+        foreach (Cpu cpu in Machine.Cpus) (cpu.KernelData as IDisposable)?.Dispose();
         Machine.Dispose();
     }
 }
@@ -147,7 +147,7 @@ public sealed class Process
         return Mmap_(s.Cpu, addr, length, prot, flags, out mapped);
     }
 
-    private Errno Mmap_(Cpu.Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, out ulong mapped)
+    private Errno Mmap_(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, out ulong mapped)
         => NativeMmu.Mm.Mmap.DoMmap(cpu, Mm, addr, length, prot, flags, out mapped);
 
     /// <summary>mmap(NULL, length, prot, MAP_PRIVATE|MAP_ANONYMOUS|extra) that throws on failure.</summary>
@@ -168,14 +168,14 @@ public sealed class Process
     public Errno Mprotect(ulong addr, ulong length, Prot prot)
     {
         using CpuScope s = Kernel.Machine.EnterCpu();
-        return NativeMmu.Mm.Mmap.DoMprotect(s.Cpu, Mm, addr, length, prot);
+        return NativeMmu.Mm.Mprotect.DoMprotect(s.Cpu, Mm, addr, length, prot);
     }
 
     /// <summary>madvise(2).</summary>
     public Errno Madvise(ulong addr, ulong length, Advice advice)
     {
         using CpuScope s = Kernel.Machine.EnterCpu();
-        return NativeMmu.Mm.Mmap.DoMadvise(s.Cpu, Mm, addr, length, advice);
+        return NativeMmu.Mm.Madvise.DoMadvise(s.Cpu, Mm, addr, length, advice);
     }
 
     /// <summary>
@@ -212,7 +212,7 @@ public sealed class Process
     }
 
     /// <summary>Runs the calling thread's CPU in this process (switch_mm).</summary>
-    public void Enter(Cpu.Cpu cpu) => cpu.SwitchMm(Mm);
+    public void Enter(Cpu cpu) => cpu.SwitchMm(Mm);
 
     /// <summary>exit: tear the address space down; every frame goes back to the allocator.</summary>
     public void Exit()

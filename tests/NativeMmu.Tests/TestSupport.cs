@@ -56,7 +56,7 @@ internal static partial class TestSupport
     /// Runs each body on its own thread with its own CPU running <paramref name="p"/>'s mm. Returns false
     /// when a thread did not finish in time; exceptions from the bodies are rethrown.
     /// </summary>
-    public static bool RunOnCpus(Kernel kernel, Process p, params Action<NativeMmu.Cpu.Cpu>[] bodies)
+    public static bool RunOnCpus(Kernel kernel, Process p, params Action<NativeMmu.Cpus.Cpu>[] bodies)
     {
         var errors = new Exception?[bodies.Length];
         var threads = new Thread[bodies.Length];
@@ -67,7 +67,7 @@ internal static partial class TestSupport
             {
                 try
                 {
-                    using NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+                    using NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
                     p.Enter(cpu);
                     bodies[index](cpu);
                 }
@@ -104,7 +104,7 @@ internal sealed class KernelLease(Kernel kernel) : IDisposable
 
     public void Abandon() => Abandoned = true;
 
-    public void RunOnCpus(Process p, params Action<NativeMmu.Cpu.Cpu>[] bodies)
+    public void RunOnCpus(Process p, params Action<NativeMmu.Cpus.Cpu>[] bodies)
     {
         if (!TestSupport.RunOnCpus(Kernel, p, bodies))
         {
@@ -127,7 +127,7 @@ public abstract class OneProcessFixture
 {
     protected Kernel _kernel = null!;
     protected Process _p = null!;
-    protected NativeMmu.Cpu.Cpu _cpu = null!;
+    protected NativeMmu.Cpus.Cpu _cpu = null!;
 
     [SetUp]
     public void Boot()

@@ -1,6 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using NativeMmu.Mm;
-using EmulatedCpu = NativeMmu.Cpu.Cpu;
+using EmulatedCpu = NativeMmu.Cpus.Cpu;
 
 namespace NativeMmu.Benchmarks.Faults;
 

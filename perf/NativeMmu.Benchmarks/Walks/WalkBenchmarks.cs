@@ -1,5 +1,5 @@
 using BenchmarkDotNet.Attributes;
-using EmulatedCpu = NativeMmu.Cpu.Cpu;
+using EmulatedCpu = NativeMmu.Cpus.Cpu;
 
 namespace NativeMmu.Benchmarks.Walks;
 

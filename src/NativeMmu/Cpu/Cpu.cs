@@ -4,7 +4,7 @@ using NativeMmu.Arch.X86;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
-namespace NativeMmu.Cpu;
+namespace NativeMmu.Cpus;
 
 /// <summary>
 /// One emulated x86-64 CPU, run by the thread that attached it. User-mode loads and stores go through

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using NativeMmu.Arch.X86;
 using NativeMmu.Sync;
 
-namespace NativeMmu.Cpu;
+namespace NativeMmu.Cpus;
 
 /// <summary>
 /// The TLB checks of the invariant mode (KernelConfig.DebugVm). They report, the moment a CPU creates

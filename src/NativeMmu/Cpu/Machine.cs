@@ -2,7 +2,7 @@ using NativeMmu.Arch.X86;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
-namespace NativeMmu.Cpu;
+namespace NativeMmu.Cpus;
 
 /// <summary>
 /// The emulated machine as the kernel sees it after boot: physical memory with its vmemmap, the page

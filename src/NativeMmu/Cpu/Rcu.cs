@@ -1,6 +1,6 @@
 using NativeMmu.Sync;
 
-namespace NativeMmu.Cpu;
+namespace NativeMmu.Cpus;
 
 /// <summary>
 /// Quiescent-state RCU over the emulated CPUs, for page-table frames. A CPU is inside a read-side

@@ -1,7 +1,7 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Physical;
 
-namespace NativeMmu.Cpu;
+namespace NativeMmu.Cpus;
 
 /// <summary>arch/x86/mm/tlb.c: flushing an mm's translations on every CPU that may hold them.</summary>
 public static class TlbFlush

@@ -1,5 +1,5 @@
 using System.Diagnostics.Tracing;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 
 namespace NativeMmu.Diagnostics;

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Diagnostics;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
@@ -52,7 +52,7 @@ public enum VmFaultT : uint
 /// </summary>
 internal unsafe ref struct VmFault
 {
-    public Cpu.Cpu Cpu;
+    public Cpu Cpu;
     public MmStruct Mm;
     public Vma Vma;
     /// <summary>The faulting address, page aligned.</summary>
@@ -83,7 +83,7 @@ internal unsafe ref struct VmFault
 public sealed unsafe class PageFaultHandler : IPageFaultHandler
 {
     /// <summary>exc_page_fault → do_user_addr_fault: find the VMA under mmap_lock, check access, handle_mm_fault.</summary>
-    public FaultResult HandleUserFault(Cpu.Cpu cpu, ulong address, X86PfError error)
+    public FaultResult HandleUserFault(Cpu cpu, ulong address, X86PfError error)
     {
         MmStruct mm = Unsafe.As<MmStruct>(cpu.LoadedMm!);
         cpu.ServiceInterrupts(); // exceptions run with interrupts enabled: a pending flush IPI is taken here
@@ -129,7 +129,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     }
 
     /// <summary>handle_mm_fault: __handle_mm_fault, then mm_account_fault. Caller holds mmap_lock for read.</summary>
-    internal static VmFaultT HandleMmFault(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags, X86PfError error = X86PfError.None)
+    internal static VmFaultT HandleMmFault(Cpu cpu, Vma vma, ulong address, FaultFlags flags, X86PfError error = X86PfError.None)
     {
         VmFaultT ret = Memory.HandleMmFaultInner(cpu, vma, address, flags, out FaultKind kind, out ulong pfn);
         // mm_account_fault: every fault but a retried one counts, failed ones included.
@@ -149,7 +149,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
 internal static unsafe class Memory
 {
     /// <summary>__handle_mm_fault: walk, allocating upper tables as needed, down to the PMD; then handle_pte_fault.</summary>
-    internal static VmFaultT HandleMmFaultInner(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags, out FaultKind kind, out ulong pfn)
+    internal static VmFaultT HandleMmFaultInner(Cpu cpu, Vma vma, ulong address, FaultFlags flags, out FaultKind kind, out ulong pfn)
     {
         VmFaultT ret = HandleMmFaultInner(cpu, vma, address, flags, out VmFault vmf);
         kind = vmf.Kind;
@@ -157,7 +157,7 @@ internal static unsafe class Memory
         return ret;
     }
 
-    private static VmFaultT HandleMmFaultInner(Cpu.Cpu cpu, Vma vma, ulong address, FaultFlags flags, out VmFault vmf)
+    private static VmFaultT HandleMmFaultInner(Cpu cpu, Vma vma, ulong address, FaultFlags flags, out VmFault vmf)
     {
         MmStruct mm = vma.Mm;
         vmf = new VmFault

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -193,7 +193,7 @@ internal static unsafe class Folio
     // ---------------------------------------------------------------------------------------------
 
     /// <summary>folio_add_new_anon_rmap(RMAP_EXCLUSIVE) for a PTE-mapped large folio: every page mapped once, exclusively.</summary>
-    public static void AddNewAnonRmap(Cpu.Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong address)
+    public static void AddNewAnonRmap(Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong address)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
         int order = Order(head), nr = 1 << order;
@@ -235,7 +235,7 @@ internal static unsafe class Folio
     /// mapping each. Pages whose last mapping went leave NR_ANON_MAPPED unless a PMD still maps the
     /// folio entirely; a folio left partly mapped goes on the deferred-split queue.
     /// </summary>
-    public static void RemoveRmapPtes(Cpu.Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, MmStruct mm)
+    public static void RemoveRmapPtes(Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, MmStruct mm)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
         Page* page = m.Vmemmap.PfnToPage(pfn);
@@ -259,7 +259,7 @@ internal static unsafe class Folio
     /// each page's _mapcount up, the folio's large mapcount by nr; RMAP_EXCLUSIVE marks every page
     /// PageAnonExclusive. Pages mapped for the first time count in NR_ANON_MAPPED unless a PMD maps them.
     /// </summary>
-    public static void AddAnonRmapPtes(Cpu.Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, Vma vma, bool exclusive)
+    public static void AddAnonRmapPtes(Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, Vma vma, bool exclusive)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
         Page* page = m.Vmemmap.PfnToPage(pfn);
@@ -283,7 +283,7 @@ internal static unsafe class Folio
     /// _large_mapcount, _nr_pages_mapped ENTIRELY_MAPPED, PageAnonExclusive on the head page only;
     /// NR_ANON_MAPPED and NR_ANON_THPS by the folio's pages.
     /// </summary>
-    public static void AddNewAnonRmapPmd(Cpu.Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong haddr)
+    public static void AddNewAnonRmapPmd(Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong haddr)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
         int order = Order(head), nr = 1 << order;
@@ -319,7 +319,7 @@ internal static unsafe class Folio
     /// maps leave NR_ANON_MAPPED, the folio leaves NR_ANON_THPS, and a folio still mapped in part by
     /// PTEs goes on the deferred-split queue.
     /// </summary>
-    public static void RemoveRmapPmd(Cpu.Cpu cpu, Machine m, ulong headPfn, MmStruct mm)
+    public static void RemoveRmapPmd(Cpu cpu, Machine m, ulong headPfn, MmStruct mm)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
         int folioNr = NrPages(head);
@@ -343,7 +343,7 @@ internal static unsafe class Folio
     /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: off the deferred
     /// list, out of the mTHP nr_anon count, off the LRU, back to the allocator at its order).
     /// </summary>
-    public static void PutRefs(Cpu.Cpu cpu, Machine m, ulong headPfn, int nr)
+    public static void PutRefs(Cpu cpu, Machine m, ulong headPfn, int nr)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
         int after = Interlocked.Add(ref head->RefCount, -nr);

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -18,7 +18,7 @@ internal static unsafe class Fork
     /// dup_mmap: under the parent's mmap_lock for write, copy every VMA except VM_DONTCOPY ones; a
     /// VM_WIPEONFORK VMA is copied empty. The parent's TLBs are flushed after its PTEs were write-protected.
     /// </summary>
-    public static void DupMmap(Cpu.Cpu cpu, MmStruct oldmm, MmStruct mm)
+    public static void DupMmap(Cpu cpu, MmStruct oldmm, MmStruct mm)
     {
         oldmm.MmapLock.WriteLock();
         try
@@ -49,7 +49,7 @@ internal static unsafe class Fork
     }
 
     /// <summary>copy_page_range: the walker idiom at every level; only present upper levels are copied.</summary>
-    private static void CopyPageRange(Cpu.Cpu cpu, Vma dstVma, Vma srcVma)
+    private static void CopyPageRange(Cpu cpu, Vma dstVma, Vma srcVma)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         ulong addr = srcVma.VmStart, end = srcVma.VmEnd;
@@ -67,7 +67,7 @@ internal static unsafe class Fork
         while (addr != end);
     }
 
-    private static bool CopyP4dRange(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPgd, ulong* srcPgd, ulong addr, ulong end)
+    private static bool CopyP4dRange(Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPgd, ulong* srcPgd, ulong addr, ulong end)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         ulong* dstP4d = PgTable.P4dAllocOffset(cpu, dst, dstPgd, addr);
@@ -85,7 +85,7 @@ internal static unsafe class Fork
         return true;
     }
 
-    private static bool CopyPudRange(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstP4d, ulong* srcP4d, ulong addr, ulong end)
+    private static bool CopyPudRange(Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstP4d, ulong* srcP4d, ulong addr, ulong end)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         ulong* dstPud = PgTable.PudAllocOffset(cpu, dst, dstP4d, addr);
@@ -103,7 +103,7 @@ internal static unsafe class Fork
         return true;
     }
 
-    private static bool CopyPmdRange(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPud, ulong* srcPud, ulong addr, ulong end)
+    private static bool CopyPmdRange(Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPud, ulong* srcPud, ulong addr, ulong end)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         ulong* dstPmd = PgTable.PmdAllocOffset(cpu, dst, dstPud, addr);
@@ -134,7 +134,7 @@ internal static unsafe class Fork
     /// present anonymous page is shared: mapcount and refcount up, PageAnonExclusive cleared, and both
     /// entries write-protected; a page that may be pinned is copied for the child instead.
     /// </summary>
-    private static bool CopyPteRange(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr, ulong end)
+    private static bool CopyPteRange(Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr, ulong end)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         Machine m = src.Machine;
@@ -277,7 +277,7 @@ internal static unsafe class Fork
     }
 
     /// <summary>copy_present_page: a possibly pinned page stays exclusive to the parent; the child gets a copy.</summary>
-    private static bool CopyPresentPage(Cpu.Cpu cpu, Vma dstVma, ulong* dstPte, ulong addr, Pte orig)
+    private static bool CopyPresentPage(Cpu cpu, Vma dstVma, ulong* dstPte, ulong addr, Pte orig)
     {
         Machine m = dstVma.Mm.Machine;
         ulong newPfn = m.Allocator.AllocPages(cpu.Id, 0, Gfp.None);

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -74,7 +74,7 @@ internal static unsafe class Gup
     /// missing, not writable for FOLL_WRITE, or must be unshared for a read-only pin, fault it in
     /// (handle_mm_fault with FAULT_FLAG_WRITE or FAULT_FLAG_UNSHARE) and look again.
     /// </summary>
-    public static Errno GetUserPages(Cpu.Cpu cpu, MmStruct mm, ulong start, int nrPages, Foll flags, out ulong[] pfns)
+    public static Errno GetUserPages(Cpu cpu, MmStruct mm, ulong start, int nrPages, Foll flags, out ulong[] pfns)
     {
         pfns = new ulong[nrPages];
         Machine m = mm.Machine;
@@ -141,7 +141,7 @@ internal static unsafe class Gup
     /// follow_page_pte under the PTE lock: the PFN with its reference taken (try_grab_folio), or 0 with the
     /// fault that would make it followable.
     /// </summary>
-    private static ulong FollowPage(Cpu.Cpu cpu, Machine m, Vma vma, ulong address, Foll flags, out FaultFlags need)
+    private static ulong FollowPage(Cpu cpu, Machine m, Vma vma, ulong address, Foll flags, out FaultFlags need)
     {
         need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
         ulong* pmd = PgTable.WalkToPmd(vma.Mm, address);
@@ -221,7 +221,7 @@ internal static unsafe class Gup
     }
 
     /// <summary>put_page / unpin_user_page (gup_put_folio): the last reference frees the folio.</summary>
-    internal static void Release(Cpu.Cpu cpu, Machine m, ulong pfn, Foll flags)
+    internal static void Release(Cpu cpu, Machine m, ulong pfn, Foll flags)
     {
         if (pfn == m.ZeroPfn) return;
         ulong headPfn = Folio.HeadPfn(m, pfn);
@@ -244,5 +244,42 @@ internal static unsafe class Gup
             if (refs > 1) Interlocked.Add(ref head->RefCount, -(refs - 1));
             Rmap.FolioPut(cpu, m, headPfn);
         }
+    }
+
+    /// <summary>__mm_populate: fault in every page like GUP would (a write fault for private writable memory).</summary>
+    public static void MmPopulate(Cpu cpu, MmStruct mm, ulong start, ulong len)
+    {
+        ulong end = start + len;
+        mm.MmapLock.ReadLock(cpu.Id);
+        try
+        {
+            for (Vma? v = mm.Vmas.FindVma(start); v is not null && v.VmStart < end; v = v.Next)
+            {
+                if ((v.VmFlags & (VmFlags.Io | VmFlags.PfnMap)) != 0 || !v.IsAccessible) continue;
+                bool write = (v.VmFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
+                FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
+                for (ulong a = Math.Max(v.VmStart, start); a < Math.Min(v.VmEnd, end); a += Geometry.PageSize)
+                {
+                    if (Populated(cpu, mm, a, write)) continue;
+                    if ((PageFaultHandler.HandleMmFault(cpu, v, a, ff) & VmFaultT.Error) != 0) return;
+                }
+            }
+        }
+        finally
+        {
+            mm.MmapLock.ReadUnlock(cpu.Id);
+        }
+    }
+
+    /// <summary>Whether the page is already mapped well enough (GUP's follow_page); a lockless look under RCU.</summary>
+    internal static bool Populated(Cpu cpu, MmStruct mm, ulong address, bool write)
+    {
+        cpu.RcuReadLock();
+        ulong* pmd = PgTable.WalkToPmd(mm, address);
+        var pmdval = pmd == null ? default : new Pmd(PgTable.Get(pmd));
+        var e = pmdval.None || pmdval.Leaf ? default : new Pte(PgTable.Get(PgTable.PteOffset(mm.Machine.Memory, pmdval.Value, address)));
+        cpu.RcuReadUnlock();
+        if (pmdval.Leaf) return (pmdval.Value & PageTableBits.Present) != 0 && (!write || pmdval.Write); // follow_huge_pmd
+        return e.Present && (!write || e.Write);
     }
 }

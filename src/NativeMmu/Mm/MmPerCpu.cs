@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using System.Runtime.CompilerServices;
 
 namespace NativeMmu.Mm;
@@ -11,10 +12,10 @@ internal sealed class MmPerCpu : IDisposable
     private MmuGather? _gather;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static MmPerCpu Of(Cpu.Cpu cpu) => cpu.KernelData as MmPerCpu ?? Create(cpu);
+    public static MmPerCpu Of(Cpu cpu) => cpu.KernelData as MmPerCpu ?? Create(cpu);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static MmPerCpu Create(Cpu.Cpu cpu)
+    private static MmPerCpu Create(Cpu cpu)
     {
         var data = new MmPerCpu();
         cpu.KernelData = data;
@@ -43,7 +44,7 @@ internal sealed class MmPerCpu : IDisposable
     }
 
     /// <summary>An mmu_gather for this CPU. Gathers do not nest on one CPU, so one is enough.</summary>
-    public MmuGather RentGather(Cpu.Cpu cpu)
+    public MmuGather RentGather(Cpu cpu)
     {
         MmuGather g = _gather ??= new MmuGather(cpu);
         Sync.Bug.On(g.InUse, "mmu_gather started on CPU {0} while its gather is in use", cpu.Id);

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 
 namespace NativeMmu.Mm;
 
@@ -84,7 +84,7 @@ public static unsafe class Mmap
     // -------------------------------------------------------------------------------------------
 
     /// <summary>mmap(2) for anonymous memory (ksys_mmap_pgoff → vm_mmap_pgoff → do_mmap → mmap_region).</summary>
-    public static Errno DoMmap(Cpu.Cpu cpu, MmStruct mm, ulong addr, ulong len, Prot prot, MapFlags flags, out ulong result)
+    public static Errno DoMmap(Cpu cpu, MmStruct mm, ulong addr, ulong len, Prot prot, MapFlags flags, out ulong result)
     {
         result = 0;
         MapFlags type = flags & MapFlags.Type;
@@ -128,7 +128,7 @@ public static unsafe class Mmap
             mm.MmapLock.WriteUnlock();
         }
         if ((flags & (MapFlags.Populate | MapFlags.NonBlock)) == MapFlags.Populate || (flags & MapFlags.Locked) != 0)
-            MmPopulate(cpu, mm, result, alignedLen);
+            Gup.MmPopulate(cpu, mm, result, alignedLen);
         return Errno.Success;
     }
 
@@ -228,7 +228,7 @@ public static unsafe class Mmap
     }
 
     /// <summary>mmap_region: unmap what MAP_FIXED covers, then extend a neighbour or insert a new VMA. mmap_lock held for write.</summary>
-    private static Errno MmapRegion(Cpu.Cpu cpu, MmStruct mm, ulong addr, ulong len, VmFlags vmFlags)
+    private static Errno MmapRegion(Cpu cpu, MmStruct mm, ulong addr, ulong len, VmFlags vmFlags)
     {
         ulong end = addr + len;
         if (mm.Vmas.FindVmaIntersection(addr, end) is not null)
@@ -286,49 +286,12 @@ public static unsafe class Mmap
         VmAreaCache.Free(next);
     }
 
-    /// <summary>__mm_populate: fault in every page like GUP would (a write fault for private writable memory).</summary>
-    public static void MmPopulate(Cpu.Cpu cpu, MmStruct mm, ulong start, ulong len)
-    {
-        ulong end = start + len;
-        mm.MmapLock.ReadLock(cpu.Id);
-        try
-        {
-            for (Vma? v = mm.Vmas.FindVma(start); v is not null && v.VmStart < end; v = v.Next)
-            {
-                if ((v.VmFlags & (VmFlags.Io | VmFlags.PfnMap)) != 0 || !v.IsAccessible) continue;
-                bool write = (v.VmFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
-                FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
-                for (ulong a = Math.Max(v.VmStart, start); a < Math.Min(v.VmEnd, end); a += Geometry.PageSize)
-                {
-                    if (Populated(cpu, mm, a, write)) continue;
-                    if ((PageFaultHandler.HandleMmFault(cpu, v, a, ff) & VmFaultT.Error) != 0) return;
-                }
-            }
-        }
-        finally
-        {
-            mm.MmapLock.ReadUnlock(cpu.Id);
-        }
-    }
-
-    /// <summary>Whether the page is already mapped well enough (GUP's follow_page); a lockless look under RCU.</summary>
-    private static bool Populated(Cpu.Cpu cpu, MmStruct mm, ulong address, bool write)
-    {
-        cpu.RcuReadLock();
-        ulong* pmd = PgTable.WalkToPmd(mm, address);
-        var pmdval = pmd == null ? default : new Pmd(PgTable.Get(pmd));
-        var e = pmdval.None || pmdval.Leaf ? default : new Pte(PgTable.Get(PgTable.PteOffset(mm.Machine.Memory, pmdval.Value, address)));
-        cpu.RcuReadUnlock();
-        if (pmdval.Leaf) return (pmdval.Value & PageTableBits.Present) != 0 && (!write || pmdval.Write); // follow_huge_pmd
-        return e.Present && (!write || e.Write);
-    }
-
     // -------------------------------------------------------------------------------------------
     // munmap
     // -------------------------------------------------------------------------------------------
 
     /// <summary>munmap(2) → do_vmi_munmap.</summary>
-    public static Errno DoMunmap(Cpu.Cpu cpu, MmStruct mm, ulong start, ulong len)
+    public static Errno DoMunmap(Cpu cpu, MmStruct mm, ulong start, ulong len)
     {
         if ((start & (Geometry.PageSize - 1)) != 0 || start > mm.TaskSize || len > mm.TaskSize - start) return Errno.EINVAL;
         ulong end = start + Geometry.PageAlign(len);
@@ -348,7 +311,7 @@ public static unsafe class Mmap
     /// do_vmi_align_munmap: split the VMAs at the edges, detach those inside, unmap_region (zap, then
     /// free_pgtables between the surviving neighbours), and drop them. mmap_lock held for write.
     /// </summary>
-    internal static Errno DoVmiAlignMunmap(Cpu.Cpu cpu, MmStruct mm, ulong start, ulong end)
+    internal static Errno DoVmiAlignMunmap(Cpu cpu, MmStruct mm, ulong start, ulong end)
     {
         Vma? first = mm.Vmas.FindVmaIntersection(start, end);
         if (first is null) return Errno.Success;
@@ -388,7 +351,7 @@ public static unsafe class Mmap
     /// __split_vma(new_below = 0): vma keeps [start, addr); the returned new VMA is [addr, end). A huge PMD
     /// across addr is split first (vma_adjust_trans_huge): no PMD leaf may straddle two VMAs.
     /// </summary>
-    internal static Vma SplitVma(Cpu.Cpu cpu, MmStruct mm, Vma vma, ulong addr)
+    internal static Vma SplitVma(Cpu cpu, MmStruct mm, Vma vma, ulong addr)
     {
         if ((addr & ~Geometry.PmdMask) != 0) HugeMemory.SplitHugePmdAddress(cpu, vma, addr);
         Vma upper = VmAreaCache.Alloc(mm, addr, vma.VmEnd, vma.VmFlags);
@@ -409,7 +372,7 @@ public static unsafe class Mmap
     /// vma_modify_flags: give [start, end) of vma the new flags, splitting at the edges and merging with
     /// neighbours that end up identical. Returns the VMA now covering the range's start.
     /// </summary>
-    internal static Vma VmaModifyFlags(Cpu.Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    internal static Vma VmaModifyFlags(Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
         if (start > vma.VmStart) vma = SplitVma(cpu, mm, vma, start);
         if (end < vma.VmEnd) SplitVma(cpu, mm, vma, end);
@@ -431,275 +394,11 @@ public static unsafe class Mmap
     }
 
     // -------------------------------------------------------------------------------------------
-    // mprotect
-    // -------------------------------------------------------------------------------------------
-
-    /// <summary>mprotect(2) → do_mprotect_pkey: the VMAs before a hole are changed, then ENOMEM.</summary>
-    public static Errno DoMprotect(Cpu.Cpu cpu, MmStruct mm, ulong start, ulong len, Prot prot)
-    {
-        if ((start & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
-        if (len == 0) return Errno.Success;
-        len = Geometry.PageAlign(len);
-        ulong end = start + len;
-        if (end <= start) return Errno.ENOMEM;
-        if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec | Prot.Sem)) != 0) return Errno.EINVAL; // arch_validate_prot
-
-        mm.MmapLock.WriteLock();
-        try
-        {
-            Vma? vma = mm.Vmas.FindVmaIntersection(start, end);
-            if (vma is null || vma.VmStart > start) return Errno.ENOMEM;
-            MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(mm, fullmm: false);
-            Errno error = Errno.Success;
-            ulong nstart = start, tmp = vma.VmStart;
-            while (vma is not null && vma.VmStart < end)
-            {
-                if (vma.VmStart != tmp) { error = Errno.ENOMEM; break; }
-                VmFlags newFlags = CalcVmProtBits(prot) | (vma.VmFlags & ~VmFlags.AccessFlags);
-                // The VM_MAY* bits sit four above the VM_* bits: what is not permitted may not be asked.
-                if (((ulong)newFlags & ~((ulong)newFlags >> 4) & (ulong)VmFlags.AccessFlags) != 0) { error = Errno.EACCES; break; }
-                tmp = Math.Min(vma.VmEnd, end);
-                vma = MprotectFixup(cpu, tlb, mm, vma, nstart, tmp, newFlags);
-                nstart = tmp = vma.VmEnd;
-                vma = vma.Next;
-            }
-            tlb.Finish();
-            if (error == Errno.Success && tmp < end) error = Errno.ENOMEM;
-            return error;
-        }
-        finally
-        {
-            mm.MmapLock.WriteUnlock();
-        }
-    }
-
-    /// <summary>mprotect_fixup: new flags on [start, end), then change_protection over it.</summary>
-    private static Vma MprotectFixup(Cpu.Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
-    {
-        if (newFlags == vma.VmFlags) return vma;
-        // A private mapping made writable is charged (VM_ACCOUNT); one made read-only before it has an
-        // anon_vma gives the charge back, as nothing can have been committed yet.
-        if ((newFlags & VmFlags.Write) != 0)
-        {
-            if ((vma.VmFlags & (VmFlags.Account | VmFlags.Write | VmFlags.HugeTlb | VmFlags.Shared | VmFlags.NoReserve)) == 0)
-                newFlags |= VmFlags.Account;
-        }
-        else if ((vma.VmFlags & VmFlags.Account) != 0 && vma.IsAnonymous && vma.AnonVma is null)
-        {
-            newFlags &= ~VmFlags.Account;
-        }
-        vma = VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
-        // MM_CP_TRY_CHANGE_WRITABLE: a private writable VMA may make exclusive anon pages writable now.
-        bool tryWritable = (newFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
-        ChangeProtection(cpu, tlb, vma, start, end, vma.VmPageProt, tryWritable);
-        return vma;
-    }
-
-    /// <summary>change_protection → change_pte_range: every present PTE rewritten with pte_modify, flushed as needed.</summary>
-    private static void ChangeProtection(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, ulong newprot, bool tryWritable)
-    {
-        Machine m = vma.Mm.Machine;
-        bool refcount = m.Config.PtReclaim == PtReclaimMode.Refcount;
-        for (ulong addr = start; addr < end;)
-        {
-            ulong next = Geometry.PmdAddrEnd(addr, end);
-            ulong* pmd = PgTable.WalkToPmd(vma.Mm, addr);
-            if (pmd == null) { addr = next; continue; }
-            if (new Pmd(PgTable.Get(pmd)).Leaf)
-            {
-                // change_pmd_range: a huge PMD the range covers whole changes in place, else it is split.
-                if (next - addr != Geometry.PmdSize) HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
-                else if (HugeMemory.ChangeHugePmd(tlb, vma, pmd, addr, newprot, tryWritable)) { addr = next; continue; }
-            }
-            ulong table = refcount ? PgTable.PteTryGet(cpu, m, pmd) : 0;
-            if (refcount && table == 0) { addr = next; continue; }
-            ulong from = addr;
-            ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, addr, out int* ptl);
-            if (pte != null)
-            {
-                for (; addr < next; addr += Geometry.PageSize, pte++)
-                {
-                    var oldpte = new Pte(PgTable.Get(pte));
-                    if (!oldpte.Present) continue;
-                    oldpte = new Pte(PgTable.GetAndClear(pte)); // ptep_modify_prot_start
-                    Pte ptent = oldpte.Modify(newprot);
-                    if (tryWritable && !ptent.Write && CanChangePteWritable(m, vma, ptent)) ptent = ptent.MkWrite();
-                    PgTable.Set(pte, ptent.Value); // ptep_modify_prot_commit
-                    if (PteNeedsFlush(oldpte, ptent)) tlb.AdjustRange(addr, Geometry.PageSize);
-                }
-                Sync.Spin.Unlock(ptl);
-            }
-            addr = next;
-            if (table != 0) PgTable.PtePut(cpu, vma.Mm, pmd, table, 1, from, tlb);
-        }
-        // tlb_finish_mmu (in the caller) flushes the range gathered above.
-    }
-
-    /// <summary>can_change_pte_writable for a private mapping: only an exclusive anonymous page.</summary>
-    private static bool CanChangePteWritable(Machine m, Vma vma, Pte pte)
-    {
-        if ((vma.VmFlags & VmFlags.Write) == 0 || pte.Protnone) return false;
-        if (pte.Special) return false;
-        ulong pfn = pte.Pfn;
-        if (pfn == m.ZeroPfn) return false;
-        Physical.Page* page = m.Vmemmap.PfnToPage(pfn);
-        Physical.Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn)); // the anon mapping is the folio's
-        return (head->Mapping & Physical.PageTypes.MappingAnon) != 0 && page->TestFlag(Physical.PG.AnonExclusive);
-    }
-
-    /// <summary>pte_needs_flush (x86): only changes the TLB could have cached, ignoring A, D and software bits.</summary>
-    internal static bool PteNeedsFlush(Pte oldpte, Pte newpte)
-    {
-        if ((oldpte.Flags & PageTableBits.Present) == 0) return false;
-        if (oldpte.Pfn != newpte.Pfn) return true;
-        const ulong flushOnClear = PageTableBits.Dirty | PageTableBits.Present | PageTableBits.Accessed;
-        const ulong softwareFlags = PageTableBits.Special | PageTableBits.UffdWp | PageTableBits.SoftDirty | PageTableBits.Devmap | PageTableBits.SavedDirty;
-        const ulong flushOnChange = PageTableBits.Rw | PageTableBits.User | PageTableBits.Pwt | PageTableBits.Pcd | PageTableBits.Pse
-            | PageTableBits.Global | PageTableBits.Pat | PageTableBits.PatLarge | PageTableBits.PkeyMask | PageTableBits.Nx;
-        ulong diff = (oldpte.Flags ^ newpte.Flags) & ~softwareFlags & ~PageTableBits.Accessed;
-        return (diff & oldpte.Flags & flushOnClear) != 0 || (diff & flushOnChange) != 0;
-    }
-
-    // -------------------------------------------------------------------------------------------
-    // madvise
-    // -------------------------------------------------------------------------------------------
-
-    /// <summary>madvise_behavior_valid (CONFIG_KSM and CONFIG_MEMORY_FAILURE off).</summary>
-    public static bool BehaviorValid(Advice a) => a switch
-    {
-        Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed or Advice.DontNeed or Advice.DontNeedLocked
-            or Advice.Free or Advice.Remove or Advice.DontFork or Advice.DoFork or Advice.DontDump or Advice.DoDump
-            or Advice.WipeOnFork or Advice.KeepOnFork or Advice.Cold or Advice.PageOut or Advice.PopulateRead
-            or Advice.PopulateWrite or Advice.HugePage or Advice.NoHugePage or Advice.Collapse => true,
-        _ => false,
-    };
-
-    /// <summary>madvise(2) → do_madvise → madvise_walk_vmas.</summary>
-    public static Errno DoMadvise(Cpu.Cpu cpu, MmStruct mm, ulong start, ulong lenIn, Advice behavior)
-    {
-        if (!BehaviorValid(behavior)) return Errno.EINVAL;
-        if ((start & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
-        ulong len = Geometry.PageAlign(lenIn);
-        if (lenIn != 0 && len == 0) return Errno.EINVAL;
-        ulong end = start + len;
-        if (end < start) return Errno.EINVAL;
-        if (end == start) return Errno.Success;
-
-        bool write = MadviseNeedMmapWriteLock(behavior);
-        if (write) mm.MmapLock.WriteLock(); else mm.MmapLock.ReadLock(cpu.Id);
-        try
-        {
-            Vma? vma = mm.Vmas.FindVmaPrev(start, out Vma? prev);
-            if (vma is not null && start > vma.VmStart) prev = vma;
-            Errno unmappedError = Errno.Success;
-            while (true)
-            {
-                if (vma is null) return Errno.ENOMEM;
-                if (start < vma.VmStart)
-                {
-                    unmappedError = Errno.ENOMEM;
-                    start = vma.VmStart;
-                    if (start >= end) break;
-                }
-                ulong tmp = Math.Min(vma.VmEnd, end);
-                Errno error = MadviseVmaBehavior(cpu, mm, vma, out prev, start, tmp, behavior);
-                if (error != Errno.Success) return error;
-                start = tmp;
-                if (prev is not null && start < prev.VmEnd) start = prev.VmEnd;
-                if (start >= end) break;
-                vma = mm.Vmas.FindVma(prev is not null ? prev.VmEnd : start);
-            }
-            return unmappedError;
-        }
-        finally
-        {
-            if (write) mm.MmapLock.WriteUnlock(); else mm.MmapLock.ReadUnlock(cpu.Id);
-        }
-    }
-
-    private static bool MadviseNeedMmapWriteLock(Advice a) => a switch
-    {
-        Advice.DontNeed or Advice.DontNeedLocked or Advice.Free or Advice.WillNeed or Advice.Cold or Advice.PageOut
-            or Advice.PopulateRead or Advice.PopulateWrite or Advice.Collapse or Advice.Remove => false,
-        _ => true,
-    };
-
-    /// <summary>madvise_vma_behavior for one VMA's part [start, end).</summary>
-    private static Errno MadviseVmaBehavior(Cpu.Cpu cpu, MmStruct mm, Vma vma, out Vma? prev, ulong start, ulong end, Advice behavior)
-    {
-        prev = vma;
-        switch (behavior)
-        {
-            case Advice.DontNeed:
-            case Advice.DontNeedLocked:
-            case Advice.Free:
-            {
-                // madvise_dontneed_free_valid_vma. MADV_FREE frees at once here: with no reclaim to do it
-                // later, this is the outcome the kernel reaches under memory pressure.
-                VmFlags forbidden = VmFlags.PfnMap | (behavior == Advice.DontNeedLocked ? 0 : VmFlags.Locked);
-                if ((vma.VmFlags & forbidden) != 0) return Errno.EINVAL;
-                // madvise_dontneed_single_vma: zap_details { .reclaim_pt = true, .even_cows = true }.
-                Zap.ZapPageRangeSingle(cpu, vma, start, end - start, reclaimPt: true);
-                return Errno.Success;
-            }
-            case Advice.WillNeed:
-            case Advice.Cold:
-            case Advice.PageOut:
-                return Errno.Success; // no swap and no reclaim: nothing to read ahead or age
-            case Advice.PopulateRead:
-            case Advice.PopulateWrite:
-                return MadvisePopulate(cpu, mm, vma, start, end, behavior == Advice.PopulateWrite);
-            case Advice.Remove:
-            case Advice.Collapse:
-                return Errno.EINVAL; // anonymous private memory: no file to punch, no khugepaged here
-        }
-
-        VmFlags newFlags = vma.VmFlags;
-        switch (behavior)
-        {
-            case Advice.Normal: newFlags &= ~(VmFlags.RandRead | VmFlags.SeqRead); break;
-            case Advice.Sequential: newFlags = (newFlags & ~VmFlags.RandRead) | VmFlags.SeqRead; break;
-            case Advice.Random: newFlags = (newFlags & ~VmFlags.SeqRead) | VmFlags.RandRead; break;
-            case Advice.DontFork: newFlags |= VmFlags.DontCopy; break;
-            case Advice.DoFork:
-                if ((vma.VmFlags & VmFlags.Io) != 0) return Errno.EINVAL;
-                newFlags &= ~VmFlags.DontCopy;
-                break;
-            case Advice.WipeOnFork:
-                if ((vma.VmFlags & VmFlags.Shared) != 0) return Errno.EINVAL;
-                newFlags |= VmFlags.WipeOnFork;
-                break;
-            case Advice.KeepOnFork: newFlags &= ~VmFlags.WipeOnFork; break;
-            case Advice.DontDump: newFlags |= VmFlags.DontDump; break;
-            case Advice.DoDump: newFlags &= ~VmFlags.DontDump; break;
-            case Advice.HugePage: newFlags = (newFlags & ~VmFlags.NoHugePage) | VmFlags.HugePage; break;
-            case Advice.NoHugePage: newFlags = (newFlags & ~VmFlags.HugePage) | VmFlags.NoHugePage; break;
-        }
-        if (newFlags != vma.VmFlags) prev = VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
-        return Errno.Success;
-    }
-
-    private static Errno MadvisePopulate(Cpu.Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, bool write)
-    {
-        if (write && (vma.VmFlags & VmFlags.Write) == 0) return Errno.EFAULT;
-        if (!vma.IsAccessible) return Errno.EFAULT;
-        FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
-        for (ulong a = start; a < end; a += Geometry.PageSize)
-        {
-            if (Populated(cpu, mm, a, write)) continue;
-            VmFaultT r = PageFaultHandler.HandleMmFault(cpu, vma, a, ff);
-            if ((r & VmFaultT.Oom) != 0) return Errno.ENOMEM;
-            if ((r & VmFaultT.Error) != 0) return Errno.EFAULT;
-        }
-        return Errno.Success;
-    }
-
-    // -------------------------------------------------------------------------------------------
     // exit
     // -------------------------------------------------------------------------------------------
 
     /// <summary>exit_mmap: zap everything with a full-mm gather, free every user page table, drop the VMAs.</summary>
-    public static void ExitMmap(Cpu.Cpu cpu, MmStruct mm)
+    public static void ExitMmap(Cpu cpu, MmStruct mm)
     {
         mm.MmapLock.WriteLock();
         try

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 
 namespace NativeMmu.Mm;
@@ -18,14 +18,14 @@ internal sealed unsafe class MmuGather : IDisposable
     /// <summary>MAX_TABLE_BATCH: one page of table pointers.</summary>
     public const int MaxTables = 510;
 
-    private readonly Cpu.Cpu _cpu;
+    private readonly Cpu _cpu;
     private readonly ulong* _pages;
     private readonly ulong* _tables;
     /// <summary>The 2 MiB ranges whose PMDs this gather's zap cleared, registered with the mm until flushed.</summary>
     private readonly ulong* _reclaimed;
     private int _nrPages, _nrTables, _nrReclaimed;
 
-    public MmuGather(Cpu.Cpu cpu)
+    public MmuGather(Cpu cpu)
     {
         _cpu = cpu;
         _pages = (ulong*)NativeMemory.Alloc(MaxPages * sizeof(ulong));

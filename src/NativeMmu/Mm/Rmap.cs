@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -17,7 +17,7 @@ internal static unsafe class Rmap
     /// plain stores suffice; the PTE store that follows publishes them.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void FolioAddNewAnonRmap(Cpu.Cpu cpu, Machine m, Page* page, Vma vma, AnonVma anonVma, ulong address)
+    public static void FolioAddNewAnonRmap(Cpu cpu, Machine m, Page* page, Vma vma, AnonVma anonVma, ulong address)
     {
         page->Mapping = AnonMapping(anonVma);
         page->Index = vma.LinearPageIndex(address);
@@ -28,7 +28,7 @@ internal static unsafe class Rmap
 
     /// <summary>folio_remove_rmap_pte: the last unmap (mapcount back to -1) leaves NR_ANON_MAPPED.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void FolioRemoveRmapPte(Cpu.Cpu cpu, Machine m, ulong pfn, MmStruct mm)
+    public static void FolioRemoveRmapPte(Cpu cpu, Machine m, ulong pfn, MmStruct mm)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
         if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
@@ -43,7 +43,7 @@ internal static unsafe class Rmap
 
     /// <summary>folio_put: the last reference takes the folio off the LRU and frees it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void FolioPut(Cpu.Cpu cpu, Machine m, ulong pfn)
+    public static void FolioPut(Cpu cpu, Machine m, ulong pfn)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
         if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)

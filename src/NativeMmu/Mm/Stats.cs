@@ -1,6 +1,6 @@
 using System.Text;
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 
 namespace NativeMmu.Mm;

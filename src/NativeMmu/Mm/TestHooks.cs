@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 namespace NativeMmu.Mm;
 
 /// <summary>
@@ -7,5 +8,5 @@ namespace NativeMmu.Mm;
 public static class TestHooks
 {
     /// <summary>Called right after a reclaim cleared a PMD, before the batched TLB flush (the seed-002 window).</summary>
-    public static Action<Cpu.Cpu, MmStruct, ulong>? AfterPmdCleared { get; set; }
+    public static Action<Cpu, MmStruct, ulong>? AfterPmdCleared { get; set; }
 }

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Diagnostics;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
@@ -14,7 +14,7 @@ namespace NativeMmu.Mm;
 internal static unsafe class Zap
 {
     /// <summary>zap_page_range_single (MADV_DONTNEED): one VMA, one gather. Caller holds mmap_lock.</summary>
-    public static void ZapPageRangeSingle(Cpu.Cpu cpu, Vma vma, ulong address, ulong size, bool reclaimPt = false)
+    public static void ZapPageRangeSingle(Cpu cpu, Vma vma, ulong address, ulong size, bool reclaimPt = false)
     {
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
         tlb.ReclaimPt = reclaimPt && vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Sync;
@@ -28,14 +28,14 @@ internal static unsafe class Zap
     }
 
     /// <summary>unmap_vmas: every VMA from <paramref name="first"/> that starts below end.</summary>
-    public static void UnmapVmas(Cpu.Cpu cpu, MmuGather tlb, Vma? first, ulong start, ulong end)
+    public static void UnmapVmas(Cpu cpu, MmuGather tlb, Vma? first, ulong start, ulong end)
     {
         for (Vma? v = first; v is not null && v.VmStart < end; v = v.Next)
             UnmapSingleVma(cpu, tlb, v, start, end);
     }
 
     /// <summary>unmap_single_vma: clamp to the VMA and zap.</summary>
-    public static void UnmapSingleVma(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong startAddr, ulong endAddr)
+    public static void UnmapSingleVma(Cpu cpu, MmuGather tlb, Vma vma, ulong startAddr, ulong endAddr)
     {
         ulong start = Math.Max(vma.VmStart, startAddr);
         if (start >= vma.VmEnd) return;
@@ -45,7 +45,7 @@ internal static unsafe class Zap
     }
 
     /// <summary>unmap_page_range: the PGD loop.</summary>
-    private static void UnmapPageRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong addr, ulong end)
+    private static void UnmapPageRange(Cpu cpu, MmuGather tlb, Vma vma, ulong addr, ulong end)
     {
         MmStruct mm = vma.Mm;
         ulong* pgd = PgTable.PgdOffset(mm, addr);
@@ -60,7 +60,7 @@ internal static unsafe class Zap
         while (addr != end);
     }
 
-    private static void ZapP4dRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pgd, ulong addr, ulong end)
+    private static void ZapP4dRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* pgd, ulong addr, ulong end)
     {
         MmStruct mm = vma.Mm;
         ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
@@ -74,7 +74,7 @@ internal static unsafe class Zap
         while (addr != end);
     }
 
-    private static void ZapPudRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* p4d, ulong addr, ulong end)
+    private static void ZapPudRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* p4d, ulong addr, ulong end)
     {
         PhysicalMemory mem = vma.Mm.Machine.Memory;
         ulong* pud = PgTable.PudOffset(mem, PgTable.Get(p4d), addr);
@@ -88,7 +88,7 @@ internal static unsafe class Zap
         while (addr != end);
     }
 
-    private static void ZapPmdRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pud, ulong addr, ulong end)
+    private static void ZapPmdRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* pud, ulong addr, ulong end)
     {
         PhysicalMemory mem = vma.Mm.Machine.Memory;
         ulong* pmd = PgTable.PmdOffset(mem, PgTable.Get(pud), addr);
@@ -144,7 +144,7 @@ internal static unsafe class Zap
     /// the PTE lock is held when the PMD lock can be trylocked (the reverse of the usual order), else by
     /// try_to_free_pte, which takes both locks in order and rescans the 512 entries.
     /// </summary>
-    private static ulong ZapPteRange(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end, out int cleared)
+    private static ulong ZapPteRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end, out int cleared)
     {
         cleared = 0;
         MmStruct mm = vma.Mm;
@@ -254,7 +254,7 @@ internal static unsafe class Zap
     }
 
     /// <summary>free_pte: the table goes to the gather (freed after the flush and a grace period).</summary>
-    private static void FreePte(Cpu.Cpu cpu, MmuGather tlb, ulong addr, ulong pmdval)
+    private static void FreePte(Cpu cpu, MmuGather tlb, ulong addr, ulong pmdval)
     {
         ulong table = new Pmd(pmdval).Pfn;
         tlb.RemoveTable(table, addr);                                      // pte_free_tlb
@@ -265,7 +265,7 @@ internal static unsafe class Zap
     }
 
     /// <summary>try_to_free_pte: PMD lock, then the PTE lock nested; free only if all 512 entries are none.</summary>
-    private static void TryToFreePte(Cpu.Cpu cpu, MmuGather tlb, ulong* pmd, ulong addr)
+    private static void TryToFreePte(Cpu cpu, MmuGather tlb, ulong* pmd, ulong addr)
     {
         Machine m = tlb.Mm.Machine;
         int* pml = PgTable.PmdLockptr(m, pmd);
@@ -299,7 +299,7 @@ internal static unsafe class Zap
     /// free_pgtables: for the VMAs first..last (already unmapped), free the page tables in their range
     /// that no remaining VMA in [floor, ceiling) needs. Nearby VMAs are freed in one call down.
     /// </summary>
-    public static void FreePgtables(Cpu.Cpu cpu, MmuGather tlb, Vma first, Vma last, ulong floor, ulong ceiling)
+    public static void FreePgtables(Cpu cpu, MmuGather tlb, Vma first, Vma last, ulong floor, ulong ceiling)
     {
         Vma? vma = first;
         while (vma is not null)
@@ -317,7 +317,7 @@ internal static unsafe class Zap
     }
 
     /// <summary>free_pgd_range: the floor/ceiling arithmetic decides which tables are wholly unused.</summary>
-    public static void FreePgdRange(Cpu.Cpu cpu, MmuGather tlb, ulong addr, ulong end, ulong floor, ulong ceiling)
+    public static void FreePgdRange(Cpu cpu, MmuGather tlb, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         addr &= Geometry.PmdMask;
@@ -345,7 +345,7 @@ internal static unsafe class Zap
         while (addr != end);
     }
 
-    private static void FreeP4dRange(Cpu.Cpu cpu, MmuGather tlb, ulong* pgd, ulong addr, ulong end, ulong floor, ulong ceiling)
+    private static void FreeP4dRange(Cpu cpu, MmuGather tlb, ulong* pgd, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         ulong start = addr;
@@ -374,7 +374,7 @@ internal static unsafe class Zap
         tlb.RemoveTable(p4dTable, start);
     }
 
-    private static void FreePudRange(Cpu.Cpu cpu, MmuGather tlb, ulong* p4d, ulong addr, ulong end, ulong floor, ulong ceiling)
+    private static void FreePudRange(Cpu cpu, MmuGather tlb, ulong* p4d, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         ulong start = addr;
@@ -402,7 +402,7 @@ internal static unsafe class Zap
         mm.AddPgtablesBytes(-Geometry.PtrsPerPud * sizeof(ulong)); // mm_dec_nr_puds
     }
 
-    private static void FreePmdRange(Cpu.Cpu cpu, MmuGather tlb, ulong* pud, ulong addr, ulong end, ulong floor, ulong ceiling)
+    private static void FreePmdRange(Cpu cpu, MmuGather tlb, ulong* pud, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         ulong start = addr;

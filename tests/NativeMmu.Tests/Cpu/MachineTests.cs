@@ -9,13 +9,13 @@ public class MachineTests
     public void A_thread_attaches_one_cpu_at_a_time()
     {
         using Kernel kernel = TestSupport.Boot(cpus: 2);
-        using (NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu())
+        using (NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu())
         {
             Assert.That(kernel.Machine.CurrentCpu, Is.SameAs(cpu));
             Assert.That(() => kernel.AttachCpu(), Throws.InvalidOperationException);
         }
         Assert.That(kernel.Machine.CurrentCpu, Is.Null, "disposing the CPU detaches it");
-        using NativeMmu.Cpu.Cpu again = kernel.AttachCpu();
+        using NativeMmu.Cpus.Cpu again = kernel.AttachCpu();
         Assert.That(again, Is.Not.Null);
     }
 
@@ -23,11 +23,11 @@ public class MachineTests
     public void Attaching_more_threads_than_cpus_fails()
     {
         using Kernel kernel = TestSupport.Boot(cpus: 1);
-        using NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+        using NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
         Exception? error = null;
         var t = new Thread(() =>
         {
-            try { using NativeMmu.Cpu.Cpu other = kernel.AttachCpu(); }
+            try { using NativeMmu.Cpus.Cpu other = kernel.AttachCpu(); }
             catch (Exception ex) { error = ex; }
         });
         t.Start();

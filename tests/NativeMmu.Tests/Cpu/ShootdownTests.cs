@@ -1,4 +1,4 @@
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using static NativeMmu.Tests.TestSupport;
 
@@ -30,7 +30,7 @@ public class ShootdownTests
     /// CPU B caches a translation of <paramref name="page"/> with <paramref name="warm"/>; CPU A then runs
     /// <paramref name="change"/>; B then runs <paramref name="check"/>. The CPUs hand over with events.
     /// </summary>
-    private void AcrossCpus(ulong page, Action<NativeMmu.Cpu.Cpu> warm, Action<NativeMmu.Cpu.Cpu> change, Action<NativeMmu.Cpu.Cpu> check)
+    private void AcrossCpus(ulong page, Action<NativeMmu.Cpus.Cpu> warm, Action<NativeMmu.Cpus.Cpu> change, Action<NativeMmu.Cpus.Cpu> check)
     {
         using var cached = new ManualResetEventSlim();
         using var changed = new ManualResetEventSlim();

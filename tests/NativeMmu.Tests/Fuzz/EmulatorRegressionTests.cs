@@ -1,4 +1,4 @@
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 
 namespace NativeMmu.Tests.Fuzz;
@@ -17,7 +17,7 @@ public class EmulatorRegressionTests
     {
         using Kernel kernel = NewKernel();
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         ulong a = p.Mmap(2 * 4096);
         Assert.That(p.Munmap(a + 4096, 4096), Is.EqualTo(Errno.Success));
@@ -44,7 +44,7 @@ public class EmulatorRegressionTests
     {
         using Kernel kernel = NewKernel();
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         Errno e = p.Mmap(0, 4096, (Prot)0x103, MapFlags.Private | MapFlags.Anonymous, out ulong a);
         Assert.That(e, Is.EqualTo(Errno.Success));
@@ -64,7 +64,7 @@ public class EmulatorRegressionTests
     {
         using Kernel kernel = NewKernel();
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         Assert.That(p.Mprotect(0, 0xf48, (Prot)0x8), Is.EqualTo(Errno.ENOMEM));
         ulong a = p.Mmap(4096);
@@ -83,7 +83,7 @@ public class EmulatorRegressionTests
     {
         using Kernel kernel = NewKernel();
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         Assert.That(p.Mmap(0x123, 2UL << 20, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong a), Is.EqualTo(Errno.Success));
         Assert.That(a % (2UL << 20), Is.Zero);
@@ -103,7 +103,7 @@ public class EmulatorRegressionTests
     {
         using Kernel kernel = NewKernel();
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         const MapFlags fixedAnon = MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed;
         Assert.That(p.Mmap(0x7fffffffe001, 0x2000, Prot.ReadWrite, fixedAnon, out _), Is.EqualTo(Errno.ENOMEM));
@@ -120,7 +120,7 @@ public class EmulatorRegressionTests
     {
         using Kernel kernel = NewKernel();
         Process p = kernel.CreateProcess();
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         const MapFlags anon = MapFlags.Private | MapFlags.Anonymous;
         Assert.That(p.Mmap(0, 0x1000, Prot.ReadWrite, anon | MapFlags.FixedNoReplace, out _), Is.EqualTo(Errno.EPERM));

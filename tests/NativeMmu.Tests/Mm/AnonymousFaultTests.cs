@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 using static NativeMmu.Tests.TestSupport;
@@ -12,7 +12,7 @@ public unsafe class AnonymousFaultTests
     private KernelLease _lease = null!;
     private Kernel _kernel = null!;
     private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
+    private NativeMmu.Cpus.Cpu _cpu = null!;
 
     [SetUp]
     public void Boot()
@@ -129,7 +129,7 @@ public unsafe class AnonymousFaultTests
         long free0 = TestSupport.SettledFreeFrames(_kernel), tables0 = PageTablePages;
         var pfns = new ulong[2, pages];
         using var barrier = new Barrier(2);
-        Action<NativeMmu.Cpu.Cpu> Body(int who) => cpu =>
+        Action<NativeMmu.Cpus.Cpu> Body(int who) => cpu =>
         {
             for (int i = 0; i < pages; i++)
             {

@@ -50,7 +50,7 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
 
     private Kernel _kernel = null!;
     private Process _parent = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
+    private NativeMmu.Cpus.Cpu _cpu = null!;
     private long _free0;
     /// <summary>The region the test works on, and the size cow.c would use for it.</summary>
     private ulong _mem, _size;

@@ -66,7 +66,7 @@ public unsafe class FiveLevelPagingTests
             ulong lo = MapAt(p, boundary - 2 * PageSize, 2 * PageSize);
             ulong hi = MapAt(p, boundary, 2 * PageSize, Prot.Read);
             cpu.Store<ulong>(boundary - 8, 0xfeed_face_cafe_beef);
-            Assert.That(cpu.TryStore<long>(boundary + 8, 1), Is.EqualTo(NativeMmu.Cpu.FaultResult.SegvAccerr));
+            Assert.That(cpu.TryStore<long>(boundary + 8, 1), Is.EqualTo(NativeMmu.Cpus.FaultResult.SegvAccerr));
             Assert.That(cpu.Load<long>(hi), Is.Zero);
             Assert.That(cpu.Load<ulong>(boundary - 8), Is.EqualTo(0xfeed_face_cafe_beefUL));
             Assert.That(StatusKb(p, "VmPTE"), Is.EqualTo(24), "a PUD, a PMD and a PTE table on each side");

@@ -59,8 +59,8 @@ public class ForkTests
         child.Enter(cpu);
         Assert.That(TestSupport.PteOf(child, read)!.Value & 0x000F_FFFF_FFFF_F000, Is.EqualTo(kernel.Machine.ZeroPfn << 12), "the child maps the same zero page");
         Assert.That(cpu.Load<long>(wipe), Is.Zero, "MADV_WIPEONFORK: the child gets zero memory");
-        var segv = Assert.Throws<global::NativeMmu.Cpu.SegmentationFault>(() => cpu.Load<long>(gone));
-        Assert.That(segv!.Code, Is.EqualTo(global::NativeMmu.Cpu.SegvCode.MapErr), "MADV_DONTFORK: the child has no mapping");
+        var segv = Assert.Throws<global::NativeMmu.Cpus.SegmentationFault>(() => cpu.Load<long>(gone));
+        Assert.That(segv!.Code, Is.EqualTo(global::NativeMmu.Cpus.SegvCode.MapErr), "MADV_DONTFORK: the child has no mapping");
         cpu.Store<long>(read, 9);                            // wp_page_copy from the zero page
         parent.Enter(cpu);
         Assert.That(cpu.Load<long>(read), Is.Zero);

@@ -21,7 +21,7 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
 
     private Kernel _kernel = null!;
     private Process _p = null!;
-    private NativeMmu.Cpu.Cpu _cpu = null!;
+    private NativeMmu.Cpus.Cpu _cpu = null!;
     private long _free0;
     /// <summary>A 2 MiB-aligned, MADV_HUGEPAGE'd region of two PMDs.</summary>
     private ulong _mem;
@@ -245,7 +245,7 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
         Assert.That(_p.Mprotect(_mem, M2, Prot.Read), Is.EqualTo(Errno.Success));
         var pmd = new Pmd(PmdOf(_p, _mem));
         Assert.That(pmd.Leaf && !pmd.Write, Is.True, "change_huge_pmd");
-        Assert.That(_cpu.TryStore<long>(_mem, 1), Is.EqualTo(NativeMmu.Cpu.FaultResult.SegvAccerr));
+        Assert.That(_cpu.TryStore<long>(_mem, 1), Is.EqualTo(NativeMmu.Cpus.FaultResult.SegvAccerr));
         Assert.That(_p.Mprotect(_mem, M2, Prot.ReadWrite), Is.EqualTo(Errno.Success));
         pmd = new Pmd(PmdOf(_p, _mem));
         Assert.That(pmd.Leaf && pmd.Write, Is.True, "an exclusive THP becomes writable at once (MM_CP_TRY_CHANGE_WRITABLE)");
@@ -329,7 +329,7 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
         const int cpus = 3, rounds = 200; // the fixture's own CPU is the fourth
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
         using var start = new Barrier(cpus);
-        Action<NativeMmu.Cpu.Cpu> Body(int id) => cpu =>
+        Action<NativeMmu.Cpus.Cpu> Body(int id) => cpu =>
         {
             var last = new long[512];
             for (int r = 0; r < rounds && errors.IsEmpty; r++)

@@ -85,7 +85,7 @@ public class MmapTests : OneProcessFixture
         Assert.That(a, Is.EqualTo(X));
         Assert.That(Mmap(X, PageSize, Anon, out ulong b), Is.EqualTo(Errno.Success));
         Assert.That(b, Is.Not.EqualTo(X), "without MAP_FIXED an occupied hint is only a hint");
-        Assert.That(_cpu.TryStore<long>(X, 1), Is.EqualTo(NativeMmu.Cpu.FaultResult.Retry), "the first mapping is intact");
+        Assert.That(_cpu.TryStore<long>(X, 1), Is.EqualTo(NativeMmu.Cpus.FaultResult.Retry), "the first mapping is intact");
     }
 
     [Test]
@@ -118,7 +118,7 @@ public class MmapTests : OneProcessFixture
         {
             Assert.That(_cpu.Load<long>(a + PageSize), Is.Zero, "the new mapping starts empty");
             Assert.That(_cpu.Load<long>(a + 2 * PageSize), Is.Zero);
-            Assert.That(_cpu.TryStore<long>(a + PageSize, 1), Is.EqualTo(NativeMmu.Cpu.FaultResult.SegvAccerr), "with the new protection");
+            Assert.That(_cpu.TryStore<long>(a + PageSize, 1), Is.EqualTo(NativeMmu.Cpus.FaultResult.SegvAccerr), "with the new protection");
             Assert.That(_cpu.Load<long>(a), Is.EqualTo(10), "outside the range nothing changed");
             Assert.That(_cpu.Load<long>(a + 3 * PageSize), Is.EqualTo(13));
             Assert.That(_p.Mm.Vmas.Count, Is.EqualTo(3), "rw | r | rw");

@@ -201,7 +201,7 @@ public class MthpTests
         ulong more = p.Mmap(16UL << 20);
         Assert.That(p.Madvise(more, 16UL << 20, Advice.NoHugePage), Is.EqualTo(Errno.Success));
         for (ulong off = 0; off < (16UL << 20); off += PageSize)
-            Assert.That(cpu.TryStore<byte>(more + off, 1), Is.EqualTo(NativeMmu.Cpu.FaultResult.Retry), $"write at +{off >> 10} KiB");
+            Assert.That(cpu.TryStore<byte>(more + off, 1), Is.EqualTo(NativeMmu.Cpus.FaultResult.Retry), $"write at +{off >> 10} KiB");
         Assert.That(kernel.Machine.Thp.Stat(Order64K, MthpStat.Split), Is.GreaterThan(0), "the shrinker split folios to make room");
         Assert.That(cpu.Load<byte>(a), Is.EqualTo(1), "the kept pages keep their data");
         p.Exit();

@@ -1,4 +1,4 @@
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using static NativeMmu.Tests.TestSupport;
 

@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 
@@ -124,7 +125,7 @@ public unsafe class PageTableCheckTests
     /// <summary>1 MiB of 64 KiB-aligned anonymous memory (mapped as 1 MiB + 64 KiB).</summary>
     private static ulong MapAligned(Process p) => (p.Mmap(MiB + Folio64K) + Folio64K - 1) & ~(Folio64K - 1);
 
-    private static void WriteEvery(Cpu.Cpu cpu, ulong a, ulong length, ulong step, long value)
+    private static void WriteEvery(Cpu cpu, ulong a, ulong length, ulong step, long value)
     {
         for (ulong off = 0; off < length; off += step) cpu.Store<long>(a + off, value);
     }

@@ -34,7 +34,7 @@ public class PtReclaimStressTests
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
         long reads = 0, zaps = 0, forks = 0, recounts = 0;
 
-        void Writer(global::NativeMmu.Cpu.Cpu cpu, int id)
+        void Writer(global::NativeMmu.Cpus.Cpu cpu, int id)
         {
             var rng = new Random(1000 + id);
             var last = new long[Pages];
@@ -55,7 +55,7 @@ public class PtReclaimStressTests
             }
         }
 
-        void Zapper(global::NativeMmu.Cpu.Cpu cpu)
+        void Zapper(global::NativeMmu.Cpus.Cpu cpu)
         {
             var rng = new Random(7);
             while (DateTime.UtcNow < deadline && errors.IsEmpty)
@@ -74,7 +74,7 @@ public class PtReclaimStressTests
             }
         }
 
-        void Forker(global::NativeMmu.Cpu.Cpu cpu)
+        void Forker(global::NativeMmu.Cpus.Cpu cpu)
         {
             var rng = new Random(11);
             while (DateTime.UtcNow < deadline && errors.IsEmpty)
@@ -92,7 +92,7 @@ public class PtReclaimStressTests
             }
         }
 
-        void Recounter(global::NativeMmu.Cpu.Cpu cpu)
+        void Recounter(global::NativeMmu.Cpus.Cpu cpu)
         {
             while (DateTime.UtcNow < deadline && errors.IsEmpty)
             {

@@ -34,7 +34,7 @@ public unsafe class PtReclaimTests
         {
             try
             {
-                using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+                using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
                 p.Enter(cpu);
                 cpu.Store<long>(w, 1);                      // table T1, and a TLB entry for w through it
                 Assert.That(cpu.Load<long>(w), Is.EqualTo(1));
@@ -52,7 +52,7 @@ public unsafe class PtReclaimTests
         });
         b.Start();
         bReady.Wait();
-        using (global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu())
+        using (global::NativeMmu.Cpus.Cpu a = kernel.AttachCpu())
         {
             p.Enter(a);
             TestHooks.AfterPmdCleared = (cpu, mm, addr) =>
@@ -90,7 +90,7 @@ public unsafe class PtReclaimTests
         {
             try
             {
-                using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+                using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
                 p.Enter(cpu);
                 go.Wait();
                 long before = kernel.VmstatValue("nr_tlb_remote_flush");
@@ -107,7 +107,7 @@ public unsafe class PtReclaimTests
             }
         });
         b.Start();
-        using (global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu())
+        using (global::NativeMmu.Cpus.Cpu a = kernel.AttachCpu())
         {
             p.Enter(a);
             a.Store<long>(w, 1);
@@ -137,13 +137,13 @@ public unsafe class PtReclaimTests
         using var inside = new ManualResetEventSlim();
         using var leave = new ManualResetEventSlim();
         ulong seenDuring = 0;
-        using global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu();
+        using global::NativeMmu.Cpus.Cpu a = kernel.AttachCpu();
         p.Enter(a);
         a.Store<long>(w, 7);
         table = new Pmd(PgTable.Get(PmdOf(p.Mm, w))).Pfn;
         var walker = new Thread(() =>
         {
-            using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+            using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
             cpu.RcuReadLock();                                // pte_offset_map: a lockless look at T
             ulong* pte = (ulong*)kernel.Machine.Memory.FrameAddress(table);
             inside.Set();
@@ -157,7 +157,7 @@ public unsafe class PtReclaimTests
         Assert.That(new Pmd(PgTable.Get(PmdOf(p.Mm, w))).None, Is.True, "the emptied table was reclaimed");
         var sync = Task.Run(() =>
         {
-            using global::NativeMmu.Cpu.Cpu c = kernel.AttachCpu();
+            using global::NativeMmu.Cpus.Cpu c = kernel.AttachCpu();
             kernel.Machine.Rcu.Barrier(c);
         });
         Assert.That(sync.Wait(300), Is.False, "the grace period cannot end while the walker is inside its read-side section");
@@ -166,7 +166,7 @@ public unsafe class PtReclaimTests
         walker.Join();
         Assert.That(sync.Wait(10_000), Is.True, "the grace period ends once the walker leaves");
         Assert.That(seenDuring, Is.EqualTo(0UL), "inside its section the walker read the table's own (cleared) entry");
-        Assert.That(*(ulong*)kernel.Machine.Memory.FrameAddress(table), Is.EqualTo(global::NativeMmu.Cpu.Cpu.FreedTablePoison).Or.EqualTo(0UL),
+        Assert.That(*(ulong*)kernel.Machine.Memory.FrameAddress(table), Is.EqualTo(global::NativeMmu.Cpus.Cpu.FreedTablePoison).Or.EqualTo(0UL),
             "after the grace period the frame was freed (poisoned, or already handed out again zeroed)");
     }
 
@@ -177,16 +177,16 @@ public unsafe class PtReclaimTests
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, PtReclaim = PtReclaimMode.Sync });
         var rcu = kernel.Machine.Rcu;
         Process p = kernel.CreateProcess();
-        using global::NativeMmu.Cpu.Cpu a = kernel.AttachCpu();
+        using global::NativeMmu.Cpus.Cpu a = kernel.AttachCpu();
         p.Enter(a);
         ulong w = p.Mmap(2 * Window);
         a.Store<long>(w, 1);
         Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
         Assert.That(rcu.Pending, Is.EqualTo(1), "the reclaimed table waits for a grace period");
 
-        void OnOtherCpu(Action<global::NativeMmu.Cpu.Cpu> body) => Task.Run(() =>
+        void OnOtherCpu(Action<global::NativeMmu.Cpus.Cpu> body) => Task.Run(() =>
         {
-            using global::NativeMmu.Cpu.Cpu b = kernel.AttachCpu();
+            using global::NativeMmu.Cpus.Cpu b = kernel.AttachCpu();
             body(b);
         }).Wait();
 
@@ -220,7 +220,7 @@ public unsafe class PtReclaimTests
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2, PtReclaim = PtReclaimMode.Sync });
         var rcu = kernel.Machine.Rcu;
-        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
         long gps = rcu.CompletedGracePeriods;
         long free = kernel.Machine.Allocator.FreeFrames;
         void FreeOneTable()
@@ -246,7 +246,7 @@ public unsafe class PtReclaimTests
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
         Process p = kernel.CreateProcess();
-        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         ulong w = p.Mmap(2 * Window);
         cpu.Store<long>(w, 1);
@@ -286,7 +286,7 @@ public unsafe class PtReclaimTests
         ulong w = p.Mmap(2 * Window);
         ulong* pmd;
         ulong table;
-        using (global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu())
+        using (global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu())
         {
             p.Enter(cpu);
             cpu.Store<long>(w, 1); // the upper tables exist from here on
@@ -301,7 +301,7 @@ public unsafe class PtReclaimTests
         global::NativeMmu.Sync.Spin.Lock(pml);
         var freer = new Thread(() =>
         {
-            using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+            using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
             p.Enter(cpu);
             PgTable.PtePut(cpu, p.Mm, pmd, table, 1, w, null); // reaches zero, then waits for the PMD lock
         });
@@ -312,7 +312,7 @@ public unsafe class PtReclaimTests
 
         var faulter = new Thread(() =>
         {
-            using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+            using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
             p.Enter(cpu);
             cpu.Store<long>(w + 8, 42);
         });
@@ -326,7 +326,7 @@ public unsafe class PtReclaimTests
         ulong now = new Pmd(PgTable.Get(pmd)).Pfn;
         Assert.That(now, Is.Not.EqualTo(table), "the fault installed a new table");
         Assert.That(Refcount(kernel, now), Is.EqualTo(1), "holding one reference: the entry just mapped");
-        using (global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu())
+        using (global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu())
         {
             p.Enter(cpu);
             Assert.That(cpu.Load<long>(w + 8), Is.EqualTo(42));
@@ -341,7 +341,7 @@ public unsafe class PtReclaimTests
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2, DebugVm = true, PtReclaim = mode });
         Process p = kernel.CreateProcess();
-        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         ulong w = p.Mmap(4 * Window);
         for (ulong off = 0; off < 2 * Window; off += 4096) cpu.Store<byte>(w + off, 1);
@@ -369,7 +369,7 @@ public unsafe class PtReclaimTests
         // it is also 1 GiB-aligned: each spanned GiB has a PMD table.
         using var kernel = new Kernel(new KernelConfig { PtReclaim = PtReclaimMode.Off });
         Process p = kernel.CreateProcess();
-        using global::NativeMmu.Cpu.Cpu cpu = kernel.AttachCpu();
+        using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         const ulong virt = 50UL << 30;
         Assert.That(p.Mmap(0, virt, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve, out ulong a), Is.EqualTo(Errno.Success));

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 using static NativeMmu.Tests.TestSupport;

@@ -97,7 +97,7 @@ public class ZapExitTests
         cpu.Store<long>(a + len - 8, 42);
         Assert.That(p.Munmap(a, len), Is.EqualTo(Errno.Success));
         Assert.That(TestSupport.SettledFreeFrames(kernel), Is.EqualTo(free0 - 1));
-        Assert.That(cpu.TryLoad<long>(a + len - 8, out _), Is.EqualTo(NativeMmu.Cpu.FaultResult.SegvMaperr));
+        Assert.That(cpu.TryLoad<long>(a + len - 8, out _), Is.EqualTo(NativeMmu.Cpus.FaultResult.SegvMaperr));
 
         a = p.Mmap(len, Prot.ReadWrite, MapFlags.Populate);
         Assert.That(p.Madvise(a, len, Advice.DontNeed), Is.EqualTo(Errno.Success), "the same through zap_page_range_single");
@@ -156,7 +156,7 @@ public class ZapExitTests
         cpu.FlushAllLocal();
         for (ulong i = 0; i < 8; i++)
             Assert.That(cpu.Load<long>(hi + i * PageSize), Is.EqualTo(300 + (long)i));
-        Assert.That(cpu.TryLoad<long>(lo, out _), Is.EqualTo(NativeMmu.Cpu.FaultResult.SegvMaperr));
+        Assert.That(cpu.TryLoad<long>(lo, out _), Is.EqualTo(NativeMmu.Cpus.FaultResult.SegvMaperr));
     }
 
     [Test]

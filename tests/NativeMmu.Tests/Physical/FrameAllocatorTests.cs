@@ -1,6 +1,6 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Physical;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Sync;
 
 namespace NativeMmu.Tests.Physical;

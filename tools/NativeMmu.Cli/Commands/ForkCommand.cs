@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -88,7 +89,7 @@ public static class ForkCommand
     {
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = MemoryBytesFor(sizeBytes), Cpus = Math.Max(2, Environment.ProcessorCount) });
         Process p = kernel.CreateProcess("fork");
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         Size.Check(p.Mmap(0, sizeBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong a), "mmap");
         Size.Check(p.Madvise(a, sizeBytes, Advice.NoHugePage), "madvise"); // 4 KiB pages, never a THP

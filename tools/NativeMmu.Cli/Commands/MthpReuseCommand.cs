@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
@@ -93,7 +94,7 @@ public static class MthpReuseCommand
         thp.SetSize(folioBytes, ThpMode.Always);
         int order = Thp.OrderOfSize(folioBytes);
         Process p = kernel.CreateProcess("mthp-reuse");
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         Size.Check(p.Mmap(0, sizeBytes + folioBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous, out ulong raw), "mmap");
         ulong a = (raw + folioBytes - 1) & ~(folioBytes - 1);

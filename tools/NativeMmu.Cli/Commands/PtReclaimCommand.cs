@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -76,7 +77,7 @@ public static class PtReclaimCommand
     {
         using var kernel = new Kernel(new KernelConfig { PtReclaim = mode });
         Process p = kernel.CreateProcess("pt-reclaim");
-        using Cpu.Cpu cpu = kernel.AttachCpu();
+        using Cpu cpu = kernel.AttachCpu();
         p.Enter(cpu);
         Check(p.Mmap(0, virtBytes, Prot.ReadWrite, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve, out ulong a), "mmap");
         Check(p.Madvise(a, virtBytes, Advice.NoHugePage), "madvise");

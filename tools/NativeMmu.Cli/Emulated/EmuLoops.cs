@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using NativeMmu.Cli.Host;
 using NativeMmu.Mm;
 
@@ -63,7 +64,7 @@ public static class EmuLoops
 
     private sealed class Counter { public PaddedCount Slot; }
 
-    private delegate void Worker(Process p, Cpu.Cpu cpu, Box<bool> stop, Counter touched);
+    private delegate void Worker(Process p, Cpu cpu, Box<bool> stop, Counter touched);
 
     private static void Check(Errno e, string call)
     {
@@ -86,7 +87,7 @@ public static class EmuLoops
             {
                 try
                 {
-                    using Cpu.Cpu cpu = kernel.AttachCpu();
+                    using Cpu cpu = kernel.AttachCpu();
                     p.Enter(cpu);
                     start.SignalAndWait();
                     body(p, cpu, stop, mine);

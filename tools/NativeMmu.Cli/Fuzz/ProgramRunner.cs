@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using NativeMmu.Cli.Fuzz.Model;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 
@@ -45,7 +45,7 @@ internal sealed class ProgramRunner
     private sealed class State
     {
         public required Kernel Kernel;
-        public required Cpu.Cpu Cpu;
+        public required Cpu Cpu;
         public required ReferenceModel Model;
         public readonly Dictionary<int, Process> Procs = [];
         public readonly Dictionary<int, ulong> Labels = [];
@@ -56,7 +56,7 @@ internal sealed class ProgramRunner
     {
         var kernel = new Kernel(Config);
         bool healthy = true;
-        Cpu.Cpu? cpu = null;
+        Cpu? cpu = null;
         int executed = 0;
         try
         {
@@ -297,7 +297,7 @@ internal sealed class ProgramRunner
         throw new InvalidOperationException(op.Kind.ToString());
     }
 
-    private static FaultResult LoadScalar(Cpu.Cpu cpu, ulong addr, int width, bool throwing, out ulong value)
+    private static FaultResult LoadScalar(Cpu cpu, ulong addr, int width, bool throwing, out ulong value)
     {
         FaultResult r = FaultResult.Retry;
         switch (width)
@@ -334,7 +334,7 @@ internal sealed class ProgramRunner
         return r;
     }
 
-    private static FaultResult StoreScalar(Cpu.Cpu cpu, ulong addr, int width, ulong value, bool throwing)
+    private static FaultResult StoreScalar(Cpu cpu, ulong addr, int width, ulong value, bool throwing)
     {
         switch (width)
         {

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -95,7 +95,7 @@ internal static unsafe class PgTable
     /// inside an RCU read-side section: the ptl word cannot be recycled under the spin. A caller that
     /// holds a pte_refcount on the table passes its struct page (<paramref name="held"/>) and needs neither: the table stays.
     /// </summary>
-    public static ulong* PteOffsetMapLock(Cpu.Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl, Page* held = null)
+    public static ulong* PteOffsetMapLock(Cpu cpu, Machine m, ulong* pmd, ulong address, out int* ptl, Page* held = null)
     {
         if (held != null)
         {
@@ -128,7 +128,7 @@ internal static unsafe class PgTable
     // ---- Table pages -------------------------------------------------------------------------------
 
     /// <summary>pagetable_alloc + pagetable_*_ctor: a zeroed frame typed PGTY_table with its ptl initialised.</summary>
-    public static ulong AllocTable(Cpu.Cpu cpu, Machine m)
+    public static ulong AllocTable(Cpu cpu, Machine m)
     {
         ulong pfn = m.Allocator.AllocPages(cpu.Id, 0, Gfp.Zero);
         if (pfn == 0) return 0;
@@ -146,7 +146,7 @@ internal static unsafe class PgTable
     /// tree; its frame may still be read by lockless walkers until RCU frees it. The ptl is not checked
     /// here: a walker may hold it for the moment it takes to see that the PMD changed.
     /// </summary>
-    public static void TableDtor(Cpu.Cpu cpu, Machine m, ulong pfn)
+    public static void TableDtor(Cpu cpu, Machine m, ulong pfn)
     {
         Page* p = m.Vmemmap.PfnToPage(pfn);
         Bug.On(p->PageType != PageTypes.Table << 24, "freeing page {0:x} as a page table, but it is not one", pfn);
@@ -160,20 +160,20 @@ internal static unsafe class PgTable
     /// The RCU callback for a table removed from a live tree: in the invariant mode the frame is poisoned
     /// first, so a walker that still reaches it trips over an entry no user table can hold.
     /// </summary>
-    public static void FreeTableRcu(Cpu.Cpu cpu, Machine m, ulong pfn)
+    public static void FreeTableRcu(Cpu cpu, Machine m, ulong pfn)
     {
         Page* p = m.Vmemmap.PfnToPage(pfn);
         Bug.On(p->Ptl != 0, "page table {0:x} freed after its grace period with its lock held", pfn);
         if (m.Config.DebugVm)
         {
             ulong* t = (ulong*)m.Memory.FrameAddress(pfn);
-            for (int i = 0; i < Geometry.PtrsPerTable; i++) t[i] = Cpu.Cpu.FreedTablePoison;
+            for (int i = 0; i < Geometry.PtrsPerTable; i++) t[i] = Cpu.FreedTablePoison;
         }
         m.Allocator.FreePages(cpu.Id, pfn, 0);
     }
 
     /// <summary>pagetable_dtor + pagetable_free, for a table no walker can have seen (never published, or the PGD of a dead mm).</summary>
-    public static void FreeTable(Cpu.Cpu cpu, Machine m, ulong pfn)
+    public static void FreeTable(Cpu cpu, Machine m, ulong pfn)
     {
         Bug.On(m.Vmemmap.PfnToPage(pfn)->Ptl != 0, "freeing page table {0:x} while its lock is held", pfn);
         TableDtor(cpu, m, pfn);
@@ -181,7 +181,7 @@ internal static unsafe class PgTable
     }
 
     /// <summary>pgd_alloc: a table frame whose kernel half is cloned from init_mm (pgd_ctor).</summary>
-    public static ulong PgdAlloc(Cpu.Cpu cpu, Machine m)
+    public static ulong PgdAlloc(Cpu cpu, Machine m)
     {
         ulong pfn = AllocTable(cpu, m);
         if (pfn == 0) return 0;
@@ -196,7 +196,7 @@ internal static unsafe class PgTable
     /// lock unless another CPU won the race, in which case ours is freed. False: out of memory.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static bool PteAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
+    public static bool PteAlloc(Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
     {
         Machine m = mm.Machine;
         ulong table = AllocTable(cpu, m);
@@ -223,10 +223,10 @@ internal static unsafe class PgTable
     /// the mm's tlb_flush_pending, which any zap in flight sets; here only a pending reclaim of this very
     /// range counts, so a fault does not wait on another thread's unrelated MADV_DONTNEED. PMD lock held.
     /// </summary>
-    public static void ArchFlushTlbBeforeSetPtePage(Cpu.Cpu cpu, MmStruct mm, ulong address) => ArchFlushTlbBeforeSetHugePage(cpu, mm, address);
+    public static void ArchFlushTlbBeforeSetPtePage(Cpu cpu, MmStruct mm, ulong address) => ArchFlushTlbBeforeSetHugePage(cpu, mm, address);
 
     /// <summary>arch_flush_tlb_before_set_huge_page: the same flush before a huge PMD is installed.</summary>
-    public static void ArchFlushTlbBeforeSetHugePage(Cpu.Cpu cpu, MmStruct mm, ulong address)
+    public static void ArchFlushTlbBeforeSetHugePage(Cpu cpu, MmStruct mm, ulong address)
     {
         if (mm.Machine.Config.FlushTlbBeforeSetPmd && mm.ReclaimFlushPending(address & Geometry.PmdMask))
             TlbFlush.FlushMmRange(cpu, mm, address & Geometry.PmdMask, (address & Geometry.PmdMask) + Geometry.PmdSize, Geometry.PageShift, false);
@@ -244,7 +244,7 @@ internal static unsafe class PgTable
     /// the count is raised; the PMD is re-read after, since the table may have been replaced meanwhile.
     /// Nothing in between can throw, so the section needs no finally.
     /// </remarks>
-    public static ulong PteTryGet(Cpu.Cpu cpu, Machine m, ulong* pmd)
+    public static ulong PteTryGet(Cpu cpu, Machine m, ulong* pmd)
     {
         cpu.RcuReadLock();
         ulong table = 0;
@@ -291,7 +291,7 @@ internal static unsafe class PgTable
     /// 0 when out of memory, or when the PMD is (or became) huge: there is no table to hold.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong PteAllocGet(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
+    public static ulong PteAllocGet(Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
     {
         ulong table = PteTryGet(cpu, mm.Machine, pmd);
         return table != 0 ? table : PteAllocGetSlow(cpu, mm, pmd, address);
@@ -299,7 +299,7 @@ internal static unsafe class PgTable
 
     /// <summary>pte_alloc_get without a table to take: install one, or wait out a dying one.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static ulong PteAllocGetSlow(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
+    private static ulong PteAllocGetSlow(Cpu cpu, MmStruct mm, ulong* pmd, ulong address)
     {
         Machine m = mm.Machine;
         var spin = new SpinWait();
@@ -342,7 +342,7 @@ internal static unsafe class PgTable
     /// one frees the table: PMD cleared under its lock, then the table goes through the gather if one is
     /// running (its flush covers it), else it is flushed here and handed to RCU.
     /// </summary>
-    public static void PtePut(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong table, int n, ulong address, MmuGather? tlb)
+    public static void PtePut(Cpu cpu, MmStruct mm, ulong* pmd, ulong table, int n, ulong address, MmuGather? tlb)
     {
         Machine m = mm.Machine;
         int after = Interlocked.Add(ref m.Vmemmap.PfnToPage(table)->PteRefcount, -n);
@@ -384,13 +384,13 @@ internal static unsafe class PgTable
     }
 
     /// <summary>__pmd_alloc: a PMD table for *pud (mm_inc_nr_pmds).</summary>
-    public static bool PmdAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pud) => InstallUpperTable(cpu, mm, pud, Geometry.PtrsPerPmd * sizeof(ulong));
+    public static bool PmdAlloc(Cpu cpu, MmStruct mm, ulong* pud) => InstallUpperTable(cpu, mm, pud, Geometry.PtrsPerPmd * sizeof(ulong));
 
     /// <summary>__pud_alloc: a PUD table for *p4d (mm_inc_nr_puds).</summary>
-    public static bool PudAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* p4d) => InstallUpperTable(cpu, mm, p4d, Geometry.PtrsPerPud * sizeof(ulong));
+    public static bool PudAlloc(Cpu cpu, MmStruct mm, ulong* p4d) => InstallUpperTable(cpu, mm, p4d, Geometry.PtrsPerPud * sizeof(ulong));
 
     /// <summary>__p4d_alloc (5-level only): a P4D table for *pgd; P4D tables are not counted in pgtables_bytes.</summary>
-    public static bool P4dAlloc(Cpu.Cpu cpu, MmStruct mm, ulong* pgd) => InstallUpperTable(cpu, mm, pgd, 0);
+    public static bool P4dAlloc(Cpu cpu, MmStruct mm, ulong* pgd) => InstallUpperTable(cpu, mm, pgd, 0);
 
     /// <summary>
     /// The common body of __pmd_alloc, __pud_alloc and __p4d_alloc: allocate outside the lock, install
@@ -398,7 +398,7 @@ internal static unsafe class PgTable
     /// in which case ours is freed. Every upper level points at its table with the same _PAGE_TABLE bits.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static bool InstallUpperTable(Cpu.Cpu cpu, MmStruct mm, ulong* slot, long accountBytes)
+    private static bool InstallUpperTable(Cpu cpu, MmStruct mm, ulong* slot, long accountBytes)
     {
         Machine m = mm.Machine;
         ulong table = AllocTable(cpu, m);
@@ -417,7 +417,7 @@ internal static unsafe class PgTable
 
     /// <summary>p4d_alloc: the P4D slot for address, allocating the table with 5-level paging.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong* P4dAllocOffset(Cpu.Cpu cpu, MmStruct mm, ulong* pgd, ulong address)
+    public static ulong* P4dAllocOffset(Cpu cpu, MmStruct mm, ulong* pgd, ulong address)
     {
         if (mm.Paging.L5Enabled && Get(pgd) == 0 && !P4dAlloc(cpu, mm, pgd)) return null;
         return P4dOffset(mm, pgd, address);
@@ -425,7 +425,7 @@ internal static unsafe class PgTable
 
     /// <summary>pud_alloc.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong* PudAllocOffset(Cpu.Cpu cpu, MmStruct mm, ulong* p4d, ulong address)
+    public static ulong* PudAllocOffset(Cpu cpu, MmStruct mm, ulong* p4d, ulong address)
     {
         if (new P4d(Get(p4d)).None && !PudAlloc(cpu, mm, p4d)) return null;
         return PudOffset(mm.Machine.Memory, Get(p4d), address);
@@ -433,7 +433,7 @@ internal static unsafe class PgTable
 
     /// <summary>pmd_alloc.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong* PmdAllocOffset(Cpu.Cpu cpu, MmStruct mm, ulong* pud, ulong address)
+    public static ulong* PmdAllocOffset(Cpu cpu, MmStruct mm, ulong* pud, ulong address)
     {
         if (new Pud(Get(pud)).None && !PmdAlloc(cpu, mm, pud)) return null;
         return PmdOffset(mm.Machine.Memory, Get(pud), address);

@@ -1,4 +1,4 @@
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -32,7 +32,7 @@ public sealed unsafe class DeferredSplitQueue
     /// (and thp_deferred_split_page for PMD-sized folios), and queue the folio if it is not queued yet.
     /// Order-1 folios have no _deferred_list and are never queued.
     /// </summary>
-    internal void DeferredSplitFolio(Cpu.Cpu cpu, ulong headPfn)
+    internal void DeferredSplitFolio(Cpu cpu, ulong headPfn)
     {
         Page* head = _m.Vmemmap.PfnToPage(headPfn);
         int order = Folio.Order(head);
@@ -87,7 +87,7 @@ public sealed unsafe class DeferredSplitQueue
     /// entries to freeze the mappings with, so the split holds every address space still instead (each
     /// mm's mmap_lock for write). Returns the folios split.
     /// </summary>
-    public long Scan(Cpu.Cpu cpu)
+    public long Scan(Cpu cpu)
     {
         IReadOnlyList<MmStruct> mms = LiveMms?.Invoke() ?? [];
         foreach (MmStruct mm in mms) mm.MmapLock.WriteLock();
@@ -121,7 +121,7 @@ public sealed unsafe class DeferredSplitQueue
     /// (can_split_folio). Each page becomes an order-0 folio holding one reference per mapping; the
     /// pages nobody maps are freed. Caller holds every mm still.
     /// </summary>
-    private bool SplitFolio(Cpu.Cpu cpu, ulong headPfn)
+    private bool SplitFolio(Cpu cpu, ulong headPfn)
     {
         Page* head = _m.Vmemmap.PfnToPage(headPfn);
         int order = Folio.Order(head), nr = 1 << order;

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cpu;
+using NativeMmu.Cpus;
 using NativeMmu.Diagnostics;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
@@ -23,7 +23,7 @@ public sealed unsafe class HugeZeroFolio(Machine m)
     public bool IsHead(ulong pfn) => pfn != 0 && pfn == Pfn;
 
     /// <summary>mm_get_huge_zero_folio: the folio, with this mm's reference taken once; 0 when it cannot be allocated.</summary>
-    internal ulong MmGet(Cpu.Cpu cpu, MmStruct mm)
+    internal ulong MmGet(Cpu cpu, MmStruct mm)
     {
         if (Volatile.Read(ref mm.HugeZeroPage)) return Pfn;
         lock (_lock)
@@ -47,7 +47,7 @@ public sealed unsafe class HugeZeroFolio(Machine m)
     }
 
     /// <summary>mm_put_huge_zero_folio (__mmput): the mm's reference goes.</summary>
-    internal void MmPut(Cpu.Cpu cpu, MmStruct mm)
+    internal void MmPut(Cpu cpu, MmStruct mm)
     {
         if (!mm.HugeZeroPage) return;
         mm.HugeZeroPage = false;
@@ -55,7 +55,7 @@ public sealed unsafe class HugeZeroFolio(Machine m)
     }
 
     /// <summary>Drops one reference (an mm's, or one GUP grabbed); the last frees the folio.</summary>
-    internal void Put(Cpu.Cpu cpu)
+    internal void Put(Cpu cpu)
     {
         lock (_lock)
         {
@@ -150,7 +150,7 @@ internal static unsafe class HugeMemory
     }
 
     /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes).</summary>
-    private static void ZapDepositedTable(Cpu.Cpu cpu, MmStruct mm, ulong* pmd)
+    private static void ZapDepositedTable(Cpu cpu, MmStruct mm, ulong* pmd)
     {
         ulong table = Withdraw(mm.Machine, pmd);
         PgTable.FreeTable(cpu, mm.Machine, table);
@@ -253,7 +253,7 @@ internal static unsafe class HugeMemory
     }
 
     /// <summary>vma_alloc_anon_folio_pmd: a zeroed PMD-order folio, or 0 counting thp_fault_fallback.</summary>
-    private static ulong AllocAnonFolioPmd(Cpu.Cpu cpu, Machine m)
+    private static ulong AllocAnonFolioPmd(Cpu cpu, Machine m)
     {
         ulong folio = m.Allocator.AllocPages(cpu.Id, Thp.PmdOrder, Gfp.Zero | Gfp.Comp);
         if (folio == 0)
@@ -267,7 +267,7 @@ internal static unsafe class HugeMemory
     }
 
     /// <summary>map_anon_folio_pmd: the new folio mapped writable and dirty by the PMD. PMD lock held.</summary>
-    private static void MapAnonFolioPmd(Cpu.Cpu cpu, Vma vma, AnonVma anonVma, ulong* pmd, ulong folio, ulong haddr)
+    private static void MapAnonFolioPmd(Cpu cpu, Vma vma, AnonVma anonVma, ulong* pmd, ulong folio, ulong haddr)
     {
         Machine m = vma.Mm.Machine;
         Pmd entry = Pmd.PfnPmd(folio, vma.VmPageProt).MkHuge().MkDirty();
@@ -384,7 +384,7 @@ internal static unsafe class HugeMemory
     }
 
     /// <summary>pmdp_huge_clear_flush: clear the PMD and flush its 2 MiB from every CPU's TLB.</summary>
-    private static Pmd PmdpHugeClearFlush(Cpu.Cpu cpu, MmStruct mm, ulong* pmd, ulong haddr)
+    private static Pmd PmdpHugeClearFlush(Cpu cpu, MmStruct mm, ulong* pmd, ulong haddr)
     {
         var old = new Pmd(PgTable.GetAndClear(pmd));
         TlbFlush.FlushMmRange(cpu, mm, haddr, haddr + Geometry.PmdSize, Geometry.PmdShift, false);
@@ -396,7 +396,7 @@ internal static unsafe class HugeMemory
     // ---------------------------------------------------------------------------------------------
 
     /// <summary>__split_huge_pmd (freeze = false): under the PMD lock, if the PMD is still huge, split it.</summary>
-    public static void SplitHugePmd(Cpu.Cpu cpu, Vma vma, ulong* pmd, ulong address)
+    public static void SplitHugePmd(Cpu cpu, Vma vma, ulong* pmd, ulong address)
     {
         int* ptl = PgTable.PmdLockptr(vma.Mm.Machine, pmd);
         Spin.Lock(ptl);
@@ -405,7 +405,7 @@ internal static unsafe class HugeMemory
     }
 
     /// <summary>split_huge_pmd_address: split the huge PMD mapping address, if there is one (vma_adjust_trans_huge).</summary>
-    public static void SplitHugePmdAddress(Cpu.Cpu cpu, Vma vma, ulong address)
+    public static void SplitHugePmdAddress(Cpu cpu, Vma vma, ulong address)
     {
         ulong* pmd = PgTable.WalkToPmd(vma.Mm, address);
         if (pmd != null && new Pmd(PgTable.Get(pmd)).Leaf) SplitHugePmd(cpu, vma, pmd, address);
@@ -417,7 +417,7 @@ internal static unsafe class HugeMemory
     /// soft-dirty bits, the deposited table is filled and becomes the PMD's table, and the PMD mapping
     /// goes. The huge zero PMD becomes 512 PTEs of the small zero page.
     /// </summary>
-    private static void SplitHugePmdLocked(Cpu.Cpu cpu, Vma vma, ulong* pmd, ulong haddr)
+    private static void SplitHugePmdLocked(Cpu cpu, Vma vma, ulong* pmd, ulong haddr)
     {
         MmStruct mm = vma.Mm;
         Machine m = mm.Machine;
@@ -474,7 +474,7 @@ internal static unsafe class HugeMemory
     /// zap_huge_pmd: clear the whole huge PMD, drop its rmap and RSS and its deposited table, and hand the
     /// folio's reference to the gather. False when the PMD is no longer huge (the caller goes on by PTEs).
     /// </summary>
-    public static bool ZapHugePmd(Cpu.Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr)
+    public static bool ZapHugePmd(Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr)
     {
         MmStruct mm = vma.Mm;
         Machine m = mm.Machine;
@@ -519,7 +519,7 @@ internal static unsafe class HugeMemory
     /// for the child; the huge zero PMD is shared as it is. A folio that may be pinned is split in the
     /// parent instead and copied by PTEs (EAGAIN, as when the PMD was split meanwhile).
     /// </summary>
-    public static Errno CopyHugePmd(Cpu.Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr)
+    public static Errno CopyHugePmd(Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         Machine m = src.Machine;
@@ -583,7 +583,7 @@ internal static unsafe class HugeMemory
         Pmd entry = old.Modify(newprot);
         if (tryWritable && !entry.Write && CanChangePmdWritable(m, vma, entry)) entry = entry.MkWrite();
         PgTable.Set(pmd, entry.Value);
-        if (Mmap.PteNeedsFlush(new Pte(old.Value), new Pte(entry.Value))) tlb.AdjustRange(addr, Geometry.PmdSize); // huge_pmd_needs_flush
+        if (Mprotect.PteNeedsFlush(new Pte(old.Value), new Pte(entry.Value))) tlb.AdjustRange(addr, Geometry.PmdSize); // huge_pmd_needs_flush
         Spin.Unlock(ptl);
         return true;
     }
@@ -602,7 +602,7 @@ internal static unsafe class HugeMemory
     /// the fault that makes it followable (write: do_huge_pmd_wp_page; a read-only pin of a shared THP:
     /// unshare). A PMD that stopped being huge reports 0 and no fault, and the walk is retried.
     /// </summary>
-    public static ulong FollowHugePmd(Cpu.Cpu cpu, Vma vma, ulong* pmd, ulong address, Foll flags, out FaultFlags need, out bool retry)
+    public static ulong FollowHugePmd(Cpu cpu, Vma vma, ulong* pmd, ulong address, Foll flags, out FaultFlags need, out bool retry)
     {
         Machine m = vma.Mm.Machine;
         need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
