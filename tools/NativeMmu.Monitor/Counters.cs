@@ -18,8 +18,11 @@ public enum CounterKind
 /// </summary>
 public sealed record CounterValue(string Name, string DisplayName, double Value, string Units, CounterKind Kind, double IntervalSec)
 {
-    /// <summary>The unit as shown to a person: "/s" for rates, the counter's own DisplayUnits otherwise.</summary>
-    public string ShownUnits => Kind == CounterKind.Sum ? (Units.Length > 0 ? Units + "/s" : "/s") : Units;
+    /// <summary>
+    /// The unit as shown to a person, spelled as dotnet-counters spells it so the two tools read alike:
+    /// "Count / 1 sec" for a rate (the NativeMmu rates are per second), the counter's DisplayUnits otherwise.
+    /// </summary>
+    public string ShownUnits => Kind == CounterKind.Sum ? $"{(Units.Length > 0 ? Units : "Count")} / 1 sec" : Units;
 
     /// <summary>
     /// Reads an "EventCounters" event. Returns false for any other event, and for counters of another
