@@ -47,7 +47,7 @@ public static class MthpReuseCommand
     {
         var size = new Option<string>("--size") { Description = "Anonymous memory to map and fill (e.g. 1M)", DefaultValueFactory = _ => "1M" };
         var folio = new Option<string>("--folio") { Description = "The only mTHP size enabled (16K..2M)", DefaultValueFactory = _ => "64K" };
-        var mode = new Option<string>("--mode") { Description = "Write-fault behaviour: copy (before 6.15) | subpage (6.15+) | whole (the RFC) | all", DefaultValueFactory = _ => "all" };
+        var mode = new Option<string>("--mode") { Description = "Write-fault behaviour: copy (before 6.15) | subpage (6.15+) | whole (the 2024 RFC 'entirely reuse the whole anon mTHP in do_wp_page') | all", DefaultValueFactory = _ => "all" };
         mode.AcceptOnlyFromAmong("copy", "subpage", "whole", "all");
         var host = new Option<bool>("--host") { Description = "Also run it on the host kernel (needs the writable mTHP sysfs knobs; they are restored)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
@@ -302,7 +302,7 @@ public static class MthpReuseCommand
         Console.WriteLine("  expected all_writes:");
         Expected("copy", pages, pages, 0, folios, "kernels before 6.15: every page copied, each folio split");
         Expected("subpage", pages, 0, pages, 0, "6.15+ (__wp_can_reuse_large_anon_folio): every page reused");
-        Expected("whole", folios, 0, folios, 0, "the RFC: the whole folio reused on its first write");
+        Expected("whole", folios, 0, folios, 0, "the 2024 whole-mTHP reuse RFC: the whole folio reused on its first write");
         Expected("host", pages, 0, pages, 0, "a 6.18 host behaves as subpage");
         if (r.Runs.FirstOrDefault(x => x.Mode == "host" && x.Error is null) is { } h)
         {

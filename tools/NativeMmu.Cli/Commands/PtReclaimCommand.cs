@@ -40,7 +40,7 @@ public static class PtReclaimCommand
         mode.AcceptOnlyFromAmong("off", "refcount", "sync", "all");
         var noHost = new Option<bool>("--no-host") { Description = "Skip the host-kernel run" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
-        var cmd = new Command("pt-reclaim", "Seed 000's experiment: 50 GiB mapped, 25,600 × (touch 2 MiB, MADV_DONTNEED 2 MiB); VmPTE before and after")
+        var cmd = new Command("pt-reclaim", "The experiment of the 2021 \"Free user PTE page table pages\" series, rerun for 6.14's CONFIG_PT_RECLAIM: 50 GiB mapped, 25,600 × (touch 2 MiB, MADV_DONTNEED 2 MiB); VmPTE before and after")
         {
             virt, iterations, mode, noHost, json,
         };
