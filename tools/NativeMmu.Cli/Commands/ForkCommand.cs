@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cli.Host;
+using NativeMmu.Cli.Plots;
 using NativeMmu.Mm;
 
 namespace NativeMmu.Cli.Commands;
@@ -42,20 +43,31 @@ public static class ForkCommand
         var repeat = new Option<int>("--repeat") { Description = "Forks (each child exits at once); the median is reported", DefaultValueFactory = _ => 10 };
         var noHost = new Option<bool>("--no-host") { Description = "Skip the host-kernel run" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
+        var plot = new Option<string?>("--plot") { Description = "Also draw the median fork time against the size, emulated and host kernel, to FILE.png or FILE.svg" };
         var cmd = new Command("fork", "Fork cost: populate --size of anonymous 4 KiB pages, fork --repeat times; median fork time and VmPTE of parent and child")
         {
-            size, repeat, noHost, json,
+            size, repeat, noHost, json, plot,
         };
-        cmd.SetAction(r => Execute(Size.Parse(r.GetValue(size)!), r.GetValue(repeat), r.GetValue(noHost), r.GetValue(json)));
+        cmd.SetAction(r => Execute(Size.Parse(r.GetValue(size)!), r.GetValue(repeat), r.GetValue(noHost), r.GetValue(json), r.GetValue(plot)));
         return cmd;
     }
 
-    public static int Execute(ulong sizeBytes, int repeat, bool noHost, bool json)
+    public static int Execute(ulong sizeBytes, int repeat, bool noHost, bool json, string? plotPath = null)
     {
+        if (plotPath is not null) Figure.ValidatePath(plotPath);
         Report report = Measure(sizeBytes, repeat, noHost, out double[] emulatedMs, out double[]? hostMs);
         if (json) Console.Out.WriteLine(ToJson(report));
         else Print(report, emulatedMs, hostMs);
+        if (plotPath is not null) CommandPlots.Fork(PlotRows(report), plotPath);
         return 0;
+    }
+
+    /// <summary>The (series, size, median ms) rows the plot draws: the emulated mode, and the host kernel where it was measured.</summary>
+    public static IReadOnlyList<(string Series, ulong SizeBytes, double ForkMs)> PlotRows(Report r)
+    {
+        var rows = new List<(string, ulong, double)> { ($"emulated, {r.Mode} (copy_page_range copies every PTE table)", r.SizeBytes, r.ForkMsMedian) };
+        if (r.Host is { ForkMsMedian: { } hostMs }) rows.Add(("host kernel", r.SizeBytes, hostMs));
+        return rows;
     }
 
     /// <summary>The emulated run, then (its arena freed, so the host does not copy it too) the host run.</summary>

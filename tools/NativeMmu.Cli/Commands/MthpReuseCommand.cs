@@ -7,6 +7,7 @@ using System.Text.Json.Serialization;
 using Microsoft.Win32.SafeHandles;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cli.Host;
+using NativeMmu.Cli.Plots;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 
@@ -51,14 +52,20 @@ public static class MthpReuseCommand
         mode.AcceptOnlyFromAmong("copy", "subpage", "whole", "all");
         var host = new Option<bool>("--host") { Description = "Also run it on the host kernel (needs the writable mTHP sysfs knobs; they are restored)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object on stdout and nothing else" };
+        var plot = new Option<string?>("--plot") { Description = "Also draw write faults, copies and reuses per behaviour to FILE.png or FILE.svg" };
         var cmd = new Command("mthp-reuse", "Write faults on mTHPs after fork and child exit: copies, reuses and deferred splits per do_wp_page behaviour")
         {
-            size, folio, mode, host, json,
+            size, folio, mode, host, json, plot,
         };
         cmd.SetAction(r =>
         {
             Report report;
-            try { report = Measure(Size.Parse(r.GetValue(size)!), Size.Parse(r.GetValue(folio)!), r.GetValue(mode)!, r.GetValue(host)); }
+            string? plotPath = r.GetValue(plot);
+            try
+            {
+                if (plotPath is not null) Figure.ValidatePath(plotPath);
+                report = Measure(Size.Parse(r.GetValue(size)!), Size.Parse(r.GetValue(folio)!), r.GetValue(mode)!, r.GetValue(host));
+            }
             catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)
             {
                 Console.Error.WriteLine($"mthp-reuse: {e.Message}");
@@ -66,6 +73,7 @@ public static class MthpReuseCommand
             }
             if (r.GetValue(json)) Console.Out.WriteLine(ToJson(report));
             else Print(report);
+            if (plotPath is not null) CommandPlots.MthpReuse(report, plotPath);
             return 0;
         });
         return cmd;

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using NativeMmu.Cli.Emulated;
 using NativeMmu.Cli.Host;
+using NativeMmu.Cli.Plots;
 using NativeMmu;
 
 namespace NativeMmu.Cli.Commands;
@@ -36,15 +37,16 @@ public static class MultiFaultCommand
         var compare = new Option<bool>("--compare-pt-reclaim") { Description = "Run the three reclaim modes interleaved (at least 5 rounds) and compare medians" };
         var rounds = new Option<int>("--rounds") { Description = "Rounds for --compare-pt-reclaim", DefaultValueFactory = _ => 5 };
         var noCeiling = new Option<bool>("--no-ceiling") { Description = "Skip the zeroing-ceiling run (ceiling_pf_per_min is null)" };
+        var plot = new Option<string?>("--plot") { Description = "Also draw pf/min per thread count (emulated, host kernel, ceiling) to FILE.png or FILE.svg" };
         var serve = new Option<bool>("--serve") { Description = "Run the loop per 'THREADS SECONDS' line on stdin, one JSON line each (the compare's children)", Hidden = true };
         var cmd = new Command("multi-fault", "Page faults per minute at N threads: emulator, host kernel, zeroing ceiling")
         {
-            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds, noCeiling, serve,
+            threads, seconds, loop, noHost, json, ptReclaim, compare, rounds, noCeiling, plot, serve,
         };
         cmd.SetAction(r => r.GetValue(serve) ? Serve(r.GetValue(loop)!, ParseMode(r.GetValue(ptReclaim)!))
             : r.GetValue(compare)
             ? ComparePtReclaim(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, Math.Max(5, r.GetValue(rounds)), r.GetValue(json))
-            : Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json), ParseMode(r.GetValue(ptReclaim)!), r.GetValue(noCeiling)));
+            : Run(ParseThreads(r.GetValue(threads)), r.GetValue(seconds), r.GetValue(loop)!, r.GetValue(noHost), r.GetValue(json), ParseMode(r.GetValue(ptReclaim)!), r.GetValue(noCeiling), r.GetValue(plot)));
         return cmd;
     }
 
@@ -277,8 +279,9 @@ public static class MultiFaultCommand
             .ToArray();
     }
 
-    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json, PtReclaimMode mode = PtReclaimMode.Sync, bool noCeiling = false)
+    public static int Run(int[] threadCounts, double seconds, string loop, bool noHost, bool json, PtReclaimMode mode = PtReclaimMode.Sync, bool noCeiling = false, string? plotPath = null)
     {
+        if (plotPath is not null) Figure.ValidatePath(plotPath);
         bool pf1 = loop == "page-fault1";
         ulong ceilingBuffer = pf1 ? 128UL << 20 : 2UL << 20;
         var points = new List<Point>();
@@ -296,10 +299,9 @@ public static class MultiFaultCommand
             points.Add(point);
             if (!json) PrintPoint(loop, seconds, point, emu, host, ceiling);
         }
-        if (json)
-        {
-            Console.Out.WriteLine(JsonSerializer.Serialize(new Report("multi-fault", loop, seconds, points)));
-        }
+        var report = new Report("multi-fault", loop, seconds, points);
+        if (json) Console.Out.WriteLine(JsonSerializer.Serialize(report));
+        if (plotPath is not null) CommandPlots.MultiFault(report, plotPath);
         return 0;
     }
 

@@ -1,0 +1,112 @@
+using System.Globalization;
+using NativeMmu.Cli.Commands;
+using ScottPlot;
+
+namespace NativeMmu.Cli.Plots;
+
+/// <summary>The picture each command draws with --plot, from the same report its table and JSON come from.</summary>
+public static class CommandPlots
+{
+    /// <summary>multi-fault: page faults per minute against the thread count, emulated, host kernel and ceiling.</summary>
+    public static void MultiFault(MultiFaultCommand.Report r, string path)
+    {
+        Plot plot = Figure.Create($"{r.Loop}: page faults per minute ({r.Seconds.ToString(CultureInfo.InvariantCulture)} s per point)", "threads", "page faults per minute");
+        double[] xs = [.. r.Points.Select(p => (double)p.Threads)];
+        Line(plot, xs, [.. r.Points.Select(p => p.EmulatedPfPerMin)], "emulated kernel (pgfault)");
+        if (r.Points.All(p => p.HostPfPerMin is not null))
+            Line(plot, xs, [.. r.Points.Select(p => p.HostPfPerMin!.Value)], "host kernel (minor faults, getrusage)");
+        if (r.Points.All(p => p.CeilingPfPerMin is not null))
+            Line(plot, xs, [.. r.Points.Select(p => p.CeilingPfPerMin!.Value)], "ceiling (4 KiB frames zeroed)");
+        plot.Axes.Bottom.SetTicks(xs, [.. r.Points.Select(p => p.Threads.ToString(CultureInfo.InvariantCulture))]);
+        Figure.Millions(plot.Axes.Left);
+        plot.Axes.SetLimitsY(0, MaxY(plot) * 1.15);
+        Figure.Save(plot, path);
+    }
+
+    /// <summary>pt-reclaim: VmPTE against the iterations of the loop, one line per reclaim mode and the host.</summary>
+    public static void PtReclaim(PtReclaimCommand.Report r, IReadOnlyDictionary<string, IReadOnlyList<(int Iteration, long VmpteKb)>> series, string path)
+    {
+        Plot plot = Figure.Create($"pt-reclaim: VmPTE while touching and MADV_DONTNEEDing 2 MiB windows of {Size.Format(r.VirtBytes)}", "iterations (2 MiB windows touched, then MADV_DONTNEED)", "VmPTE (kB)");
+        foreach ((string mode, var points) in series)
+        {
+            double[] xs = [.. points.Select(p => (double)p.Iteration)], ys = [.. points.Select(p => (double)p.VmpteKb)];
+            var line = plot.Add.Scatter(xs, ys);
+            line.LegendText = PtReclaimLegend(mode);
+            line.MarkerSize = 0;
+            line.LineWidth = 2;
+        }
+        plot.Axes.SetLimitsY(0, MaxY(plot) * 1.15);
+        Figure.Save(plot, path);
+    }
+
+    private static string PtReclaimLegend(string mode) => mode switch
+    {
+        "off" => "emulated, reclaim off (before 6.14)",
+        "refcount" => "emulated, pte_refcount (2021 series)",
+        "sync" => "emulated, CONFIG_PT_RECLAIM (6.14)",
+        "host" => "host kernel",
+        _ => mode,
+    };
+
+    /// <summary>fork: the median fork time against the populated size, per mode and for the host kernel.</summary>
+    public static void Fork(IReadOnlyList<(string Series, ulong SizeBytes, double ForkMs)> rows, string path)
+    {
+        Plot plot = Figure.Create("fork: median time against the populated size (4 KiB pages; the child exits at once)", "populated anonymous memory", "fork time (ms)");
+        foreach (var group in rows.GroupBy(r => r.Series))
+            Line(plot, [.. group.Select(g => g.SizeBytes / (double)(1UL << 20))], [.. group.Select(g => g.ForkMs)], group.Key);
+        var sizes = rows.Select(r => r.SizeBytes).Distinct().Order().ToArray();
+        plot.Axes.Bottom.SetTicks([.. sizes.Select(s => s / (double)(1UL << 20))], [.. sizes.Select(Size.Format)]);
+        plot.Axes.SetLimitsY(0, MaxY(plot) * 1.15);
+        if (sizes.Length == 1) plot.Axes.SetLimitsX(sizes[0] / (double)(1UL << 20) * 0.5, sizes[0] / (double)(1UL << 20) * 1.5);
+        Figure.Save(plot, path);
+    }
+
+    /// <summary>mthp-reuse: write faults, copies and reuses (pgreuse) of all writes, grouped by do_wp_page behaviour.</summary>
+    public static void MthpReuse(MthpReuseCommand.Report r, string path)
+    {
+        var runs = r.Runs.Where(x => x.AllWrites is not null).ToList();
+        Plot plot = Figure.Create($"mthp-reuse: write faults after fork on {Size.Format(r.FolioBytes)} mTHPs ({Size.Format(r.SizeBytes)} written)", "do_wp_page behaviour", "events (all writes)");
+        (string Name, Func<MthpReuseCommand.Phase, long> Value)[] kinds =
+            [("write faults", p => p.WpFaults), ("copies (wp_page_copy)", p => p.Copies), ("reuses (pgreuse)", p => p.Pgreuse)];
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int k = 0; k < kinds.Length; k++)
+        {
+            var bars = runs.Select((run, i) => new Bar
+            {
+                Position = i + 1 + (k - 1) * 0.27,
+                Value = kinds[k].Value(run.AllWrites!),
+                Size = 0.25,
+                FillColor = palette.GetColor(k),
+            }).ToList();
+            var plotted = plot.Add.Bars(bars);
+            plotted.LegendText = kinds[k].Name;
+        }
+        Figure.Categories(plot.Axes.Bottom, [.. runs.Select(x => MthpLegend(x.Mode))]);
+        plot.Axes.SetLimitsY(0, MaxY(plot) * 1.2);
+        Figure.Save(plot, path);
+    }
+
+    private static string MthpLegend(string mode) => mode switch
+    {
+        "copy" => "copy (before 6.15)",
+        "subpage" => "reuse subpage (6.15+)",
+        "whole" => "reuse whole mTHP (2024 RFC)",
+        "host" => "host kernel",
+        _ => mode,
+    };
+
+    private static void Line(Plot plot, double[] xs, double[] ys, string legend)
+    {
+        var line = plot.Add.Scatter(xs, ys);
+        line.LegendText = legend;
+        line.MarkerSize = 8;
+        line.LineWidth = 2;
+    }
+
+    private static double MaxY(Plot plot)
+    {
+        plot.Axes.AutoScale();
+        double top = plot.Axes.GetLimits().Top;
+        return double.IsFinite(top) && top > 0 ? top : 1;
+    }
+}
