@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using NativeMmu.Cli.Fuzz;
+using NativeMmu.Fuzz;
 
 namespace NativeMmu.Tests.Arch;
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using NativeMmu.Arch.X86;
-using NativeMmu.Cli.Fuzz;
-using NativeMmu.Cli.Fuzz.Oracle;
+using NativeMmu.Fuzz;
+using NativeMmu.Fuzz.Oracle;
 
 namespace NativeMmu.Tests.Arch;
 

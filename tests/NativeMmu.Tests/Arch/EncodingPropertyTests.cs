@@ -1,7 +1,7 @@
 using FsCheck;
 using FsCheck.Fluent;
 using NativeMmu.Arch.X86;
-using NativeMmu.Cli.Fuzz;
+using NativeMmu.Fuzz;
 using static NativeMmu.Arch.X86.PageTableBits;
 
 namespace NativeMmu.Tests.Arch;

@@ -1,4 +1,4 @@
-using NativeMmu.Cli.Fuzz.Oracle;
+using NativeMmu.Fuzz.Oracle;
 
 namespace NativeMmu.Tests.Arch;
 

@@ -1,5 +1,5 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cli.Fuzz.Oracle;
+using NativeMmu.Fuzz.Oracle;
 using static NativeMmu.Arch.X86.PageTableBits;
 
 namespace NativeMmu.Tests.Arch;

@@ -1,5 +1,5 @@
-using NativeMmu.Cli.Fuzz.Model;
-using static NativeMmu.Cli.Fuzz.Model.Linux;
+using NativeMmu.Fuzz.Model;
+using static NativeMmu.Fuzz.Model.Linux;
 
 namespace NativeMmu.Tests.Fuzz;
 

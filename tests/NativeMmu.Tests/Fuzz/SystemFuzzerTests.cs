@@ -1,6 +1,6 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cli.Fuzz;
-using NativeMmu.Cli.Fuzz.Model;
+using NativeMmu.Fuzz;
+using NativeMmu.Fuzz.Model;
 using NativeMmu.Mm;
 
 namespace NativeMmu.Tests.Fuzz;

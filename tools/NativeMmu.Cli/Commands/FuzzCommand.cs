@@ -4,7 +4,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using NativeMmu.Cli.Fuzz;
+using NativeMmu.Fuzz;
 
 namespace NativeMmu.Cli.Commands;
 

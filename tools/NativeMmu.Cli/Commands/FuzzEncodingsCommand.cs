@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using NativeMmu.Cli.Fuzz;
+using NativeMmu.Fuzz;
 
 namespace NativeMmu.Cli.Commands;
 

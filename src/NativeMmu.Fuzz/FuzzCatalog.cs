@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>What kind of value a fuzzed sequence works on.</summary>
 internal enum FuzzLevel : byte

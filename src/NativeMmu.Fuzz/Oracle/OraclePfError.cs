@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// The x86 page-fault error code pushed by #PF (Intel SDM Vol. 3A, "Interrupt 14—Page-Fault

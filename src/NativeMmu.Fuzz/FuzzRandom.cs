@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>xoshiro256** seeded through SplitMix64: small, fast and the same on every runtime.</summary>
 internal struct FuzzRandom

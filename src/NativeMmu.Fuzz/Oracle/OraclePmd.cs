@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// pmd_* helpers and predicates recomputed on decoded fields. A PMD is a PTE-table pointer (bit 7

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Model;
+namespace NativeMmu.Fuzz.Model;
 
 /// <summary>
 /// The numbers of the Linux x86-64 user ABI the reference model speaks: errno values, mmap/mprotect

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Model;
+namespace NativeMmu.Fuzz.Model;
 
 /// <summary>
 /// Per-page attributes madvise sets, as /proc/PID/smaps shows them in VmFlags

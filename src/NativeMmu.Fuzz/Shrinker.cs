@@ -1,7 +1,7 @@
 using System.Diagnostics;
-using NativeMmu.Cli.Fuzz.Model;
+using NativeMmu.Fuzz.Model;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>
 /// Delta debugging for failing programs. A candidate is kept when it still fails with the same

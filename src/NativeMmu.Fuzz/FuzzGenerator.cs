@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>
 /// Biased random start values and steps. Plain uniform 64-bit values almost never hit the interesting

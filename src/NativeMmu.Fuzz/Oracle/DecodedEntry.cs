@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// A 64-bit x86 paging-structure entry taken apart into named fields. The hardware fields follow the

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Model;
+namespace NativeMmu.Fuzz.Model;
 
 /// <summary>The signal a user access gets: none, SIGSEGV with SEGV_MAPERR, or SIGSEGV with SEGV_ACCERR.</summary>
 public enum ModelFault

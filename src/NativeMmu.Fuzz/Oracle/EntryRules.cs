@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// Rules every level shares, stated on decoded fields: the shadow-stack-era saved-dirty moves

@@ -1,7 +1,7 @@
 using NativeMmu.Arch.X86;
-using NativeMmu.Cli.Fuzz.Oracle;
+using NativeMmu.Fuzz.Oracle;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>
 /// One side of the comparison: applies a step to a value and reads a level's observables. Both
@@ -231,7 +231,7 @@ internal sealed class ProductionSubject : IEncodingSubject
         => new NotSupportedException($"{op} is not an operation of level {FuzzCatalog.Name(level)}");
 }
 
-/// <summary>The oracle side: NativeMmu.Cli.Fuzz.Oracle, written from the kernel headers and the SDM.</summary>
+/// <summary>The oracle side: NativeMmu.Fuzz.Oracle, written from the kernel headers and the SDM.</summary>
 internal sealed class OracleSubject : IEncodingSubject
 {
     /// <summary>The oracle as the kernel behaves (pmd_modify keeps D since the 2025 MADV_FREE/THP fix).</summary>

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// Swap entries, rebuilt bit by bit: the x86-64 PTE layout of arch/x86/include/asm/pgtable_64.h

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// p4d_* predicates. A P4D entry only ever points at a PUD table (no 512 GiB pages), so its PFN mask

@@ -1,8 +1,8 @@
 using System.Globalization;
 using System.Text;
-using NativeMmu.Cli.Fuzz.Model;
+using NativeMmu.Fuzz.Model;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>The operations of a system-fuzz program.</summary>
 public enum SysOpKind

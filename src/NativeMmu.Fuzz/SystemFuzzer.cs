@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
-using NativeMmu.Cli.Fuzz.Model;
+using NativeMmu.Fuzz.Model;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>A difference the fuzzer found: what differed, and the shrunk program that shows it (replayable text).</summary>
 public sealed record SystemFailure(string Description, string Program);

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// Flag sets of arch/x86/include/asm/pgtable_types.h, spelt as decoded entries so the bits are named,

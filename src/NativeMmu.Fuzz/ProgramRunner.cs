@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
-using NativeMmu.Cli.Fuzz.Model;
+using NativeMmu.Fuzz.Model;
 using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>The first difference a run found: the operation (-1 for the end-of-program checks), a category and the details.</summary>
 internal sealed record RunFailure(int OpIndex, string Category, string Description);

@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>pud_* helpers and predicates: a PMD-table pointer or a 1 GiB leaf (bits 12..29 not address).</summary>
 public static class OraclePud

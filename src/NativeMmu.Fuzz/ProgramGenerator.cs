@@ -1,6 +1,6 @@
-using NativeMmu.Cli.Fuzz.Model;
+using NativeMmu.Fuzz.Model;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>SplitMix64: a small, fast generator whose sequence depends only on the seed.</summary>
 internal struct SplitMix64(ulong seed)

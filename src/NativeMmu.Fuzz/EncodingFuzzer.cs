@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace NativeMmu.Cli.Fuzz;
+namespace NativeMmu.Fuzz;
 
 /// <summary>The outcome of <see cref="EncodingFuzzer.Run"/>.</summary>
 /// <param name="Seed">The seed the run started from (thread 0 uses it as is).</param>
@@ -30,7 +30,7 @@ public sealed record EncodingFailure(
 /// <summary>
 /// Differential fuzzer for the x86-64 entry encodings: random (biased) start values and random
 /// sequences of 1..16 helper applications are run through NativeMmu.Arch.X86 and through the
-/// independent oracle in NativeMmu.Cli.Fuzz.Oracle, comparing the value and every predicate and getter
+/// independent oracle in NativeMmu.Fuzz.Oracle, comparing the value and every predicate and getter
 /// of the level after each step. A disagreement is recorded once per (level, helper, observable) and
 /// shrunk: steps are dropped (delta debugging), the sequence is rebased onto the state just before the
 /// failing step if that is shorter, then bits of the start value and of the arguments are cleared.

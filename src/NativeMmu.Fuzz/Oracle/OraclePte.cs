@@ -1,4 +1,4 @@
-namespace NativeMmu.Cli.Fuzz.Oracle;
+namespace NativeMmu.Fuzz.Oracle;
 
 /// <summary>
 /// The pte_* helpers and predicates of arch/x86/include/asm/pgtable.h (6.6+ shadow-stack era, DEVMAP
