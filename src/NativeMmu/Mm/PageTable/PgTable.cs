@@ -52,7 +52,20 @@ internal static unsafe class PgTable
 
     /// <summary>ptep_get / pmdp_get / READ_ONCE of any entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong Get(ulong* entry) => Volatile.Read(ref *entry);
+    public static ulong Get(ulong* entry)
+    {
+        ulong v = Volatile.Read(ref *entry);
+#if DEBUG
+        // KASAN's part for page tables, in debug builds: the invariant mode poisons a table when RCU frees
+        // it, so a software walker that reads the poison read a table it did not hold (no lock, no RCU).
+        if (v == Cpu.FreedTablePoison) ReadAfterFree(entry);
+#endif
+        return v;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ReadAfterFree(ulong* entry)
+        => Bug.Throw($"page-table read after free: a software walker read the poison of a freed table at {(ulong)entry:x}");
 
     /// <summary>set_pte / set_pmd / WRITE_ONCE: a single store that publishes the entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
