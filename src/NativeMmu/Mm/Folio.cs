@@ -31,6 +31,10 @@ internal static unsafe class Folio
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsLarge(Page* head) => (head->Flags & (1UL << PG.Head)) != 0;
 
+    /// <summary>PageCompound: the page is the head or a tail of a large folio (any page, head or not).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool PageCompound(Page* page) => (page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0;
+
     /// <summary>folio_order: the low byte of page[1].flags.</summary>
     public static int Order(Page* head) => IsLarge(head) ? (int)(*(ulong*)((byte*)head + FolioLayout.Flags1) & 0xff) : 0;
 
@@ -58,7 +62,7 @@ internal static unsafe class Folio
     /// <summary>folio_maybe_dma_pinned: a large folio counts pins in _pincount, a small one by GUP_PIN_COUNTING_BIAS.</summary>
     public static bool MaybeDmaPinned(Page* head) => IsLarge(head)
         ? Volatile.Read(ref Pincount(head)) > 0
-        : Volatile.Read(ref head->RefCount) >= Fork.GupPinCountingBias;
+        : Volatile.Read(ref head->RefCount) >= Gup.GupPinCountingBias;
 
     /// <summary>prep_compound_head's folio fields (called from prep_compound_page).</summary>
     public static void PrepCompoundHead(Page* head, ulong headVaddr, int order)

@@ -31,7 +31,7 @@ internal static unsafe class Rmap
     public static void FolioRemoveRmapPte(Cpu cpu, Machine m, ulong pfn, MmStruct mm)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+        if (Folio.PageCompound(page))
         {
             Folio.RemoveRmapPtes(cpu, m, Folio.HeadPfn(m, pfn), pfn, 1, mm);
             return;
@@ -46,7 +46,7 @@ internal static unsafe class Rmap
     public static void FolioPut(Cpu cpu, Machine m, ulong pfn)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+        if (Folio.PageCompound(page))
         {
             Folio.PutRefs(cpu, m, Folio.HeadPfn(m, pfn), 1);
             return;

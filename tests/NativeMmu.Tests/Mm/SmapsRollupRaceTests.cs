@@ -29,7 +29,6 @@ public class SmapsRollupRaceTests
     [TestCase(false, TestName = "Smaps_rollup_never_reads_a_pte_table_that_a_concurrent_dontneed_reclaims")]
     [TestCase(true, TestName = "Smaps_rollup_never_reads_a_thp_that_a_concurrent_dontneed_splits_or_zaps")]
     [CancelAfter(60_000)]
-    [Explicit("fails on this tree: smaps_rollup walks PTE tables and huge PMDs without their locks")]
     public void Smaps_rollup_races_faults_and_dontneed_of_whole_windows(bool thp)
     {
         double seconds = Environment.GetEnvironmentVariable("CI") is null ? 3 : 4;
