@@ -81,14 +81,14 @@ internal static unsafe class HugeMemory
         return n;
     }
 
-    /// <summary>pgtable_trans_huge_deposit + mm_inc_nr_ptes: the table under a new huge PMD, counted in VmPTE.</summary>
+    /// <summary>pgtable_trans_huge_deposit + mm_inc_nr_ptes: the table under a new huge PMD, counted in VmPTE. PMD lock held.</summary>
     private static void DepositTable(MmStruct mm, Pmd* pmd, ulong table)
     {
         Deposit(mm.Machine, pmd, table);
         mm.AddPgtablesBytes(PgTable.TableBytes);
     }
 
-    /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes).</summary>
+    /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes). PMD lock held.</summary>
     private static void ZapDepositedTable(Cpu cpu, MmStruct mm, Pmd* pmd) => PgTable.PteFreeDeposited(cpu, mm, Withdraw(mm.Machine, pmd));
 
     /// <summary>is_huge_zero_pmd.</summary>
@@ -183,7 +183,7 @@ internal static unsafe class HugeMemory
         return VmFaultT.None;
     }
 
-    /// <summary>vma_alloc_anon_folio_pmd: a zeroed PMD-order folio, or 0 counting thp_fault_fallback.</summary>
+    /// <summary>vma_alloc_anon_folio_pmd: a zeroed PMD-order folio, or 0 counting thp_fault_fallback. No page-table lock.</summary>
     private static ulong AllocAnonFolioPmd(Cpu cpu, Machine m)
     {
         ulong folio = m.Allocator.AllocPages(cpu.Id, Thp.PmdOrder, Gfp.Zero | Gfp.Comp);
@@ -210,7 +210,7 @@ internal static unsafe class HugeMemory
         m.Thp.Count(Thp.PmdOrder, MthpStat.AnonFaultAlloc);
     }
 
-    /// <summary>huge_pmd_set_accessed → touch_pmd: young (and dirty for a write) under the PMD lock.</summary>
+    /// <summary>huge_pmd_set_accessed → touch_pmd: young (and dirty for a write), taking and dropping the PMD lock.</summary>
     private static void HugePmdSetAccessed(ref VmFault vmf, Pmd orig)
     {
         int* ptl = PgTable.PmdLock(vmf.Mm.Machine, vmf.Pmd);
@@ -289,7 +289,7 @@ internal static unsafe class HugeMemory
         return VmFaultT.None;
     }
 
-    /// <summary>do_huge_zero_wp_pmd: replace the huge zero PMD by a new THP (the deposited table stays).</summary>
+    /// <summary>do_huge_zero_wp_pmd: replace the huge zero PMD by a new THP (the deposited table stays). Takes and drops the PMD lock.</summary>
     private static VmFaultT DoHugeZeroWpPmd(ref VmFault vmf, Pmd orig)
     {
         Machine m = vmf.Mm.Machine;
@@ -312,7 +312,7 @@ internal static unsafe class HugeMemory
         return VmFaultT.None;
     }
 
-    /// <summary>pmdp_huge_clear_flush: clear the PMD and flush its 2 MiB from every CPU's TLB.</summary>
+    /// <summary>pmdp_huge_clear_flush: clear the PMD and flush its 2 MiB from every CPU's TLB. PMD lock held.</summary>
     private static Pmd PmdpHugeClearFlush(Cpu cpu, MmStruct mm, Pmd* pmd, ulong haddr)
     {
         Pmd old = PgTable.GetAndClear(pmd);
@@ -324,7 +324,7 @@ internal static unsafe class HugeMemory
     // Split
     // ---------------------------------------------------------------------------------------------
 
-    /// <summary>__split_huge_pmd (freeze = false): under the PMD lock, if the PMD is still huge, split it.</summary>
+    /// <summary>__split_huge_pmd (freeze = false): under the PMD lock (taken and dropped here), if the PMD is still huge, split it. mmap_lock held.</summary>
     public static void SplitHugePmd(Cpu cpu, Vma vma, Pmd* pmd, ulong address)
     {
         int* ptl = PgTable.PmdTransHugeLock(vma.Mm.Machine, pmd);
@@ -333,7 +333,7 @@ internal static unsafe class HugeMemory
         Spin.Unlock(ptl);
     }
 
-    /// <summary>split_huge_pmd_address: split the huge PMD mapping address, if there is one (vma_adjust_trans_huge).</summary>
+    /// <summary>split_huge_pmd_address: split the huge PMD mapping address, if there is one (vma_adjust_trans_huge). mmap_lock held for write.</summary>
     public static void SplitHugePmdAddress(Cpu cpu, Vma vma, ulong address)
     {
         Pmd* pmd = PgTable.WalkToPmd(vma.Mm, address);
@@ -344,7 +344,8 @@ internal static unsafe class HugeMemory
     /// __split_huge_pmd_locked for anonymous memory: the PMD is made invalid and flushed, the folio gains
     /// 512 PTE mappings (and references) carrying PageAnonExclusive and the PMD's write, dirty, young and
     /// soft-dirty bits, the deposited table is filled and becomes the PMD's table, and the PMD mapping
-    /// goes. The huge zero PMD becomes 512 PTEs of the small zero page.
+    /// goes. The huge zero PMD becomes 512 PTEs of the small zero page. PMD lock held throughout, so no
+    /// walker under pmd_trans_huge_lock sees the split half done.
     /// </summary>
     private static void SplitHugePmdLocked(Cpu cpu, Vma vma, Pmd* pmd, ulong haddr)
     {
@@ -395,6 +396,7 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// zap_huge_pmd: clear the whole huge PMD, drop its rmap and RSS and its deposited table, and hand the
     /// folio's reference to the gather. False when the PMD is no longer huge (the caller goes on by PTEs).
+    /// mmap_lock held; takes pmd_trans_huge_lock and drops it before the folio goes to the gather.
     /// </summary>
     public static bool ZapHugePmd(Cpu cpu, MmuGather tlb, Vma vma, Pmd* pmd, ulong addr)
     {
@@ -433,7 +435,8 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// copy_huge_pmd: share the THP with the child by PMD, both write-protected, with a table deposited
     /// for the child; the huge zero PMD is shared as it is. A folio that may be pinned is split in the
-    /// parent instead and copied by PTEs (EAGAIN, as when the PMD was split meanwhile).
+    /// parent instead and copied by PTEs (EAGAIN, as when the PMD was split meanwhile). Both mms' mmap_lock
+    /// held for write; takes the child's PMD lock, then the parent's nested, and drops both.
     /// </summary>
     public static Errno CopyHugePmd(Cpu cpu, Vma dstVma, Vma srcVma, Pmd* dstPmd, Pmd* srcPmd, ulong addr)
     {
@@ -483,6 +486,7 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// change_huge_pmd: the PMD made invalid while it is rewritten with pmd_modify; an exclusive anonymous
     /// THP in a writable private VMA may become writable at once. False when it is no longer huge.
+    /// mmap_lock held for write; takes and drops pmd_trans_huge_lock.
     /// </summary>
     public static bool ChangeHugePmd(MmuGather tlb, Vma vma, Pmd* pmd, ulong addr, ulong newprot, bool tryWritable)
     {
@@ -498,7 +502,7 @@ internal static unsafe class HugeMemory
         return true;
     }
 
-    /// <summary>can_change_pmd_writable for a private mapping: only an exclusive anonymous THP.</summary>
+    /// <summary>can_change_pmd_writable for a private mapping: only an exclusive anonymous THP. PMD lock held.</summary>
     private static bool CanChangePmdWritable(Machine m, Vma vma, Pmd pmd)
     {
         if ((vma.VmFlags & VmFlags.Write) == 0 || pmd.Protnone) return false;
@@ -510,7 +514,8 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// follow_huge_pmd under the PMD lock: the subpage for address with its reference grabbed, or 0 with
     /// the fault that makes it followable (write: do_huge_pmd_wp_page; a read-only pin of a shared THP:
-    /// unshare). A PMD that stopped being huge reports 0 and no fault, and the walk is retried.
+    /// unshare). A PMD that stopped being huge reports 0 and no fault, and the walk is retried. mmap_lock
+    /// held for read; takes and drops the PMD lock.
     /// </summary>
     public static ulong FollowHugePmd(Cpu cpu, Vma vma, Pmd* pmd, ulong address, Foll flags, out FaultFlags need, out bool retry)
     {
