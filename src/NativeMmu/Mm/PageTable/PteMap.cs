@@ -91,7 +91,13 @@ internal static unsafe partial class PgTable
             return map.Pte != null;
         }
         map.Table = PteTryGet(cpu, m, pmd, out map.PmdVal);
-        if (map.Table == 0) return false;
+        return map.Table != 0 && LockHeldTable(cpu, mm, pmd, address, ref map);
+    }
+
+    /// <summary>The lock of the table map.Table, on which the caller just took a reference; the reference goes again if the PMD no longer holds a table.</summary>
+    private static bool LockHeldTable(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address, ref PteMapping map)
+    {
+        Machine m = mm.Machine;
         map.Pte = PteOffsetMapLockHeld(m, pmd, address, m.Vmemmap.PfnToPage(map.Table), out map.Ptl, out map.PmdVal);
         if (map.Pte != null) return true;
         PtePut(cpu, mm, pmd, map.Table, 1, address, null);
@@ -132,12 +138,7 @@ internal static unsafe partial class PgTable
         map = default;
         BreakSharedTable(cpu, mm, pmd, address);
         map.Table = PteAllocGet(cpu, mm, pmd, address); // pte_alloc_get: the reference comes with the table
-        if (map.Table == 0) return false;
-        map.Pte = PteOffsetMapLockHeld(m, pmd, address, m.Vmemmap.PfnToPage(map.Table), out map.Ptl, out map.PmdVal);
-        if (map.Pte != null) return true;
-        PtePut(cpu, mm, pmd, map.Table, 1, address, null);
-        map.Table = 0;
-        return false;
+        return map.Table != 0 && LockHeldTable(cpu, mm, pmd, address, ref map);
     }
 
     /// <summary>pte_offset_map_ro_nolock: a lockless look at the table, inside an RCU read-side section that PteUnmap ends.</summary>
