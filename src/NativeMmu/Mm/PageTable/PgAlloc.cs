@@ -118,22 +118,15 @@ internal static unsafe partial class PgTable
     }
 
     /// <summary>__pte_alloc: allocate a PTE table outside the lock and install it, or free it if another CPU won. False: out of memory.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    public static bool PteAlloc(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address)
-    {
-        ulong table = AllocTable(cpu, mm.Machine);
-        if (table == 0) return false;
-        if (!Install(cpu, mm, (ulong*)pmd, table, TableLevel.Pte, address)) FreeTable(cpu, mm.Machine, table);
-        return true;
-    }
+    public static bool PteAlloc(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address) => AllocInstall(cpu, mm, (ulong*)pmd, TableLevel.Pte, address);
 
-    /// <summary>__pmd_alloc, __pud_alloc, __p4d_alloc: allocate outside the lock, install, or free ours if another CPU won.</summary>
+    /// <summary>__pte_alloc, __pmd_alloc, __pud_alloc, __p4d_alloc: allocate outside the lock, install, or free ours if another CPU won.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static bool UpperAlloc(Cpu cpu, MmStruct mm, ulong* slot, TableLevel level)
+    private static bool AllocInstall(Cpu cpu, MmStruct mm, ulong* slot, TableLevel level, ulong address)
     {
         ulong table = AllocTable(cpu, mm.Machine);
         if (table == 0) return false;
-        if (!Install(cpu, mm, slot, table, level, 0)) FreeTable(cpu, mm.Machine, table);
+        if (!Install(cpu, mm, slot, table, level, address)) FreeTable(cpu, mm.Machine, table);
         return true;
     }
 
@@ -141,7 +134,7 @@ internal static unsafe partial class PgTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static P4d* P4dAllocOffset(Cpu cpu, MmStruct mm, Pgd* pgd, ulong address)
     {
-        if (mm.Paging.L5Enabled && Get(pgd).Value == 0 && !UpperAlloc(cpu, mm, (ulong*)pgd, TableLevel.P4d)) return null;
+        if (mm.Paging.L5Enabled && Get(pgd).Value == 0 && !AllocInstall(cpu, mm, (ulong*)pgd, TableLevel.P4d, address)) return null;
         return P4dOffset(mm, pgd, address);
     }
 
@@ -149,7 +142,7 @@ internal static unsafe partial class PgTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Pud* PudAllocOffset(Cpu cpu, MmStruct mm, P4d* p4d, ulong address)
     {
-        if (Get(p4d).None && !UpperAlloc(cpu, mm, (ulong*)p4d, TableLevel.Pud)) return null;
+        if (Get(p4d).None && !AllocInstall(cpu, mm, (ulong*)p4d, TableLevel.Pud, address)) return null;
         return PudOffset(mm.Machine.Memory, Get(p4d), address);
     }
 
@@ -157,7 +150,7 @@ internal static unsafe partial class PgTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Pmd* PmdAllocOffset(Cpu cpu, MmStruct mm, Pud* pud, ulong address)
     {
-        if (Get(pud).None && !UpperAlloc(cpu, mm, (ulong*)pud, TableLevel.Pmd)) return null;
+        if (Get(pud).None && !AllocInstall(cpu, mm, (ulong*)pud, TableLevel.Pmd, address)) return null;
         return PmdOffset(mm.Machine.Memory, Get(pud), address);
     }
 
