@@ -39,8 +39,8 @@ internal static partial class TestSupport
     /// <summary>The PTE that maps address, or null when no PTE table covers it.</summary>
     public static unsafe ulong? PteOf(Process p, ulong address)
     {
-        ulong* pte = PgTable.WalkToPte(p.Mm, address);
-        return pte == null ? null : PgTable.Get(pte);
+        Pte* pte = PgTable.WalkToPte(p.Mm, address);
+        return pte == null ? null : PgTable.Get(pte).Value;
     }
 
     /// <summary>An anonymous private mapping at exactly addr (MAP_FIXED_NOREPLACE), asserted to succeed.</summary>

@@ -48,7 +48,8 @@ public enum VmFaultT : uint
 
 /// <summary>
 /// struct vm_fault: the state of one fault as it travels down the handlers. Lock state travels with
-/// it: <see cref="Ptl"/> is non-null exactly while the PTE table lock is held.
+/// it: <see cref="Ptl"/> is non-null exactly while the PTE table lock is held (the page-table layer's
+/// PteOffsetMapLock sets it, PteUnmapUnlock clears it).
 /// </summary>
 internal unsafe ref struct VmFault
 {
@@ -60,10 +61,11 @@ internal unsafe ref struct VmFault
     /// <summary>The faulting address as the CPU reported it (CR2).</summary>
     public ulong RealAddress;
     public FaultFlags Flags;
-    public ulong* Pmd;
-    public ulong* Pte;
+    public Pmd* Pmd;
+    public Pte* Pte;
     /// <summary>The PTE as read before the lock was taken; re-checked with pte_same under it.</summary>
     public Pte OrigPte;
+    /// <summary>The PTE table's lock: non-null exactly while it is held.</summary>
     public int* Ptl;
     /// <summary>What the fault turned out to be, and the PFN it left mapped (for counters and events).</summary>
     public FaultKind Kind;
@@ -145,10 +147,14 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     }
 }
 
-/// <summary>mm/memory.c: __handle_mm_fault and the anonymous-memory handlers below it.</summary>
-internal static unsafe class Memory
+/// <summary>
+/// mm/memory.c: one partial class over the fault path (this file), zap (Zap.cs) and fork's copy
+/// (Copy.cs), as memory.c is one file. Here __handle_mm_fault and the anonymous-memory handlers below it;
+/// each handler's lock state on entry and exit is in its summary.
+/// </summary>
+internal static unsafe partial class Memory
 {
-    /// <summary>__handle_mm_fault: walk, allocating upper tables as needed, down to the PMD; then handle_pte_fault.</summary>
+    /// <summary>__handle_mm_fault: walk, allocating upper tables as needed, down to the PMD; then handle_pte_fault. mmap_lock held for read.</summary>
     internal static VmFaultT HandleMmFaultInner(Cpu cpu, Vma vma, ulong address, FaultFlags flags, out FaultKind kind, out ulong pfn)
     {
         VmFaultT ret = HandleMmFaultInner(cpu, vma, address, flags, out VmFault vmf);
@@ -170,65 +176,51 @@ internal static unsafe class Memory
             Flags = flags,
             Kind = FaultKind.Spurious,
         };
-        ulong* pgd = PgTable.PgdOffset(mm, address);
-        ulong* p4d = PgTable.P4dAllocOffset(cpu, mm, pgd, address);
+        Pgd* pgd = PgTable.PgdOffset(mm, address);
+        P4d* p4d = PgTable.P4dAllocOffset(cpu, mm, pgd, address);
         if (p4d == null) return VmFaultT.Oom;
-        ulong* pud = PgTable.PudAllocOffset(cpu, mm, p4d, address);
+        Pud* pud = PgTable.PudAllocOffset(cpu, mm, p4d, address);
         if (pud == null) return VmFaultT.Oom;
         vmf.Pmd = PgTable.PmdAllocOffset(cpu, mm, pud, address);
         if (vmf.Pmd == null) return VmFaultT.Oom;
-        Machine m = mm.Machine;
         // A none PMD where PMD-sized THPs may be allowed goes to create_huge_pmd, a huge PMD to the huge
         // handlers; either may fall back to the PTE level.
-        ulong pmdval = PgTable.Get(vmf.Pmd);
-        if (new Pmd(pmdval).Leaf || (new Pmd(pmdval).None && m.Thp.PmdOrderPossible))
+        Pmd pmdval = PgTable.Get(vmf.Pmd);
+        if (pmdval.Leaf || (pmdval.None && mm.Machine.Thp.PmdOrderPossible))
         {
             VmFaultT huge = HugeMemory.HugePmdFault(ref vmf, pmdval);
             if ((huge & VmFaultT.Fallback) == 0) return huge;
         }
         VmFaultT ret = HandlePteFault(ref vmf);
-        // PtReclaim = Refcount: the fault's reference on its PTE table, unless an entry it installed kept it.
-        if (vmf.PteTable != 0 && !vmf.PteRefTransferred) PgTable.PtePut(cpu, mm, vmf.Pmd, vmf.PteTable, 1, address, null);
+        PgTable.PteFaultDone(ref vmf, address);
         return ret;
     }
 
     /// <summary>
     /// handle_pte_fault: classify. Entered without the PTL; a missing PTE goes to do_pte_missing, a present
-    /// one is re-checked under the PTL (pte_same) and becomes do_wp_page or an access-flag update.
+    /// one is re-checked under the PTL (pte_same) and becomes do_wp_page or an access-flag update. Returns
+    /// without the PTL.
     /// </summary>
     private static VmFaultT HandlePteFault(ref VmFault vmf)
     {
         Machine m = vmf.Mm.Machine;
         // pte_offset_map_rw_nolock: the PTE is read without its lock, inside an RCU read-side section,
         // because a reclaim on another CPU may free the table; the PMD is re-checked once locked.
-        vmf.Cpu.RcuReadLock();
-        ulong pmdval = PgTable.Get(vmf.Pmd);
-        if (new Pmd(pmdval).None)
+        Pte* pte = PgTable.PteOffsetMapRwNolock(ref vmf, out Pmd pmdval);
+        if (pte == null && pmdval.Leaf)
         {
-            vmf.Pte = null;
-        }
-        else if (new Pmd(pmdval).Leaf)
-        {
-            vmf.Cpu.RcuReadUnlock(); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
+            PgTable.PteUnmap(vmf.Cpu); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
             return VmFaultT.None;
         }
-        else if (m.Config.PtReclaim == PtReclaimMode.Refcount && (vmf.PteTablePage = PgTable.PteGetUnlessZero(m, vmf.Pmd, pmdval)) == null)
+        if (pte != null)
         {
-            vmf.Pte = null; // pte_try_get failed: the table is dying or was replaced; do_anonymous_page takes one
-        }
-        else
-        {
-            // With pte_refcount the fault now holds the table (pte_try_get) until it ends.
-            if (vmf.PteTablePage != null) vmf.PteTable = new Pmd(pmdval).Pfn;
-            vmf.Pte = PgTable.PteOffset(m.Memory, pmdval, vmf.Address);
-            vmf.OrigPte = new Pte(PgTable.Get(vmf.Pte));
+            vmf.OrigPte = PgTable.Get(pte);
             vmf.Flags |= FaultFlags.OrigPteValid;
-            if (vmf.OrigPte.None) vmf.Pte = null;
+            if (!vmf.OrigPte.None) vmf.Pte = pte;
         }
-
         if (vmf.Pte == null)
         {
-            vmf.Cpu.RcuReadUnlock();
+            PgTable.PteUnmap(vmf.Cpu);
             return DoAnonymousPage(ref vmf); // do_pte_missing: anonymous VMAs only
         }
 
@@ -237,12 +229,12 @@ internal static unsafe class Memory
 
         vmf.Ptl = PgTable.PteLockptr(m, pmdval);
         Spin.Lock(vmf.Ptl);
-        vmf.Cpu.RcuReadUnlock();
+        PgTable.PteUnmap(vmf.Cpu);
         Pte entry = vmf.OrigPte;
-        if (PgTable.Get(vmf.Pmd) != pmdval || PgTable.Get(vmf.Pte) != entry.Value)
+        if (PgTable.Get(vmf.Pmd) != pmdval || PgTable.Get(vmf.Pte) != entry)
         {
             // The table was reclaimed or the entry changed: let the CPU retry the access.
-            Spin.Unlock(vmf.Ptl);
+            PgTable.PteUnmapUnlock(ref vmf);
             return VmFaultT.None;
         }
         bool write = (vmf.Flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0;
@@ -253,21 +245,22 @@ internal static unsafe class Memory
         }
         entry = entry.MkYoung();
         PtepSetAccessFlags(vmf.Pte, entry, (vmf.Flags & FaultFlags.Write) != 0);
-        Spin.Unlock(vmf.Ptl);
+        PgTable.PteUnmapUnlock(ref vmf);
         return VmFaultT.None;
     }
 
-    /// <summary>ptep_set_access_flags (x86): only a dirty update is written; A alone the MMU sets itself.</summary>
-    private static bool PtepSetAccessFlags(ulong* ptep, Pte entry, bool dirty)
+    /// <summary>ptep_set_access_flags (x86): only a dirty update is written; A alone the MMU sets itself. PTL held.</summary>
+    private static bool PtepSetAccessFlags(Pte* ptep, Pte entry, bool dirty)
     {
-        bool changed = PgTable.Get(ptep) != entry.Value;
-        if (changed && dirty) PgTable.Set(ptep, entry.Value);
+        bool changed = PgTable.Get(ptep) != entry;
+        if (changed && dirty) PgTable.Set(ptep, entry);
         return changed;
     }
 
     /// <summary>
     /// do_anonymous_page: a read maps the shared zero page read-only (special); a write maps a fresh
-    /// zeroed page, writable and dirty. Entered without the PTL; allocates the PTE table if needed.
+    /// zeroed page, writable and dirty. Entered without the PTL; allocates the PTE table if needed;
+    /// returns without the PTL.
     /// </summary>
     private static VmFaultT DoAnonymousPage(ref VmFault vmf)
     {
@@ -275,34 +268,20 @@ internal static unsafe class Memory
         MmStruct mm = vmf.Mm;
         Machine m = mm.Machine;
         if ((vma.VmFlags & VmFlags.Shared) != 0) return VmFaultT.Sigbus;
-        if (m.Config.PtReclaim == PtReclaimMode.Refcount)
-        {
-            // pte_alloc_get: hold the table from here to the end of the fault (it may already be held).
-            if (vmf.PteTable == 0)
-            {
-                vmf.PteTable = PgTable.PteAllocGet(vmf.Cpu, mm, vmf.Pmd, vmf.Address);
-                if (vmf.PteTable == 0) return new Pmd(PgTable.Get(vmf.Pmd)).Leaf ? VmFaultT.None : VmFaultT.Oom; // a huge PMD raced in: retry
-                vmf.PteTablePage = m.Vmemmap.PfnToPage(vmf.PteTable);
-            }
-        }
-        else if (new Pmd(PgTable.Get(vmf.Pmd)).None && !PgTable.PteAlloc(vmf.Cpu, mm, vmf.Pmd, vmf.Address))
-        {
-            return VmFaultT.Oom;
-        }
+        if (!PgTable.PteAlloc(ref vmf, out VmFaultT fail)) return fail;
 
         if ((vmf.Flags & FaultFlags.Write) == 0)
         {
             Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
-            vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
-            if (vmf.Pte == null) return VmFaultT.None;
-            if (PgTable.Get(vmf.Pte) is var now && !new Pte(now).None)
+            if (!PgTable.PteOffsetMapLock(ref vmf, vmf.Address)) return VmFaultT.None;
+            if (!PgTable.Get(vmf.Pte).None)
             {
-                Spin.Unlock(vmf.Ptl); // vmf_pte_changed: someone else populated it
+                PgTable.PteUnmapUnlock(ref vmf); // vmf_pte_changed: someone else populated it
                 return VmFaultT.None;
             }
-            PgTable.Set(vmf.Pte, zero.Value);
-            vmf.PteRefTransferred = vmf.PteTable != 0; // the new entry keeps the walker's pte_refcount
-            Spin.Unlock(vmf.Ptl);
+            PgTable.Set(vmf.Pte, zero);
+            PgTable.PteInstalled(ref vmf, 1);
+            PgTable.PteUnmapUnlock(ref vmf);
             vmf.Kind = FaultKind.ZeroPage;
             vmf.MappedPfn = m.ZeroPfn;
             return VmFaultT.None;
@@ -320,23 +299,22 @@ internal static unsafe class Memory
         Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
 
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
-        if (vmf.Pte == null)
+        if (!PgTable.PteOffsetMapLock(ref vmf, vmf.Address))
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
             return VmFaultT.None;
         }
-        if (!new Pte(PgTable.Get(vmf.Pte)).None)
+        if (!PgTable.Get(vmf.Pte).None)
         {
-            Spin.Unlock(vmf.Ptl);
+            PgTable.PteUnmapUnlock(ref vmf);
             Rmap.FolioPut(vmf.Cpu, m, pfn);
             return VmFaultT.None;
         }
         mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, 1);
         Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, page, vma, anonVma, vmf.Address);
-        PgTable.Set(vmf.Pte, entry.Value); // set_ptes: publishes the zeroed, rmapped page
-        vmf.PteRefTransferred = vmf.PteTable != 0; // the new entry keeps the walker's pte_refcount
-        Spin.Unlock(vmf.Ptl);
+        PgTable.Set(vmf.Pte, entry); // set_ptes: publishes the zeroed, rmapped page
+        PgTable.PteInstalled(ref vmf, 1);
+        PgTable.PteUnmapUnlock(ref vmf);
         vmf.Kind = FaultKind.AnonZeroFill;
         vmf.MappedPfn = pfn;
         return VmFaultT.None;
@@ -345,22 +323,23 @@ internal static unsafe class Memory
     /// <summary>
     /// alloc_anon_folio: the highest allowable mTHP order below PMD order whose aligned range lies inside
     /// the VMA and is all pte_none, falling back order by order (anon_fault_fallback) to a 4 KiB folio.
-    /// Returns the folio's head PFN (0: out of memory) and its order.
+    /// Returns the folio's head PFN (0: out of memory) and its order. No PTL; the none test is rechecked
+    /// under it.
     /// </summary>
     private static ulong AllocAnonFolio(ref VmFault vmf, out int order)
     {
         Machine m = vmf.Mm.Machine;
         Vma vma = vmf.Vma;
         uint orders = m.Thp.AllowableOrders(vma.VmFlags) & ((1u << Thp.PmdOrder) - 1);
-        ulong pmdval = PgTable.Get(vmf.Pmd);
-        ulong* ptes = new Pmd(pmdval).None || new Pmd(pmdval).Leaf ? null : PgTable.PteOffset(m.Memory, pmdval, vmf.Address & Geometry.PmdMask);
+        Pmd pmdval = PgTable.Get(vmf.Pmd);
+        Pte* ptes = pmdval.None || pmdval.Leaf ? null : PgTable.PteOffset(m.Memory, pmdval, vmf.Address & Geometry.PmdMask);
         for (order = Thp.PmdOrder - 1; order >= 2; order--)
         {
             if ((orders & (1u << order)) == 0) continue;
             ulong size = Geometry.PageSize << order;
             ulong haddr = vmf.Address & ~(size - 1);
             if (haddr < vma.VmStart || haddr + size > vma.VmEnd) continue; // thp_vma_suitable_order
-            if (ptes != null && !PteRangeNone(ptes + ((haddr >> Geometry.PageShift) & (Geometry.PtrsPerPte - 1)), 1 << order)) continue;
+            if (ptes != null && !PteRangeNone(ptes + Geometry.PteIndex(haddr), 1 << order)) continue;
             ulong folio = m.Allocator.AllocPages(vmf.Cpu.Id, order, Gfp.Zero | Gfp.Comp);
             if (folio != 0) return folio;
             m.Thp.Count(order, MthpStat.AnonFaultFallback);
@@ -369,14 +348,14 @@ internal static unsafe class Memory
         return m.Allocator.AllocPages(vmf.Cpu.Id, 0, Gfp.Zero);
     }
 
-    private static bool PteRangeNone(ulong* pte, int nr)
+    private static bool PteRangeNone(Pte* pte, int nr)
     {
         for (int i = 0; i < nr; i++)
-            if (!new Pte(PgTable.Get(pte + i)).None) return false;
+            if (!PgTable.Get(pte + i).None) return false;
         return true;
     }
 
-    /// <summary>do_anonymous_page's write path when mTHP orders may be enabled: nr PTEs map one new folio.</summary>
+    /// <summary>do_anonymous_page's write path when mTHP orders may be enabled: nr PTEs map one new folio. Entered and left without the PTL.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static VmFaultT DoAnonymousLargePage(ref VmFault vmf, AnonVma anonVma)
     {
@@ -389,15 +368,14 @@ internal static unsafe class Memory
         ulong addr = vmf.Address & ~((Geometry.PageSize << order) - 1);
         Page* page = m.Vmemmap.PfnToPage(pfn);
         page->Flags |= 1UL << PG.Uptodate;
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl, vmf.PteTablePage);
-        if (vmf.Pte == null)
+        if (!PgTable.PteOffsetMapLock(ref vmf, addr))
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
             return VmFaultT.None;
         }
         if (!PteRangeNone(vmf.Pte, nr))
         {
-            Spin.Unlock(vmf.Ptl);
+            PgTable.PteUnmapUnlock(ref vmf);
             Rmap.FolioPut(vmf.Cpu, m, pfn);
             return VmFaultT.None;
         }
@@ -413,20 +391,16 @@ internal static unsafe class Memory
         {
             Pte entry = Pte.PfnPte(pfn + (ulong)i, vma.VmPageProt);
             if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
-            PgTable.Set(vmf.Pte + i, entry.Value);
+            PgTable.Set(vmf.Pte + i, entry);
         }
-        if (vmf.PteTable != 0)
-        {
-            vmf.PteRefTransferred = true; // one entry keeps the walker's pte_refcount, the others take their own
-            if (nr > 1) PgTable.PteGetMany(m, vmf.PteTable, nr - 1);
-        }
-        Spin.Unlock(vmf.Ptl);
+        PgTable.PteInstalled(ref vmf, nr);
+        PgTable.PteUnmapUnlock(ref vmf);
         vmf.Kind = FaultKind.AnonZeroFill;
         vmf.MappedPfn = pfn + ((vmf.Address - addr) >> Geometry.PageShift);
         return VmFaultT.None;
     }
 
-    /// <summary>anon_vma_prepare: first anonymous page of a VMA. Racing CPUs agree on one anon_vma.</summary>
+    /// <summary>anon_vma_prepare: first anonymous page of a VMA. Racing CPUs agree on one anon_vma. No page-table lock.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static AnonVma AnonVmaPrepare(Vma vma)
     {
@@ -439,7 +413,7 @@ internal static unsafe class Memory
 
     /// <summary>
     /// do_wp_page: a write (or unshare) hit a present, read-only PTE. Entered with the PTL held; reuses an
-    /// exclusively owned anonymous page in place, otherwise drops the lock and copies.
+    /// exclusively owned anonymous page in place, otherwise drops the lock and copies. Returns without the PTL.
     /// </summary>
     private static VmFaultT DoWpPage(ref VmFault vmf)
     {
@@ -461,10 +435,13 @@ internal static unsafe class Memory
                     || (large ? m.Config.WpLargeFolio == LargeFolioWp.ReuseSubpage && WpCanReuseLargeAnonFolio(head)
                               : WpCanReuseAnonFolio(page, vmf.Vma)))
                 {
+                    // PageAnonExclusive before the entry becomes writable, both under the PTL: a writable
+                    // anonymous entry never maps a page that is not exclusive (page_table_check's rule),
+                    // and whoever reads the entry under the lock sees the flag with it.
                     if (!page->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page->Flags, 1UL << PG.AnonExclusive);
                     if (unshare)
                     {
-                        Spin.Unlock(vmf.Ptl);
+                        PgTable.PteUnmapUnlock(ref vmf);
                         return VmFaultT.None;
                     }
                     WpPageReuse(ref vmf);
@@ -473,8 +450,7 @@ internal static unsafe class Memory
             }
             Interlocked.Increment(ref head->RefCount); // folio_get: hold the old folio across the copy
         }
-        Spin.Unlock(vmf.Ptl);
-        vmf.Ptl = null;
+        PgTable.PteUnmapUnlock(ref vmf);
         return WpPageCopy(ref vmf, pfn);
     }
 
@@ -487,7 +463,7 @@ internal static unsafe class Memory
         return pfn == m.ZeroPfn ? 0 : pfn;
     }
 
-    /// <summary>wp_can_reuse_anon_folio for a small folio: the only reference is our mapping.</summary>
+    /// <summary>wp_can_reuse_anon_folio for a small folio: the only reference is our mapping. PTL held; takes and drops the folio lock (trylock).</summary>
     private static bool WpCanReuseAnonFolio(Page* page, Vma vma)
     {
         if ((page->Flags & (1UL << PG.Head)) != 0) return false; // large folios: not reused by this rule
@@ -504,7 +480,7 @@ internal static unsafe class Memory
     /// <summary>
     /// __wp_can_reuse_large_anon_folio (6.15): a large folio is reused when every reference to it is a
     /// mapping and every mapping is in this mm; a folio with a single mapping left is copied instead, so
-    /// that it can be freed.
+    /// that it can be freed. PTL held; the final test under folio_lock_large_mapcount.
     /// </summary>
     private static bool WpCanReuseLargeAnonFolio(Page* head)
     {
@@ -519,7 +495,8 @@ internal static unsafe class Memory
     /// The RFC's whole-folio reuse: when the folio is not mapped shared, lies inside one PMD and one VMA,
     /// every one of its nr PTEs is present and maps it in order, its mapcount is nr and every reference
     /// is one of those mappings, mark all nr pages PageAnonExclusive and make all nr PTEs young, dirty and
-    /// writable at once, counting PGREUSE once. Called with the PTL held; releases it on success.
+    /// writable at once, counting PGREUSE once. Called with the PTL held; releases it on success (true),
+    /// keeps it otherwise.
     /// </summary>
     private static bool WpCanReuseWholeFolio(ref VmFault vmf, ulong headPfn)
     {
@@ -533,17 +510,11 @@ internal static unsafe class Memory
         ulong lo = Math.Max(vmf.Address & Geometry.PmdMask, vmf.Vma.VmStart);
         ulong hi = Math.Min((vmf.Address & Geometry.PmdMask) + Geometry.PmdSize, vmf.Vma.VmEnd);
         if (start < lo || end > hi) return false;
-        ulong* first = vmf.Pte - idx;
-        var firstPte = new Pte(PgTable.Get(first));
+        Pte* first = vmf.Pte - idx;
+        Pte firstPte = PgTable.Get(first);
         if (!firstPte.Present || firstPte.Pfn != headPfn) return false;
-        // folio_pte_batch: consecutive PFNs, the same bits but for dirty and young.
-        const ulong ignore = PageTableBits.Dirty | PageTableBits.Accessed | PageTableBits.SoftDirty | PageTableBits.SavedDirty;
-        ulong expect = (firstPte.Value & ~ignore) & ~PageTableBits.PtePfnMask;
-        for (int i = 0; i < nr; i++)
-        {
-            var e = new Pte(PgTable.Get(first + i));
-            if (!e.Present || e.Pfn != headPfn + (ulong)i || ((e.Value & ~ignore) & ~PageTableBits.PtePfnMask) != expect) return false;
-        }
+        // folio_pte_batch: consecutive PFNs, the same bits but for dirty and young (write counts).
+        if (FolioPteBatch(first, firstPte, headPfn + (ulong)nr, nr, FpbFlags.RespectWrite) != nr) return false;
         if (Folio.Mapcount(head) != nr) return false;
         // The RFC's bounds (refcount <= nr + 2, then <= nr + swapcache) reduce to <= nr without swap.
         if (Volatile.Read(ref head->RefCount) > nr) return false;
@@ -555,38 +526,36 @@ internal static unsafe class Memory
             {
                 Page* p = head + i;
                 if (!p->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref p->Flags, 1UL << PG.AnonExclusive);
-                Pte entry = new Pte(PgTable.Get(first + i)).MkYoung().MkDirty();
+                Pte entry = PgTable.Get(first + i).MkYoung().MkDirty();
                 if ((vmf.Vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite();
                 PtepSetAccessFlags(first + i, entry, true);
             }
         }
         Rmap.FolioUnlock(head);
         if (!ok) return false;
-        Spin.Unlock(vmf.Ptl);
-        vmf.Ptl = null;
+        PgTable.PteUnmapUnlock(ref vmf);
         m.Counters.Add(vmf.Cpu.Id, VmEvent.Pgreuse);
         vmf.Kind = FaultKind.WpReuse;
         vmf.MappedPfn = vmf.OrigPte.Pfn;
         return true;
     }
 
-    /// <summary>wp_page_reuse: make the PTE young, dirty and writable in place; count PGREUSE. Releases the PTL.</summary>
+    /// <summary>wp_page_reuse: make the PTE young, dirty and writable in place; count PGREUSE. Entered with the PTL held; releases it.</summary>
     private static void WpPageReuse(ref VmFault vmf)
     {
         Bug.On((vmf.Flags & FaultFlags.Write) == 0, "wp_page_reuse without FAULT_FLAG_WRITE");
         Pte entry = vmf.OrigPte.MkYoung().MkDirty();
         if ((vmf.Vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite(); // maybe_mkwrite
         PtepSetAccessFlags(vmf.Pte, entry, true);
-        Spin.Unlock(vmf.Ptl);
-        vmf.Ptl = null;
+        PgTable.PteUnmapUnlock(ref vmf);
         vmf.Mm.Machine.Counters.Add(vmf.Cpu.Id, VmEvent.Pgreuse);
         vmf.Kind = FaultKind.WpReuse;
         vmf.MappedPfn = entry.Pfn;
     }
 
     /// <summary>
-    /// wp_page_copy: a private copy (zeroed for the zero page). Entered without the PTL; the old
-    /// entry is cleared and flushed before the new one is installed, and the old rmap dropped after.
+    /// wp_page_copy: a private copy (zeroed for the zero page). Entered without the PTL, with a reference
+    /// on the old folio (do_wp_page's folio_get); takes the PTL to switch the entry and returns without it.
     /// </summary>
     private static VmFaultT WpPageCopy(ref VmFault vmf, ulong oldPfn)
     {
@@ -604,9 +573,8 @@ internal static unsafe class Memory
         Page* newPage = m.Vmemmap.PfnToPage(newPfn);
         newPage->Flags |= 1UL << PG.Uptodate;
 
-        vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
         bool copied = false;
-        if (vmf.Pte != null && PgTable.Get(vmf.Pte) == vmf.OrigPte.Value)
+        if (PgTable.PteOffsetMapLock(ref vmf, vmf.Address) && PgTable.Get(vmf.Pte) == vmf.OrigPte)
         {
             if (oldPfn == 0) mm.AddMmCounter(vmf.Cpu.Id, MmCounter.AnonPages, 1);
             Pte entry = Pte.PfnPte(newPfn, vma.VmPageProt);
@@ -624,13 +592,17 @@ internal static unsafe class Memory
             PgTable.GetAndClear(vmf.Pte);
             TlbFlush.FlushPage(vmf.Cpu, mm, vmf.Address);
             Rmap.FolioAddNewAnonRmap(vmf.Cpu, m, newPage, vma, anonVma, vmf.Address);
-            PgTable.Set(vmf.Pte, entry.Value);
+            PgTable.Set(vmf.Pte, entry);
+            // folio_remove_rmap_pte only now, after the flush and the new entry's store: until the old
+            // entry is gone from every TLB the old page is still mapped (a CPU may still write through a
+            // stale translation), so its mapcount may not yet drop to where reuse or freeing could see it
+            // unmapped. The PTL orders this against any other mapper of this entry.
             if (oldPfn != 0) Rmap.FolioRemoveRmapPte(vmf.Cpu, m, oldPfn, mm);
             copied = true;
             vmf.Kind = FaultKind.WpCopy;
             vmf.MappedPfn = newPfn;
         }
-        if (vmf.Ptl != null) Spin.Unlock(vmf.Ptl);
+        if (vmf.Ptl != null) PgTable.PteUnmapUnlock(ref vmf);
         // "Free the old page": once copied, the old page loses the reference its PTE held; either way
         // the reference do_wp_page took for the copy goes too.
         if (!copied) Rmap.FolioPut(vmf.Cpu, m, newPfn);

@@ -10,6 +10,13 @@ namespace NativeMmu.Mm;
 /// the head's fields in page[1] and page[2], per-page _mapcount, _large_mapcount with the two MM-ID
 /// slots, _entire_mapcount, _nr_pages_mapped and the deferred-split list.
 /// </summary>
+/// <remarks>
+/// Locking, as in rmap.h: the mapcounts change under the page-table lock of the entry that maps or
+/// unmaps (the PTL for PTEs, the PMD lock for a PMD), with atomics because entries in different tables
+/// map the same folio; _large_mapcount and the MM-ID slots change together under
+/// folio_lock_large_mapcount (bit 31 of _mm_ids). The accessors without a lock in their summary read
+/// without one and may see a value that is already changing.
+/// </remarks>
 internal static unsafe class Folio
 {
     /// <summary>ENTIRELY_MAPPED: added to _nr_pages_mapped by a PMD mapping.</summary>
@@ -20,7 +27,7 @@ internal static unsafe class Folio
     private const int MmIdsLockBit = 31;
     private const int MmIdsSharedBit = 63;
 
-    /// <summary>page_folio: the head PFN of the folio the page belongs to (compound_head, bit 0 marks a tail).</summary>
+    /// <summary>page_folio: the head PFN of the folio the page belongs to (compound_head, bit 0 marks a tail). No lock: a mapped page cannot change folio.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong HeadPfn(Machine m, ulong pfn)
     {
@@ -30,6 +37,10 @@ internal static unsafe class Folio
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsLarge(Page* head) => (head->Flags & (1UL << PG.Head)) != 0;
+
+    /// <summary>PageCompound: the page is the head or a tail of a large folio (any page, head or not).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool PageCompound(Page* page) => (page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0;
 
     /// <summary>folio_order: the low byte of page[1].flags.</summary>
     public static int Order(Page* head) => IsLarge(head) ? (int)(*(ulong*)((byte*)head + FolioLayout.Flags1) & 0xff) : 0;
@@ -58,7 +69,7 @@ internal static unsafe class Folio
     /// <summary>folio_maybe_dma_pinned: a large folio counts pins in _pincount, a small one by GUP_PIN_COUNTING_BIAS.</summary>
     public static bool MaybeDmaPinned(Page* head) => IsLarge(head)
         ? Volatile.Read(ref Pincount(head)) > 0
-        : Volatile.Read(ref head->RefCount) >= Fork.GupPinCountingBias;
+        : Volatile.Read(ref head->RefCount) >= Gup.GupPinCountingBias;
 
     /// <summary>prep_compound_head's folio fields (called from prep_compound_page).</summary>
     public static void PrepCompoundHead(Page* head, ulong headVaddr, int order)
@@ -94,6 +105,7 @@ internal static unsafe class Folio
     // _large_mapcount with MM-ID tracking (include/linux/rmap.h, CONFIG_MM_ID)
     // ---------------------------------------------------------------------------------------------
 
+    /// <summary>folio_lock_large_mapcount: the bit spinlock in _mm_ids; nests inside the page-table lock.</summary>
     private static void LockLargeMapcount(Page* head)
     {
         ref ulong ids = ref MmIds(head);
@@ -101,25 +113,35 @@ internal static unsafe class Folio
         while ((Interlocked.Or(ref ids, 1UL << MmIdsLockBit) & (1UL << MmIdsLockBit)) != 0) spin.SpinOnce(-1);
     }
 
+    /// <summary>folio_unlock_large_mapcount.</summary>
     private static void UnlockLargeMapcount(Page* head) => Interlocked.And(ref MmIds(head), ~(1UL << MmIdsLockBit));
 
     private static uint MmId(Page* head, int idx) => (uint)(MmIds(head) >> (32 * idx)) & MmIdMask;
 
+    /// <summary>
+    /// folio_set_mm_id: one slot's MM ID, under folio_lock_large_mapcount (or, for a new folio, before any
+    /// other CPU can see it).
+    /// </summary>
     private static void SetMmId(Page* head, int idx, uint id)
     {
         ref ulong ids = ref MmIds(head);
         int shift = 32 * idx;
         ulong cleared = ids & ~((ulong)MmIdMask << shift);
+        // Not an atomic read-modify-write, and it need not be: every writer of the word holds the lock
+        // bit in it, except CPUs spinning for that bit, whose atomic OR leaves the word unchanged while it
+        // is held. The IDs are read only under the lock; the one lockless reader
+        // (folio_maybe_mapped_shared) looks at bit 63, which this store carries over as it was.
         Volatile.Write(ref ids, cleared | ((ulong)id << shift));
     }
 
+    /// <summary>The "maybe mapped shared" bit (63 of _mm_ids), under folio_lock_large_mapcount; atomic, as the lock bit shares the word.</summary>
     private static void SetShared(Page* head, bool shared)
     {
         if (shared) Interlocked.Or(ref MmIds(head), 1UL << MmIdsSharedBit);
         else Interlocked.And(ref MmIds(head), ~(1UL << MmIdsSharedBit));
     }
 
-    /// <summary>folio_set_large_mapcount: the first mappings, all by one mm.</summary>
+    /// <summary>folio_set_large_mapcount: the first mappings, all by one mm. The folio is not yet visible: no lock.</summary>
     private static void SetLargeMapcount(Page* head, int mappings, uint mmId)
     {
         LargeMapcount(head) = mappings - 1;
@@ -127,7 +149,7 @@ internal static unsafe class Folio
         SetMmId(head, 0, mmId);
     }
 
-    /// <summary>folio_add_return_large_mapcount.</summary>
+    /// <summary>folio_add_return_large_mapcount: takes and drops folio_lock_large_mapcount; the caller holds the page-table lock of the new mappings.</summary>
     public static int AddLargeMapcount(Page* head, int diff, uint mmId)
     {
         LockLargeMapcount(head);
@@ -156,7 +178,7 @@ internal static unsafe class Folio
         return val + 1;
     }
 
-    /// <summary>folio_sub_return_large_mapcount.</summary>
+    /// <summary>folio_sub_return_large_mapcount: takes and drops folio_lock_large_mapcount; the caller holds the page-table lock of the mappings going.</summary>
     public static int SubLargeMapcount(Page* head, int diff, uint mmId)
     {
         LockLargeMapcount(head);
@@ -179,7 +201,7 @@ internal static unsafe class Folio
         return val + 1;
     }
 
-    /// <summary>The reuse test of __wp_can_reuse_large_anon_folio under folio_lock_large_mapcount.</summary>
+    /// <summary>The reuse test of __wp_can_reuse_large_anon_folio under folio_lock_large_mapcount (taken and dropped here); the caller holds the PTL.</summary>
     public static bool ExclusiveToOneMm(Page* head)
     {
         LockLargeMapcount(head);
@@ -192,7 +214,10 @@ internal static unsafe class Folio
     // rmap for large anonymous folios (PTE level)
     // ---------------------------------------------------------------------------------------------
 
-    /// <summary>folio_add_new_anon_rmap(RMAP_EXCLUSIVE) for a PTE-mapped large folio: every page mapped once, exclusively.</summary>
+    /// <summary>
+    /// folio_add_new_anon_rmap(RMAP_EXCLUSIVE) for a PTE-mapped large folio: every page mapped once,
+    /// exclusively. PTL held; the folio is new, so plain stores do, published by the set_ptes that follows.
+    /// </summary>
     public static void AddNewAnonRmap(Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong address)
     {
         Page* head = m.Vmemmap.PfnToPage(headPfn);
@@ -214,7 +239,8 @@ internal static unsafe class Folio
 
     /// <summary>
     /// __folio_try_dup_anon_rmap (PTE level, large folio): fork shares nr pages of the folio with the
-    /// child. False (-EBUSY) when the folio may be pinned and one of the pages is exclusive.
+    /// child. False (-EBUSY) when the folio may be pinned and one of the pages is exclusive. Both mms'
+    /// mmap_lock for write and both PTLs held (copy_pte_range).
     /// </summary>
     public static bool TryDupAnonRmapPtes(Machine m, Page* head, Page* page, int nr, Vma dstVma, bool maybePinned)
     {
@@ -233,7 +259,8 @@ internal static unsafe class Folio
     /// <summary>
     /// __folio_remove_rmap (PTE level, large folio): nr consecutive pages of the folio lose one PTE
     /// mapping each. Pages whose last mapping went leave NR_ANON_MAPPED unless a PMD still maps the
-    /// folio entirely; a folio left partly mapped goes on the deferred-split queue.
+    /// folio entirely; a folio left partly mapped goes on the deferred-split queue (its lock taken inside).
+    /// The PTL of the cleared entries held.
     /// </summary>
     public static void RemoveRmapPtes(Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, MmStruct mm)
     {
@@ -258,6 +285,7 @@ internal static unsafe class Folio
     /// folio_add_anon_rmap_ptes (large folio, an existing folio mapped again by PTEs, as a PMD split does):
     /// each page's _mapcount up, the folio's large mapcount by nr; RMAP_EXCLUSIVE marks every page
     /// PageAnonExclusive. Pages mapped for the first time count in NR_ANON_MAPPED unless a PMD maps them.
+    /// The PMD lock held (the split fills a table no one can reach yet).
     /// </summary>
     public static void AddAnonRmapPtes(Cpu cpu, Machine m, ulong headPfn, ulong pfn, int nr, Vma vma, bool exclusive)
     {
@@ -281,7 +309,8 @@ internal static unsafe class Folio
     /// <summary>
     /// folio_add_new_anon_rmap(RMAP_EXCLUSIVE) for a PMD mapping: _entire_mapcount 0, one mapping in
     /// _large_mapcount, _nr_pages_mapped ENTIRELY_MAPPED, PageAnonExclusive on the head page only;
-    /// NR_ANON_MAPPED and NR_ANON_THPS by the folio's pages.
+    /// NR_ANON_MAPPED and NR_ANON_THPS by the folio's pages. PMD lock held; the folio is new (plain stores,
+    /// published by set_pmd_at).
     /// </summary>
     public static void AddNewAnonRmapPmd(Cpu cpu, Machine m, ulong headPfn, Vma vma, AnonVma anonVma, ulong haddr)
     {
@@ -300,7 +329,8 @@ internal static unsafe class Folio
 
     /// <summary>
     /// __folio_try_dup_anon_rmap (PMD level): fork maps the folio by one more PMD. False (-EBUSY) when
-    /// the folio may be pinned and is exclusive: the caller splits the PMD and copies by PTEs.
+    /// the folio may be pinned and is exclusive: the caller splits the PMD and copies by PTEs. Both PMD
+    /// locks held (copy_huge_pmd).
     /// </summary>
     public static bool TryDupAnonRmapPmd(Page* head, Vma dstVma, bool maybePinned)
     {
@@ -317,7 +347,7 @@ internal static unsafe class Folio
     /// <summary>
     /// __folio_remove_rmap (PMD level): the last PMD mapping gives up ENTIRELY_MAPPED; the pages no PTE
     /// maps leave NR_ANON_MAPPED, the folio leaves NR_ANON_THPS, and a folio still mapped in part by
-    /// PTEs goes on the deferred-split queue.
+    /// PTEs goes on the deferred-split queue. The PMD lock of the mapping going held.
     /// </summary>
     public static void RemoveRmapPmd(Cpu cpu, Machine m, ulong headPfn, MmStruct mm)
     {
@@ -341,7 +371,9 @@ internal static unsafe class Folio
 
     /// <summary>
     /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: off the deferred
-    /// list, out of the mTHP nr_anon count, off the LRU, back to the allocator at its order).
+    /// list, out of the mTHP nr_anon count, off the LRU, back to the allocator at its order). No lock
+    /// needed or held: after the last reference nobody else can reach the folio (the split-queue lock is
+    /// taken inside to unqueue it).
     /// </summary>
     public static void PutRefs(Cpu cpu, Machine m, ulong headPfn, int nr)
     {
@@ -360,8 +392,9 @@ internal static unsafe class Folio
         m.Allocator.FreeFrozenPages(cpu.Id, headPfn, order);
     }
 
-    /// <summary>Clears page[1]'s PG_partially_mapped (under the split-queue lock).</summary>
+    /// <summary>Clears page[1]'s PG_partially_mapped. Split-queue lock held.</summary>
     public static void ClearPartiallyMapped(Page* head) => Flags1(head) &= ~(1UL << PG.PartiallyMapped);
 
+    /// <summary>Sets page[1]'s PG_partially_mapped. Split-queue lock held.</summary>
     public static void SetPartiallyMapped(Page* head) => Flags1(head) |= 1UL << PG.PartiallyMapped;
 }

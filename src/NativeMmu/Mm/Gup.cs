@@ -69,6 +69,9 @@ public sealed unsafe class UserPages : IDisposable
 /// <summary>mm/gup.c: __get_user_pages (the slow path: follow_page_mask, faultin_page) and the pin accounting.</summary>
 internal static unsafe class Gup
 {
+    /// <summary>GUP_PIN_COUNTING_BIAS: a pin adds this much to the refcount of a small folio.</summary>
+    public const int GupPinCountingBias = 1024;
+
     /// <summary>
     /// __get_user_pages under mmap_lock for read: for each page, follow the page tables; when the entry is
     /// missing, not writable for FOLL_WRITE, or must be unshared for a read-only pin, fault it in
@@ -91,7 +94,7 @@ internal static unsafe class Gup
                 if (CheckVmaFlags(vma, flags) is var e && e != Errno.Success) { err = e; break; }
                 while (true)
                 {
-                    ulong pfn = FollowPage(cpu, m, vma, address, flags, out FaultFlags need);
+                    ulong pfn = FollowPage(cpu, vma, address, flags, out FaultFlags need);
                     if (pfn != 0)
                     {
                         pfns[got] = pfn;
@@ -138,42 +141,70 @@ internal static unsafe class Gup
     }
 
     /// <summary>
-    /// follow_page_pte under the PTE lock: the PFN with its reference taken (try_grab_folio), or 0 with the
-    /// fault that would make it followable.
+    /// follow_page_mask for one page, mmap_lock held for read: the PFN with its reference taken
+    /// (try_grab_folio), or 0 with the fault that would make it followable. The page tables are walked
+    /// with the generic walker: a huge PMD under its lock (follow_huge_pmd), a PTE under the PTL
+    /// (follow_page_pte). No lock is held on return.
     /// </summary>
-    private static ulong FollowPage(Cpu cpu, Machine m, Vma vma, ulong address, Foll flags, out FaultFlags need)
+    private static ulong FollowPage(Cpu cpu, Vma vma, ulong address, Foll flags, out FaultFlags need)
     {
-        need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
-        ulong* pmd = PgTable.WalkToPmd(vma.Mm, address);
-        if (pmd == null) return 0;
-        if (new Pmd(PgTable.Get(pmd)).Leaf)
+        var follow = new FollowWalk(cpu, vma, flags);
+        PageWalk.WalkRange(cpu, vma.Mm, address, address + Geometry.PageSize, ref follow);
+        need = follow.Need;
+        return follow.Pfn;
+    }
+
+    /// <summary>follow_pmd_mask and follow_page_pte as walk callbacks, for one page.</summary>
+    private struct FollowWalk(Cpu cpu, Vma vma, Foll flags) : IPageWalkOps
+    {
+        private readonly Cpu cpu = cpu;
+        private readonly Vma vma = vma;
+        private readonly Foll flags = flags;
+        /// <summary>The page found, its reference taken; 0 when it must be faulted in first.</summary>
+        public ulong Pfn;
+        /// <summary>The fault that makes it followable (a write fault for FOLL_WRITE unless told otherwise).</summary>
+        public FaultFlags Need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
+
+        public readonly PteWalk PteWalk => PteWalk.Read;
+        public readonly MmuGather? Tlb => null;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>follow_pmd_mask: a huge PMD is followed under its lock; one split meanwhile is read again.</summary>
+        public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            ulong huge = HugeMemory.FollowHugePmd(cpu, vma, pmd, address, flags, out need, out bool split);
-            if (!split) return huge;
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            Pfn = HugeMemory.FollowHugePmd(cpu, vma, pmd, addr, flags, out Need, out bool split);
+            if (!split) return WalkAction.Continue;
+            // Split meanwhile: its PTEs are followed. A huge PMD that is not present (PROT_NONE) is not
+            // followable at all: the fault decides what happens.
+            return PgTable.Get(pmd).Leaf ? WalkAction.Continue : WalkAction.Again;
         }
-        ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, address, out int* ptl);
-        if (pte == null) return 0;
-        try
+
+        /// <summary>follow_page_pte, under the PTL.</summary>
+        public int PteEntry(ref PteMapping map, Pte* pte, Pte entry, ulong addr, ulong end)
         {
-            var entry = new Pte(PgTable.Get(pte));
-            if (!entry.Present) return 0;
+            if (!entry.Present) return 1;
+            Machine m = vma.Mm.Machine;
             ulong pfn = entry.Pfn;
             bool zero = entry.Special || pfn == m.ZeroPfn;
             Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, pfn));
-            if ((flags & Foll.Write) != 0 && !CanFollowWrite(entry.Write, vma, flags, zero, head, m.Vmemmap.PfnToPage(pfn))) return 0; // COW first
-            if (!entry.Write && MustUnshare(vma, flags, zero, head, m.Vmemmap.PfnToPage(pfn)))
+            Page* page = m.Vmemmap.PfnToPage(pfn);
+            if ((flags & Foll.Write) != 0 && !CanFollowWrite(entry.Write, vma, flags, zero, head, page)) return 1; // COW first
+            if (!entry.Write && MustUnshare(vma, flags, zero, head, page))
             {
-                need = FaultFlags.Unshare;
-                return 0;
+                Need = FaultFlags.Unshare;
+                return 1;
             }
-            if (zero) return pfn; // the shared zero page: no reference to take (it is never freed)
-            Grab(head, flags);
-            return pfn;
+            if (!zero) Grab(head, flags); // the shared zero page: no reference to take (it is never freed)
+            Pfn = pfn;
+            return 1;
         }
-        finally
-        {
-            Spin.Unlock(ptl);
-        }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
     }
 
     /// <summary>
@@ -216,7 +247,7 @@ internal static unsafe class Gup
         }
         else
         {
-            Interlocked.Add(ref head->RefCount, Fork.GupPinCountingBias);
+            Interlocked.Add(ref head->RefCount, GupPinCountingBias);
         }
     }
 
@@ -236,7 +267,7 @@ internal static unsafe class Gup
         if ((flags & Foll.Pin) != 0)
         {
             if (Folio.IsLarge(head)) Interlocked.Decrement(ref Folio.Pincount(head));
-            else refs = Fork.GupPinCountingBias;
+            else refs = GupPinCountingBias;
         }
         if (Folio.IsLarge(head)) Folio.PutRefs(cpu, m, headPfn, refs);
         else
@@ -271,15 +302,45 @@ internal static unsafe class Gup
         }
     }
 
-    /// <summary>Whether the page is already mapped well enough (GUP's follow_page); a lockless look under RCU.</summary>
+    /// <summary>
+    /// Whether the page is already mapped well enough (GUP's follow_page): a lockless look, the PTE read
+    /// inside an RCU read-side section (pte_offset_map_ro_nolock). mmap_lock held for read.
+    /// </summary>
     internal static bool Populated(Cpu cpu, MmStruct mm, ulong address, bool write)
     {
-        cpu.RcuReadLock();
-        ulong* pmd = PgTable.WalkToPmd(mm, address);
-        var pmdval = pmd == null ? default : new Pmd(PgTable.Get(pmd));
-        var e = pmdval.None || pmdval.Leaf ? default : new Pte(PgTable.Get(PgTable.PteOffset(mm.Machine.Memory, pmdval.Value, address)));
-        cpu.RcuReadUnlock();
-        if (pmdval.Leaf) return (pmdval.Value & PageTableBits.Present) != 0 && (!write || pmdval.Write); // follow_huge_pmd
-        return e.Present && (!write || e.Write);
+        var look = new PopulatedWalk(write);
+        PageWalk.WalkRange(cpu, mm, address, address + Geometry.PageSize, ref look);
+        return look.Mapped;
+    }
+
+    /// <summary>The populate look as walk callbacks: a huge PMD or a PTE, present (and writable for a write).</summary>
+    private struct PopulatedWalk(bool write) : IPageWalkOps
+    {
+        private readonly bool write = write;
+        public bool Mapped;
+
+        public readonly PteWalk PteWalk => PteWalk.RoNolock;
+        public readonly MmuGather? Tlb => null;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>follow_huge_pmd's test, without its lock.</summary>
+        public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
+        {
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            Mapped = (pmdval.Value & PageTableBits.Present) != 0 && (!write || pmdval.Write);
+            return WalkAction.Continue;
+        }
+
+        public int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
+        {
+            Mapped = ptent.Present && (!write || ptent.Write);
+            return 1;
+        }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
     }
 }

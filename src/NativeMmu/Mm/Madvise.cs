@@ -81,7 +81,7 @@ internal static unsafe class Madvise
                 VmFlags forbidden = VmFlags.PfnMap | (behavior == Advice.DontNeedLocked ? 0 : VmFlags.Locked);
                 if ((vma.VmFlags & forbidden) != 0) return Errno.EINVAL;
                 // madvise_dontneed_single_vma: zap_details { .reclaim_pt = true, .even_cows = true }.
-                Zap.ZapPageRangeSingle(cpu, vma, start, end - start, reclaimPt: true);
+                Memory.ZapPageRangeSingle(cpu, vma, start, end - start, reclaimPt: true);
                 return Errno.Success;
             }
             case Advice.WillNeed:

@@ -331,8 +331,8 @@ public static unsafe class Mmap
 
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(mm, fullmm: false);
         mm.UpdateHiwaterRss();
-        Zap.UnmapVmas(cpu, tlb, first, start, end);
-        Zap.FreePgtables(cpu, tlb, first, last, prev?.VmEnd ?? 0, next?.VmStart ?? 0);
+        Memory.UnmapVmas(cpu, tlb, first, start, end);
+        Memory.FreePgtables(cpu, tlb, first, last, prev?.VmEnd ?? 0, next?.VmStart ?? 0);
         tlb.Finish();
 
         for (Vma? v = first; v is not null;)
@@ -407,8 +407,8 @@ public static unsafe class Mmap
             if (first is not null)
             {
                 MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(mm, fullmm: true);
-                Zap.UnmapVmas(cpu, tlb, first, 0, ulong.MaxValue);
-                Zap.FreePgtables(cpu, tlb, first, mm.Vmas.Last!, 0, 0);
+                Memory.UnmapVmas(cpu, tlb, first, 0, ulong.MaxValue);
+                Memory.FreePgtables(cpu, tlb, first, mm.Vmas.Last!, 0, 0);
                 tlb.Finish();
             }
             for (Vma? v = mm.Vmas.First; v is not null;)

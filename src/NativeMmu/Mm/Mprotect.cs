@@ -6,7 +6,7 @@ namespace NativeMmu.Mm;
 /// <summary>mprotect(2) and change_protection (mm/mprotect.c).</summary>
 internal static unsafe class Mprotect
 {
-    /// <summary>mprotect(2) → do_mprotect_pkey: the VMAs before a hole are changed, then ENOMEM.</summary>
+    /// <summary>mprotect(2) → do_mprotect_pkey: the VMAs before a hole are changed, then ENOMEM. Takes and drops mmap_lock for write.</summary>
     public static Errno DoMprotect(Cpu cpu, MmStruct mm, ulong start, ulong len, Prot prot)
     {
         if ((start & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
@@ -45,7 +45,7 @@ internal static unsafe class Mprotect
         }
     }
 
-    /// <summary>mprotect_fixup: new flags on [start, end), then change_protection over it.</summary>
+    /// <summary>mprotect_fixup: new flags on [start, end), then change_protection over it. mmap_lock held for write.</summary>
     private static Vma MprotectFixup(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
         if (newFlags == vma.VmFlags) return vma;
@@ -67,44 +67,60 @@ internal static unsafe class Mprotect
         return vma;
     }
 
-    /// <summary>change_protection → change_pte_range: every present PTE rewritten with pte_modify, flushed as needed.</summary>
+    /// <summary>
+    /// change_protection → change_p4d_range → change_pud_range → change_pmd_range → change_pte_range, as
+    /// one walk. mmap_lock held for write; no page-table lock on entry or exit. The caller's gather
+    /// (tlb_finish_mmu) flushes the range gathered here.
+    /// </summary>
     private static void ChangeProtection(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, ulong newprot, bool tryWritable)
     {
-        Machine m = vma.Mm.Machine;
-        bool refcount = m.Config.PtReclaim == PtReclaimMode.Refcount;
-        for (ulong addr = start; addr < end;)
+        var change = new ChangeProtectionWalk(cpu, tlb, vma, newprot, tryWritable);
+        PageWalk.WalkRange(cpu, vma.Mm, start, end, ref change);
+    }
+
+    /// <summary>change_pmd_range and change_pte_range as walk callbacks; each PTE table is mapped for writing and locked.</summary>
+    private struct ChangeProtectionWalk(Cpu cpu, MmuGather tlb, Vma vma, ulong newprot, bool tryWritable) : IPageWalkOps
+    {
+        private readonly Cpu cpu = cpu;
+        private readonly MmuGather tlb = tlb;
+        private readonly Vma vma = vma;
+        private readonly ulong newprot = newprot;
+        private readonly bool tryWritable = tryWritable;
+
+        public readonly PteWalk PteWalk => PteWalk.Write;
+        public readonly MmuGather? Tlb => tlb;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>change_pmd_range's body: a huge PMD the range covers whole changes in place (change_huge_pmd), else it is split first.</summary>
+        public readonly WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            ulong next = Geometry.PmdAddrEnd(addr, end);
-            ulong* pmd = PgTable.WalkToPmd(vma.Mm, addr);
-            if (pmd == null) { addr = next; continue; }
-            if (new Pmd(PgTable.Get(pmd)).Leaf)
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            if (next - addr != Geometry.PmdSize)
             {
-                // change_pmd_range: a huge PMD the range covers whole changes in place, else it is split.
-                if (next - addr != Geometry.PmdSize) HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
-                else if (HugeMemory.ChangeHugePmd(tlb, vma, pmd, addr, newprot, tryWritable)) { addr = next; continue; }
+                HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
+                return WalkAction.Again;
             }
-            ulong table = refcount ? PgTable.PteTryGet(cpu, m, pmd) : 0;
-            if (refcount && table == 0) { addr = next; continue; }
-            ulong from = addr;
-            ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, addr, out int* ptl);
-            if (pte != null)
-            {
-                for (; addr < next; addr += Geometry.PageSize, pte++)
-                {
-                    var oldpte = new Pte(PgTable.Get(pte));
-                    if (!oldpte.Present) continue;
-                    oldpte = new Pte(PgTable.GetAndClear(pte)); // ptep_modify_prot_start
-                    Pte ptent = oldpte.Modify(newprot);
-                    if (tryWritable && !ptent.Write && CanChangePteWritable(m, vma, ptent)) ptent = ptent.MkWrite();
-                    PgTable.Set(pte, ptent.Value); // ptep_modify_prot_commit
-                    if (PteNeedsFlush(oldpte, ptent)) tlb.AdjustRange(addr, Geometry.PageSize);
-                }
-                Sync.Spin.Unlock(ptl);
-            }
-            addr = next;
-            if (table != 0) PgTable.PtePut(cpu, vma.Mm, pmd, table, 1, from, tlb);
+            return HugeMemory.ChangeHugePmd(tlb, vma, pmd, addr, newprot, tryWritable) ? WalkAction.Continue : WalkAction.Again;
         }
-        // tlb_finish_mmu (in the caller) flushes the range gathered above.
+
+        /// <summary>change_pte_range's body for one present entry: pte_modify between ptep_modify_prot_start and _commit. PTL held.</summary>
+        public readonly int PteEntry(ref PteMapping map, Pte* pte, Pte oldpte, ulong addr, ulong end)
+        {
+            if (!oldpte.Present) return 1;
+            Machine m = vma.Mm.Machine;
+            oldpte = PgTable.GetAndClear(pte); // ptep_modify_prot_start
+            Pte ptent = oldpte.Modify(newprot);
+            if (tryWritable && !ptent.Write && CanChangePteWritable(m, vma, ptent)) ptent = ptent.MkWrite();
+            PgTable.Set(pte, ptent); // ptep_modify_prot_commit
+            if (PteNeedsFlush(oldpte, ptent)) tlb.AdjustRange(addr, Geometry.PageSize);
+            return 1;
+        }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
     }
 
     /// <summary>can_change_pte_writable for a private mapping: only an exclusive anonymous page.</summary>

@@ -44,7 +44,11 @@ internal static unsafe class PageTableCheck
         var a = new Audit(m);
         foreach (MmStruct mm in mms)
             foreach (Vma vma in mm.Vmas)
-                if (vma.VmStart < vma.VmEnd) WalkPgdRange(a, mm, vma.VmStart, vma.VmEnd);
+            {
+                if (vma.VmStart >= vma.VmEnd) continue;
+                var walk = new AuditWalk(a, mm);
+                PageWalk.WalkRange(null, mm, vma.VmStart, vma.VmEnd, ref walk);
+            }
 
         // Per page: _mapcount against the PTEs; small folios' refcount here too.
         var folios = new Dictionary<ulong, int>(); // head PFN → PTE mappings of all its pages
@@ -70,9 +74,9 @@ internal static unsafe class PageTableCheck
         // Every huge PMD has exactly one PTE table deposited under its PMD table.
         foreach (ulong table in a.PmdTables)
         {
-            ulong* pmd = (ulong*)a.Mem.FrameAddress(table);
+            Pmd* pmd = PgTable.PmdTable(a.Mem, table);
             int leaves = 0;
-            for (int i = 0; i < Geometry.PtrsPerPmd; i++) if (new Pmd(PgTable.Get(pmd + i)).Leaf) leaves++;
+            for (int i = 0; i < Geometry.PtrsPerPmd; i++) if (PgTable.Get(pmd + i).Leaf) leaves++;
             int deposited = HugeMemory.DepositedCount(m, table);
             if (deposited != leaves) a.Errors.Add($"PMD table {table:x}: {leaves} huge PMDs but {deposited} deposited page tables");
         }
@@ -95,85 +99,44 @@ internal static unsafe class PageTableCheck
         return a.Errors;
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // The walk: next = pXd_addr_end(addr, end); skip none; descend (as in zap and fork).
-    // ---------------------------------------------------------------------------------------------
-
-    private static void WalkPgdRange(Audit a, MmStruct mm, ulong addr, ulong end)
+    /// <summary>The audit's walk: every PMD table seen, every huge PMD and every present PTE counted. mmap_lock held for write.</summary>
+    private struct AuditWalk(Audit a, MmStruct mm) : IPageWalkOps
     {
-        ulong* pgd = PgTable.PgdOffset(mm, addr);
-        do
+        private readonly Audit a = a;
+        private readonly MmStruct mm = mm;
+
+        public readonly PteWalk PteWalk => PteWalk.Held;
+        public readonly MmuGather? Tlb => null;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>A PMD table: kept for the deposit check (no PUD leaves are made).</summary>
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next)
         {
-            ulong next = mm.Paging.PgdAddrEnd(addr, end);
-            if (!new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) WalkP4dRange(a, mm, pgd, addr, next);
-            pgd++;
-            addr = next;
+            if (!pudval.Leaf) a.PmdTables.Add(pudval.Pfn);
+            return WalkAction.Subtree;
         }
-        while (addr != end);
-    }
 
-    private static void WalkP4dRange(Audit a, MmStruct mm, ulong* pgd, ulong addr, ulong end)
-    {
-        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
-        do
+        /// <summary>A PMD-mapped THP: the folio's entire mapping counted once.</summary>
+        public readonly WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            ulong next = mm.Paging.P4dAddrEnd(addr, end);
-            ulong p4dval = PgTable.Get(p4d);
-            if (!new P4d(p4dval).None) WalkPudRange(a, mm, p4dval, addr, next);
-            p4d++;
-            addr = next;
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            CountPmd(a, mm, pmdval, addr);
+            return WalkAction.Continue;
         }
-        while (addr != end);
-    }
 
-    private static void WalkPudRange(Audit a, MmStruct mm, ulong p4dval, ulong addr, ulong end)
-    {
-        ulong* pud = PgTable.PudOffset(a.Mem, p4dval, addr);
-        do
+        public readonly int PteEntry(ref PteMapping map, Pte* pte, Pte e, ulong addr, ulong end)
         {
-            ulong next = Geometry.PudAddrEnd(addr, end);
-            var v = new Pud(PgTable.Get(pud));
-            if (!v.None && !v.Leaf) WalkPmdRange(a, mm, v.Value, addr, next); // no PUD leaves are made
-            pud++;
-            addr = next;
-        }
-        while (addr != end);
-    }
-
-    private static void WalkPmdRange(Audit a, MmStruct mm, ulong pudval, ulong addr, ulong end)
-    {
-        ulong* pmd = PgTable.PmdOffset(a.Mem, pudval, addr);
-        a.PmdTables.Add(new Pud(pudval).Pfn);
-        do
-        {
-            ulong next = Geometry.PmdAddrEnd(addr, end);
-            var v = new Pmd(PgTable.Get(pmd));
-            if (v.Leaf)
-            {
-                // A PMD-mapped THP: count the folio's entire mapping once.
-                CountPmd(a, mm, v, addr);
-            }
-            else if (!v.None)
-            {
-                WalkPteRange(a, mm, v.Value, addr, next);
-            }
-            pmd++;
-            addr = next;
-        }
-        while (addr != end);
-    }
-
-    private static void WalkPteRange(Audit a, MmStruct mm, ulong pmdval, ulong addr, ulong end)
-    {
-        ulong* pte = PgTable.PteOffset(a.Mem, pmdval, addr);
-        for (; addr != end; addr += Geometry.PageSize, pte++)
-        {
-            var e = new Pte(PgTable.Get(pte));
-            if (!e.Present || e.Special || e.Pfn == a.M.ZeroPfn) continue; // vm_normal_page
+            if (!e.Present || e.Special || e.Pfn == a.M.ZeroPfn) return 1; // vm_normal_page
             if (!a.Pages.TryGetValue(e.Pfn, out Seen? s)) a.Pages[e.Pfn] = s = new Seen();
             s.Maps++;
             if (e.Write) CheckWritable(a, mm, e.Pfn, s, addr, "PTE");
+            return 1;
         }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
     }
 
     private static void CountPmd(Audit a, MmStruct mm, Pmd v, ulong addr)

@@ -14,7 +14,7 @@ internal static unsafe class Rmap
 
     /// <summary>
     /// folio_add_new_anon_rmap(RMAP_EXCLUSIVE) + folio_add_lru_vma: a page nobody else can see yet, so
-    /// plain stores suffice; the PTE store that follows publishes them.
+    /// plain stores suffice; the PTE store that follows publishes them. The PTL of that entry held.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void FolioAddNewAnonRmap(Cpu cpu, Machine m, Page* page, Vma vma, AnonVma anonVma, ulong address)
@@ -26,12 +26,12 @@ internal static unsafe class Rmap
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, 1);
     }
 
-    /// <summary>folio_remove_rmap_pte: the last unmap (mapcount back to -1) leaves NR_ANON_MAPPED.</summary>
+    /// <summary>folio_remove_rmap_pte: the last unmap (mapcount back to -1) leaves NR_ANON_MAPPED. The PTL of the cleared entry held.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void FolioRemoveRmapPte(Cpu cpu, Machine m, ulong pfn, MmStruct mm)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+        if (Folio.PageCompound(page))
         {
             Folio.RemoveRmapPtes(cpu, m, Folio.HeadPfn(m, pfn), pfn, 1, mm);
             return;
@@ -41,12 +41,12 @@ internal static unsafe class Rmap
         if (after == -1) m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -1);
     }
 
-    /// <summary>folio_put: the last reference takes the folio off the LRU and frees it.</summary>
+    /// <summary>folio_put: the last reference takes the folio off the LRU and frees it. Any lock state; takes none but the allocator's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void FolioPut(Cpu cpu, Machine m, ulong pfn)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        if ((page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0)
+        if (Folio.PageCompound(page))
         {
             Folio.PutRefs(cpu, m, Folio.HeadPfn(m, pfn), 1);
             return;
@@ -57,10 +57,10 @@ internal static unsafe class Rmap
         m.Allocator.FreeFrozenPages(cpu.Id, pfn, 0);
     }
 
-    /// <summary>folio_trylock (PG_locked).</summary>
+    /// <summary>folio_trylock (PG_locked): never waits, so it may be tried under a page-table lock.</summary>
     public static bool FolioTryLock(Page* page)
         => (Interlocked.Or(ref page->Flags, 1UL << PG.Locked) & (1UL << PG.Locked)) == 0;
 
-    /// <summary>folio_unlock.</summary>
+    /// <summary>folio_unlock: the release of PG_locked (Interlocked: other flag bits change beside it).</summary>
     public static void FolioUnlock(Page* page) => Interlocked.And(ref page->Flags, ~(1UL << PG.Locked));
 }

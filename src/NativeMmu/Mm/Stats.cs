@@ -2,6 +2,7 @@ using System.Text;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
 using NativeMmu.Physical;
+using NativeMmu.Sync;
 
 namespace NativeMmu.Mm;
 
@@ -74,35 +75,20 @@ public static class Stats
     }
 
     /// <summary>
-    /// /proc/PID/smaps_rollup (show_smaps_rollup): the page tables walked under mmap_lock, each mapped
-    /// page accounted by its precise mapcount (Pss divides it among the mappers); a PMD-mapped THP counts
-    /// in AnonHugePages. The huge and small zero pages count nowhere, as vm_normal_page says.
+    /// /proc/PID/smaps_rollup (show_smaps_rollup): the page tables walked under mmap_lock for read, as
+    /// smaps_pte_range walks them: a huge PMD under pmd_trans_huge_lock, a PTE table under its lock
+    /// (pte_offset_map_lock), so a concurrent MADV_DONTNEED can neither free the table nor zap or split
+    /// the THP under the walk. Each mapped page is accounted by its precise mapcount (Pss divides it
+    /// among the mappers); a PMD-mapped THP counts in AnonHugePages. The huge and small zero pages count
+    /// nowhere, as vm_normal_page says.
     /// </summary>
     public static unsafe string RenderSmapsRollup(Process p)
     {
         MmStruct mm = p.Mm;
         Machine m = mm.Machine;
-        long rss = 0, anon = 0, anonHuge = 0, sharedClean = 0, sharedDirty = 0, privateClean = 0, privateDirty = 0, referenced = 0;
-        double pss = 0, pssDirty = 0;
         ulong lo = ulong.MaxValue, hi = 0;
-        void Account(int mapcount, bool dirty, bool young, long bytes)
-        {
-            rss += bytes;
-            anon += bytes;
-            if (young) referenced += bytes;
-            double share = mapcount >= 2 ? (double)bytes / mapcount : bytes;
-            pss += share;
-            if (dirty) pssDirty += share;
-            if (mapcount >= 2)
-            {
-                if (dirty) sharedDirty += bytes; else sharedClean += bytes;
-            }
-            else
-            {
-                if (dirty) privateDirty += bytes; else privateClean += bytes;
-            }
-        }
         using CpuScope scope = m.EnterCpu();
+        var walk = new SmapsWalk(m);
         mm.MmapLock.ReadLock(scope.Cpu.Id);
         try
         {
@@ -110,39 +96,16 @@ public static class Stats
             {
                 lo = Math.Min(lo, vma.VmStart);
                 hi = Math.Max(hi, vma.VmEnd);
-                for (ulong addr = vma.VmStart; addr < vma.VmEnd;)
-                {
-                    ulong next = Geometry.PmdAddrEnd(addr, vma.VmEnd);
-                    ulong* pmd = PgTable.WalkToPmd(mm, addr);
-                    var v = pmd == null ? default : new Pmd(PgTable.Get(pmd));
-                    if (v.Leaf && !HugeMemory.IsHugeZeroPmd(m, v))
-                    {
-                        Page* head = m.Vmemmap.PfnToPage(v.Pfn);
-                        anonHuge += (long)Geometry.PmdSize;
-                        for (int i = 0; i < HugeMemory.HpagePmdNr; i++) // folio_precise_page_mapcount
-                            Account(head[i].MapCount + 1 + Folio.EntireMapcount(head) + 1, v.Dirty, v.Young, (long)Geometry.PageSize);
-                    }
-                    else if (!v.None && !v.Leaf)
-                    {
-                        ulong* pte = PgTable.PteOffset(m.Memory, v.Value, addr);
-                        for (ulong a = addr; a < next; a += Geometry.PageSize, pte++)
-                        {
-                            var e = new Pte(PgTable.Get(pte));
-                            if (!e.Present || e.Special || e.Pfn == m.ZeroPfn) continue;
-                            Page* page = m.Vmemmap.PfnToPage(e.Pfn);
-                            Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, e.Pfn));
-                            int mapcount = page->MapCount + 1 + (Folio.IsLarge(head) ? Folio.EntireMapcount(head) + 1 : 0);
-                            Account(mapcount, e.Dirty, e.Young, (long)Geometry.PageSize);
-                        }
-                    }
-                    addr = next;
-                }
+                if (vma.VmStart < vma.VmEnd) PageWalk.WalkRange(scope.Cpu, mm, vma.VmStart, vma.VmEnd, ref walk);
             }
         }
         finally
         {
             mm.MmapLock.ReadUnlock(scope.Cpu.Id);
         }
+        long rss = walk.Rss, anon = walk.Anon, anonHuge = walk.AnonHuge, sharedClean = walk.SharedClean, sharedDirty = walk.SharedDirty;
+        long privateClean = walk.PrivateClean, privateDirty = walk.PrivateDirty, referenced = walk.Referenced;
+        double pss = walk.Pss, pssDirty = walk.PssDirty;
         var sb = new StringBuilder();
         sb.Append($"{(lo == ulong.MaxValue ? 0 : lo):x8}-{hi:x8} ---p 00000000 00:00 0                          [rollup]\n");
         void Field(string name, long bytes) => sb.Append((name + ":").PadRight(16)).Append($"{bytes >> 10,8}").Append(" kB\n");
@@ -169,6 +132,72 @@ public static class Stats
         Field("SwapPss", 0);
         Field("Locked", 0);
         return sb.ToString();
+    }
+
+    /// <summary>smaps_pte_range (smaps_pmd_entry, smaps_pte_entry) as walk callbacks, with struct mem_size_stats.</summary>
+    private unsafe struct SmapsWalk(Machine m) : IPageWalkOps
+    {
+        private readonly Machine m = m;
+        public long Rss, Anon, AnonHuge, SharedClean, SharedDirty, PrivateClean, PrivateDirty, Referenced;
+        public double Pss, PssDirty;
+
+        public readonly PteWalk PteWalk => PteWalk.Read;
+        public readonly MmuGather? Tlb => null;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>smaps_pte_range's huge case: smaps_pmd_entry under pmd_trans_huge_lock; a PMD split meanwhile is read again as a table.</summary>
+        public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
+        {
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            int* ptl = PgTable.PmdTransHugeLock(m, pmd);
+            if (ptl == null) return WalkAction.Again;
+            Pmd v = PgTable.Get(pmd);
+            if (!HugeMemory.IsHugeZeroPmd(m, v))
+            {
+                Page* head = m.Vmemmap.PfnToPage(v.Pfn);
+                AnonHuge += (long)Geometry.PmdSize;
+                for (int i = 0; i < HugeMemory.HpagePmdNr; i++) // folio_precise_page_mapcount
+                    Account(head[i].MapCount + 1 + Folio.EntireMapcount(head) + 1, v.Dirty, v.Young, (long)Geometry.PageSize);
+            }
+            Spin.Unlock(ptl);
+            return WalkAction.Continue;
+        }
+
+        /// <summary>smaps_pte_entry, under the PTL.</summary>
+        public int PteEntry(ref PteMapping map, Pte* pte, Pte e, ulong addr, ulong end)
+        {
+            if (!e.Present || e.Special || e.Pfn == m.ZeroPfn) return 1;
+            Page* page = m.Vmemmap.PfnToPage(e.Pfn);
+            Page* head = m.Vmemmap.PfnToPage(Folio.HeadPfn(m, e.Pfn));
+            int mapcount = page->MapCount + 1 + (Folio.IsLarge(head) ? Folio.EntireMapcount(head) + 1 : 0);
+            Account(mapcount, e.Dirty, e.Young, (long)Geometry.PageSize);
+            return 1;
+        }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
+
+        /// <summary>smaps_account for one page.</summary>
+        private void Account(int mapcount, bool dirty, bool young, long bytes)
+        {
+            Rss += bytes;
+            Anon += bytes;
+            if (young) Referenced += bytes;
+            double share = mapcount >= 2 ? (double)bytes / mapcount : bytes;
+            Pss += share;
+            if (dirty) PssDirty += share;
+            if (mapcount >= 2)
+            {
+                if (dirty) SharedDirty += bytes; else SharedClean += bytes;
+            }
+            else
+            {
+                if (dirty) PrivateDirty += bytes; else PrivateClean += bytes;
+            }
+        }
     }
 
     private static void Line(StringBuilder sb, string name, long kb) => sb.Append(name).Append(":\t").Append($"{kb,8}").Append(" kB\n");

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
 using NativeMmu.Diagnostics;
@@ -7,17 +8,19 @@ using NativeMmu.Sync;
 namespace NativeMmu.Mm;
 
 /// <summary>
-/// Unmapping (mm/memory.c): zap_page_range_single and unmap_vmas down to zap_pte_range, and
-/// free_pgtables, which releases the page-table pages no VMA covers any more. The walker idiom is the
-/// kernel's at every level: next = pXd_addr_end(addr, end); skip none; descend.
+/// Unmapping (mm/memory.c): zap_page_range_single and unmap_vmas down to zap_pte_range, over the generic
+/// walker; and free_pgtables, which releases the page-table pages no VMA covers any more.
 /// </summary>
-internal static unsafe class Zap
+internal static unsafe partial class Memory
 {
-    /// <summary>zap_page_range_single (MADV_DONTNEED): one VMA, one gather. Caller holds mmap_lock.</summary>
+    /// <summary>
+    /// zap_page_range_single (MADV_DONTNEED): one VMA, one gather. mmap_lock held (for read, by madvise),
+    /// no page-table lock; returns with none held and the range flushed.
+    /// </summary>
     public static void ZapPageRangeSingle(Cpu cpu, Vma vma, ulong address, ulong size, bool reclaimPt = false)
     {
         MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
-        tlb.ReclaimPt = reclaimPt && vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Sync;
+        tlb.ReclaimPt = reclaimPt; // zap_details.reclaim_pt; whether it applies is the page-table layer's call
         vma.Mm.UpdateHiwaterRss();
         UnmapSingleVma(cpu, tlb, vma, address, address + size);
         long zapped = tlb.ZappedPages;
@@ -27,14 +30,14 @@ internal static unsafe class Zap
 #endif
     }
 
-    /// <summary>unmap_vmas: every VMA from <paramref name="first"/> that starts below end.</summary>
+    /// <summary>unmap_vmas: every VMA from <paramref name="first"/> that starts below end. mmap_lock held; the caller's gather flushes.</summary>
     public static void UnmapVmas(Cpu cpu, MmuGather tlb, Vma? first, ulong start, ulong end)
     {
         for (Vma? v = first; v is not null && v.VmStart < end; v = v.Next)
             UnmapSingleVma(cpu, tlb, v, start, end);
     }
 
-    /// <summary>unmap_single_vma: clamp to the VMA and zap.</summary>
+    /// <summary>unmap_single_vma: clamp to the VMA and zap. mmap_lock held, no page-table lock.</summary>
     public static void UnmapSingleVma(Cpu cpu, MmuGather tlb, Vma vma, ulong startAddr, ulong endAddr)
     {
         ulong start = Math.Max(vma.VmStart, startAddr);
@@ -44,251 +47,129 @@ internal static unsafe class Zap
         if (start != end) UnmapPageRange(cpu, tlb, vma, start, end);
     }
 
-    /// <summary>unmap_page_range: the PGD loop.</summary>
+    /// <summary>unmap_page_range: the walk from the PGD down, zap_pmd_range and zap_pte_range as its callbacks.</summary>
     private static void UnmapPageRange(Cpu cpu, MmuGather tlb, Vma vma, ulong addr, ulong end)
     {
-        MmStruct mm = vma.Mm;
-        ulong* pgd = PgTable.PgdOffset(mm, addr);
-        do
-        {
-            ulong next = mm.Paging.PgdAddrEnd(addr, end);
-            if (!new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging))
-                ZapP4dRange(cpu, tlb, vma, pgd, addr, next);
-            pgd++;
-            addr = next;
-        }
-        while (addr != end);
-    }
-
-    private static void ZapP4dRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* pgd, ulong addr, ulong end)
-    {
-        MmStruct mm = vma.Mm;
-        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
-        do
-        {
-            ulong next = mm.Paging.P4dAddrEnd(addr, end);
-            if (!new P4d(PgTable.Get(p4d)).None) ZapPudRange(cpu, tlb, vma, p4d, addr, next);
-            p4d++;
-            addr = next;
-        }
-        while (addr != end);
-    }
-
-    private static void ZapPudRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* p4d, ulong addr, ulong end)
-    {
-        PhysicalMemory mem = vma.Mm.Machine.Memory;
-        ulong* pud = PgTable.PudOffset(mem, PgTable.Get(p4d), addr);
-        do
-        {
-            ulong next = Geometry.PudAddrEnd(addr, end);
-            if (!new Pud(PgTable.Get(pud)).None) ZapPmdRange(cpu, tlb, vma, pud, addr, next);
-            pud++;
-            addr = next;
-        }
-        while (addr != end);
-    }
-
-    private static void ZapPmdRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* pud, ulong addr, ulong end)
-    {
-        PhysicalMemory mem = vma.Mm.Machine.Memory;
-        ulong* pmd = PgTable.PmdOffset(mem, PgTable.Get(pud), addr);
-        do
-        {
-            ulong next = Geometry.PmdAddrEnd(addr, end);
-            cpu.ServiceInterrupts(); // cond_resched()'s spot: interrupts are on between tables
-            if (new Pmd(PgTable.Get(pmd)).Leaf)
-            {
-                // A huge PMD: zapped whole when the range covers it, else split and zapped by PTEs.
-                if (next - addr != Geometry.PmdSize) HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
-                else if (HugeMemory.ZapHugePmd(cpu, tlb, vma, pmd, addr))
-                {
-                    addr = next;
-                    pmd++;
-                    continue;
-                }
-            }
-            if (new Pmd(PgTable.Get(pmd)).None)
-            {
-                addr = next;
-                pmd++;
-                continue;
-            }
-            if (vma.Mm.Machine.Config.PtReclaim == PtReclaimMode.Refcount)
-            {
-                // The zap is a walker: it holds a pte_refcount while it works and drops it with the
-                // references of the entries it cleared; the last put frees the table.
-                ulong table = PgTable.PteTryGet(cpu, vma.Mm.Machine, pmd);
-                if (table == 0)
-                {
-                    addr = next;
-                    pmd++;
-                    continue;
-                }
-                ulong from = addr;
-                addr = ZapPteRange(cpu, tlb, vma, pmd, addr, next, out int cleared);
-                PgTable.PtePut(cpu, vma.Mm, pmd, table, cleared + 1, from, tlb);
-            }
-            else
-            {
-                addr = ZapPteRange(cpu, tlb, vma, pmd, addr, next, out _);
-            }
-            if (addr == next) pmd++; // otherwise the table went away under us: look at the PMD again
-        }
-        while (addr != end);
+        var zap = new ZapWalk(cpu, tlb, vma);
+        PageWalk.WalkRange(cpu, vma.Mm, addr, end, ref zap);
     }
 
     /// <summary>
-    /// zap_pte_range (6.14): clear every present entry under the PTE lock, hand the pages to the gather,
-    /// flush before dropping the lock when the batch filled (force_flush), and go round again until the
-    /// range is done. With reclaim_pt and the whole table zapped, the PMD is cleared too: directly while
-    /// the PTE lock is held when the PMD lock can be trylocked (the reverse of the usual order), else by
-    /// try_to_free_pte, which takes both locks in order and rescans the 512 entries.
+    /// zap_pmd_range and zap_pte_range (6.14) as walk callbacks. Each PTE table is mapped for writing and
+    /// locked; every present entry is cleared and its page handed to the gather; when the batch fills, the
+    /// TLB is flushed before the lock goes (force_flush) and the pages freed after, and the walk maps the
+    /// table again from there. With reclaim_pt and the whole table zapped, the PMD is cleared too:
+    /// directly while the PTE lock is held when the PMD lock can be trylocked, else by try_to_free_pte,
+    /// which takes both locks in order and rescans the 512 entries.
     /// </summary>
-    private static ulong ZapPteRange(Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong end, out int cleared)
+    private struct ZapWalk(Cpu cpu, MmuGather tlb, Vma vma) : IPageWalkOps
     {
-        cleared = 0;
-        MmStruct mm = vma.Mm;
-        Machine m = mm.Machine;
-        ulong zeroPfn = m.ZeroPfn;
-        ulong start = addr;
-        bool canReclaimPt = tlb.ReclaimPt && end - addr >= Geometry.PmdSize; // reclaim_pt_is_enabled
-        bool directReclaim = true;
-        ulong pmdval = 0;
-    retry:
-        bool forceFlush = false;
-        long rssAnon = 0;
-        ulong* pte = PgTable.PteOffsetMapLock(cpu, m, pmd, addr, out int* ptl);
-        if (pte == null) return addr;
-        for (; addr != end; pte++, addr += Geometry.PageSize)
+        private readonly Machine _m = vma.Mm.Machine;
+        private readonly Cpu cpu = cpu;
+        private readonly MmuGather tlb = tlb;
+        private readonly Vma vma = vma;
+        /// <summary>reclaim_pt_is_enabled for the table being zapped, and whether it can still be reclaimed directly.</summary>
+        private bool _reclaim, _direct;
+        /// <summary>The PMD try_get_and_clear_pmd took out (direct reclaim).</summary>
+        private Pmd _pmdval;
+        /// <summary>This pass over the table: the batch filled, and the anonymous RSS it released.</summary>
+        private bool _forceFlush;
+        private long _rssAnon;
+
+        public readonly PteWalk PteWalk => PteWalk.Write;
+        public readonly MmuGather? Tlb => tlb;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>zap_pmd_range's body: a huge PMD is zapped whole when the range covers it, else split and zapped by PTEs.</summary>
+        public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            ulong ptent = PgTable.Get(pte);
-            if (new Pte(ptent).None) continue;
-            Bug.On(!new Pte(ptent).Present, "zap_nonpresent_ptes: entry {0:x16} at {1:x}, and this kernel has no swap", ptent, addr);
-            // ptep_get_and_clear_full: a dying mm has no walkers left, so a plain clear will do.
-            if (tlb.FullMm) PgTable.Set(pte, 0);
-            else ptent = PgTable.GetAndClear(pte);
-            cleared++;
-            tlb.AdjustRange(addr, Geometry.PageSize);
-            var entry = new Pte(ptent);
-            ulong pfn = entry.Pfn;
-            if (entry.Special || pfn == zeroPfn) continue; // vm_normal_page() == NULL: nothing to release
-            Page* page = m.Vmemmap.PfnToPage(pfn);
-            bool full;
-            if ((page->Flags & (1UL << PG.Head)) == 0 && (page->CompoundHead & 1) == 0)
+            cpu.ServiceInterrupts(); // cond_resched()'s spot: interrupts are on between tables
+            if (pmdval.Leaf)
             {
-                rssAnon--;
-                Rmap.FolioRemoveRmapPte(cpu, m, pfn, mm);
+                if (next - addr != Geometry.PmdSize)
+                {
+                    HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
+                    return WalkAction.Again;
+                }
+                return HugeMemory.ZapHugePmd(cpu, tlb, vma, pmd, addr) ? WalkAction.Continue : WalkAction.Again;
+            }
+            _reclaim = PgTable.ReclaimPtIsEnabled(tlb, addr, next);
+            _direct = true;
+            return WalkAction.Subtree;
+        }
+
+        /// <summary>do_zap_pte_range → zap_present_ptes for one present entry (and the rest of its folio's run).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
+        {
+            Bug.On(!ptent.Present, "zap_nonpresent_ptes: entry {0:x16} at {1:x}, and this kernel has no swap", ptent.Value, addr);
+            // ptep_get_and_clear_full: a dying mm has no walkers left, so a plain clear will do.
+            if (tlb.FullMm) PgTable.Set(pte, default);
+            else ptent = PgTable.GetAndClear(pte);
+            tlb.AdjustRange(addr, Geometry.PageSize);
+            ulong pfn = ptent.Pfn;
+            int nr = 1;
+            bool full;
+            if (ptent.Special || pfn == _m.ZeroPfn)
+            {
+                full = false; // vm_normal_page() == NULL: nothing to release
+            }
+            else if (!Folio.PageCompound(_m.Vmemmap.PfnToPage(pfn)))
+            {
+                _rssAnon--;
+                Rmap.FolioRemoveRmapPte(cpu, _m, pfn, vma.Mm);
                 full = tlb.RemovePage(pfn);
             }
             else
             {
                 // zap_present_folio_ptes: the run of entries mapping this large folio goes in one batch,
                 // so a folio unmapped whole never looks partially mapped on the way.
-                int nr = 1 + ZapFolioPteBatch(m, tlb, pte, addr, end, pfn);
-                pte += nr - 1;
-                addr += (ulong)(nr - 1) * Geometry.PageSize;
-                cleared += nr - 1;
-                rssAnon -= nr;
-                ulong head = Folio.HeadPfn(m, pfn);
-                Folio.RemoveRmapPtes(cpu, m, head, pfn, nr, mm);
+                ulong head = Folio.HeadPfn(_m, pfn);
+                ulong folioEnd = head + (ulong)Folio.NrPages(_m.Vmemmap.PfnToPage(head));
+                nr = FolioPteBatch(pte, ptent, folioEnd, (int)((end - addr) >> Geometry.PageShift), FpbFlags.PfnRunOnly);
+                for (int i = 1; i < nr; i++) // clear_full_ptes
+                {
+                    if (tlb.FullMm) PgTable.Set(pte + i, default);
+                    else PgTable.GetAndClear(pte + i);
+                }
+                if (nr > 1) tlb.AdjustRange(addr, (ulong)nr * Geometry.PageSize);
+                _rssAnon -= nr;
+                Folio.RemoveRmapPtes(cpu, _m, head, pfn, nr, vma.Mm);
                 full = tlb.RemoveFolioPages(head, nr);
             }
+            map.Entries -= nr;
             if (full)
             {
-                forceFlush = true;
-                directReclaim = false;
-                addr += Geometry.PageSize;
-                break;
+                _forceFlush = true;
+                _direct = false;
+                map.Break = true;
             }
+            return nr;
         }
-        if (canReclaimPt && directReclaim && addr == end) directReclaim = TryGetAndClearPmd(tlb, pmd, start, out pmdval);
-        mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, rssAnon);
-        m.Counters.Add(cpu.Id, VmEvent.ZapPages, -rssAnon);
-        tlb.ZappedPages -= rssAnon;
-        if (forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
-        Spin.Unlock(ptl);
-        if (forceFlush) tlb.FlushMmuFree();
-        if (addr != end) goto retry;
-        if (canReclaimPt)
-        {
-            if (directReclaim) FreePte(cpu, tlb, start, pmdval);
-            else TryToFreePte(cpu, tlb, pmd, start);
-        }
-        return addr;
-    }
 
-    /// <summary>
-    /// folio_pte_batch + clear_full_ptes for the entries after <paramref name="pte"/>: how many more
-    /// consecutive present entries map the next pages of the same folio (dirty, young and write ignored);
-    /// those are cleared too.
-    /// </summary>
-    private static int ZapFolioPteBatch(Machine m, MmuGather tlb, ulong* pte, ulong addr, ulong end, ulong pfn)
-    {
-        ulong head = Folio.HeadPfn(m, pfn);
-        ulong folioEnd = head + (ulong)Folio.NrPages(m.Vmemmap.PfnToPage(head));
-        int more = 0;
-        ulong a = addr + Geometry.PageSize;
-        for (ulong next = pfn + 1; a < end && next < folioEnd; a += Geometry.PageSize, next++)
+        /// <summary>zap_pte_range's end of a pass, PTE lock still held: the direct reclaim's PMD clear, the RSS, the TLB flush a full batch needs.</summary>
+        public void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end)
         {
-            var e = new Pte(PgTable.Get(pte + 1 + more));
-            if (!e.Present || e.Special || e.Pfn != next) break;
-            if (tlb.FullMm) PgTable.Set(pte + 1 + more, 0);
-            else PgTable.GetAndClear(pte + 1 + more);
-            more++;
+            if (_reclaim && _direct && addr == end) _direct = PgTable.TryGetAndClearPmd(tlb, pmd, start, out _pmdval);
+            vma.Mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, _rssAnon);
+            _m.Counters.Add(cpu.Id, VmEvent.ZapPages, -_rssAnon);
+            tlb.ZappedPages -= _rssAnon;
+            if (_forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
         }
-        if (more > 0) tlb.AdjustRange(addr, (ulong)(more + 1) * Geometry.PageSize);
-        return more;
-    }
 
-    /// <summary>try_get_and_clear_pmd (mm/pt_reclaim.c): PTE lock held, so the PMD lock may only be tried.</summary>
-    private static bool TryGetAndClearPmd(MmuGather tlb, ulong* pmd, ulong start, out ulong pmdval)
-    {
-        int* pml = PgTable.PmdLockptr(tlb.Mm.Machine, pmd);
-        pmdval = 0;
-        if (!Spin.TryLock(pml)) return false;
-        pmdval = PgTable.Get(pmd);
-        PgTable.Set(pmd, 0); // pmd_clear
-        tlb.NoteReclaimedPmd(start & Geometry.PmdMask);
-        Spin.Unlock(pml);
-        return true;
-    }
-
-    /// <summary>free_pte: the table goes to the gather (freed after the flush and a grace period).</summary>
-    private static void FreePte(Cpu cpu, MmuGather tlb, ulong addr, ulong pmdval)
-    {
-        ulong table = new Pmd(pmdval).Pfn;
-        tlb.RemoveTable(table, addr);                                      // pte_free_tlb
-        tlb.Mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong));      // mm_dec_nr_ptes
-        tlb.Mm.Machine.Counters.Add(cpu.Id, VmEvent.PtReclaim);
-        TestHooks.AfterPmdCleared?.Invoke(cpu, tlb.Mm, addr);
-        if (NativeMmuEventSource.Log.ReclaimEventsEnabled) NativeMmuEventSource.Log.TableReclaim(addr, table, cpu.Id);
-    }
-
-    /// <summary>try_to_free_pte: PMD lock, then the PTE lock nested; free only if all 512 entries are none.</summary>
-    private static void TryToFreePte(Cpu cpu, MmuGather tlb, ulong* pmd, ulong addr)
-    {
-        Machine m = tlb.Mm.Machine;
-        int* pml = PgTable.PmdLockptr(m, pmd);
-        Spin.Lock(pml);
-        ulong pmdval = PgTable.Get(pmd);
-        if (new Pmd(pmdval).None || new Pmd(pmdval).Leaf)
+        /// <summary>After the unlock: free the flushed batch; once the table is done, free it (free_pte / try_to_free_pte).</summary>
+        public void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end)
         {
-            Spin.Unlock(pml);
-            return;
+            if (_forceFlush) tlb.FlushMmuFree();
+            _forceFlush = false;
+            _rssAnon = 0;
+            if (addr != end || !_reclaim) return;
+            if (_direct) PgTable.FreePte(cpu, tlb, start, _pmdval);
+            else PgTable.TryToFreePte(cpu, tlb, pmd, start);
         }
-        int* ptl = PgTable.PteLockptr(m, pmdval);
-        if (ptl != pml) Spin.Lock(ptl);
-        ulong* start = PgTable.PteOffset(m.Memory, pmdval, addr & Geometry.PmdMask);
-        bool empty = true;
-        for (int i = 0; i < Geometry.PtrsPerPte && empty; i++) empty = new Pte(PgTable.Get(start + i)).None;
-        if (empty)
-        {
-            PgTable.Set(pmd, 0);
-            tlb.NoteReclaimedPmd(addr & Geometry.PmdMask);
-        }
-        if (ptl != pml) Spin.Unlock(ptl);
-        Spin.Unlock(pml);
-        if (empty) FreePte(cpu, tlb, addr, pmdval);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -298,6 +179,7 @@ internal static unsafe class Zap
     /// <summary>
     /// free_pgtables: for the VMAs first..last (already unmapped), free the page tables in their range
     /// that no remaining VMA in [floor, ceiling) needs. Nearby VMAs are freed in one call down.
+    /// mmap_lock held for write (no walker can be inside these tables); the gather frees them after its flush.
     /// </summary>
     public static void FreePgtables(Cpu cpu, MmuGather tlb, Vma first, Vma last, ulong floor, ulong ceiling)
     {
@@ -334,26 +216,42 @@ internal static unsafe class Zap
         if (end - 1 > ceiling - 1) end -= Geometry.PmdSize;
         if (addr > end - 1) return;
 
-        ulong* pgd = PgTable.PgdOffset(mm, addr);
+        Pgd* pgd = PgTable.PgdOffset(mm, addr);
         do
         {
             ulong next = mm.Paging.PgdAddrEnd(addr, end);
-            if (!new Pgd(PgTable.Get(pgd)).IsNone(mm.Paging)) FreeP4dRange(cpu, tlb, pgd, addr, next, floor, ceiling);
+            if (!PgTable.Get(pgd).IsNone(mm.Paging)) FreeP4dRange(tlb, pgd, addr, next, floor, ceiling);
             pgd++;
             addr = next;
         }
         while (addr != end);
     }
 
-    private static void FreeP4dRange(Cpu cpu, MmuGather tlb, ulong* pgd, ulong addr, ulong end, ulong floor, ulong ceiling)
+    /// <summary>
+    /// Whether the table covering [start &amp; mask, ...) lies wholly inside [floor, ceiling) and below end:
+    /// free_p4d_range / free_pud_range / free_pmd_range's test before they free the table above them.
+    /// </summary>
+    private static bool TableUnused(ulong start, ulong end, ulong floor, ulong ceiling, ulong mask)
+    {
+        start &= mask;
+        if (start < floor) return false;
+        if (ceiling != 0)
+        {
+            ceiling &= mask;
+            if (ceiling == 0) return false;
+        }
+        return end - 1 <= ceiling - 1;
+    }
+
+    private static void FreeP4dRange(MmuGather tlb, Pgd* pgd, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         ulong start = addr;
-        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        P4d* p4d = PgTable.P4dOffset(mm, pgd, addr);
         do
         {
             ulong next = mm.Paging.P4dAddrEnd(addr, end);
-            if (!new P4d(PgTable.Get(p4d)).None) FreePudRange(cpu, tlb, p4d, addr, next, floor, ceiling);
+            if (!PgTable.Get(p4d).None) FreePudRange(tlb, p4d, addr, next, floor, ceiling);
             p4d++;
             addr = next;
         }
@@ -361,82 +259,60 @@ internal static unsafe class Zap
 
         if (!mm.Paging.L5Enabled) return; // a folded P4D has no table of its own (p4d_free_tlb is a no-op)
         ulong pgdirMask = ~(mm.Paging.PgdirSize - 1);
-        start &= pgdirMask;
-        if (start < floor) return;
-        if (ceiling != 0)
-        {
-            ceiling &= pgdirMask;
-            if (ceiling == 0) return;
-        }
-        if (end - 1 > ceiling - 1) return;
-        ulong p4dTable = new Pgd(PgTable.Get(pgd)).Pfn;
-        PgTable.Set(pgd, 0); // pgd_clear
-        tlb.RemoveTable(p4dTable, start);
+        if (!TableUnused(start, end, floor, ceiling, pgdirMask)) return;
+        ulong p4dTable = PgTable.Get(pgd).Pfn;
+        PgTable.Set(pgd, default); // pgd_clear
+        tlb.RemoveTable(p4dTable, start & pgdirMask);
     }
 
-    private static void FreePudRange(Cpu cpu, MmuGather tlb, ulong* p4d, ulong addr, ulong end, ulong floor, ulong ceiling)
+    private static void FreePudRange(MmuGather tlb, P4d* p4d, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         ulong start = addr;
-        ulong* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
+        Pud* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
         do
         {
             ulong next = Geometry.PudAddrEnd(addr, end);
-            if (!new Pud(PgTable.Get(pud)).None) FreePmdRange(cpu, tlb, pud, addr, next, floor, ceiling);
+            if (!PgTable.Get(pud).None) FreePmdRange(tlb, pud, addr, next, floor, ceiling);
             pud++;
             addr = next;
         }
         while (addr != end);
 
-        start &= Geometry.P4dMask;
-        if (start < floor) return;
-        if (ceiling != 0)
-        {
-            ceiling &= Geometry.P4dMask;
-            if (ceiling == 0) return;
-        }
-        if (end - 1 > ceiling - 1) return;
-        ulong pudTable = new P4d(PgTable.Get(p4d)).Pfn;
-        PgTable.Set(p4d, 0); // p4d_clear
-        tlb.RemoveTable(pudTable, start);
-        mm.AddPgtablesBytes(-Geometry.PtrsPerPud * sizeof(ulong)); // mm_dec_nr_puds
+        if (!TableUnused(start, end, floor, ceiling, Geometry.P4dMask)) return;
+        ulong pudTable = PgTable.Get(p4d).Pfn;
+        PgTable.Set(p4d, default); // p4d_clear
+        tlb.RemoveTable(pudTable, start & Geometry.P4dMask);
+        mm.AddPgtablesBytes(-PgTable.TableBytes); // mm_dec_nr_puds
     }
 
-    private static void FreePmdRange(Cpu cpu, MmuGather tlb, ulong* pud, ulong addr, ulong end, ulong floor, ulong ceiling)
+    private static void FreePmdRange(MmuGather tlb, Pud* pud, ulong addr, ulong end, ulong floor, ulong ceiling)
     {
         MmStruct mm = tlb.Mm;
         ulong start = addr;
-        ulong* pmd = PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
+        Pmd* pmd = PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
         do
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
-            if (!new Pmd(PgTable.Get(pmd)).None) FreePteRange(tlb, pmd, addr);
+            if (!PgTable.Get(pmd).None) FreePteRange(tlb, pmd, addr);
             pmd++;
             addr = next;
         }
         while (addr != end);
 
-        start &= Geometry.PudMask;
-        if (start < floor) return;
-        if (ceiling != 0)
-        {
-            ceiling &= Geometry.PudMask;
-            if (ceiling == 0) return;
-        }
-        if (end - 1 > ceiling - 1) return;
-        ulong pmdTable = new Pud(PgTable.Get(pud)).Pfn;
-        PgTable.Set(pud, 0); // pud_clear
-        tlb.RemoveTable(pmdTable, start);
-        mm.AddPgtablesBytes(-Geometry.PtrsPerPmd * sizeof(ulong)); // mm_dec_nr_pmds
+        if (!TableUnused(start, end, floor, ceiling, Geometry.PudMask)) return;
+        ulong pmdTable = PgTable.Get(pud).Pfn;
+        PgTable.Set(pud, default); // pud_clear
+        tlb.RemoveTable(pmdTable, start & Geometry.PudMask);
+        mm.AddPgtablesBytes(-PgTable.TableBytes); // mm_dec_nr_pmds
     }
 
-    /// <summary>free_pte_range: pmd_clear, pte_free_tlb, mm_dec_nr_ptes.</summary>
-    private static void FreePteRange(MmuGather tlb, ulong* pmd, ulong addr)
+    /// <summary>free_pte_range: pmd_clear, then pte_free_tlb and mm_dec_nr_ptes.</summary>
+    private static void FreePteRange(MmuGather tlb, Pmd* pmd, ulong addr)
     {
-        Bug.On(new Pmd(PgTable.Get(pmd)).Leaf, "free_pgtables: a huge PMD at {0:x} outlived the zap of its VMA", addr);
-        ulong table = new Pmd(PgTable.Get(pmd)).Pfn;
-        PgTable.Set(pmd, 0);
-        tlb.RemoveTable(table, addr);
-        tlb.Mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong));
+        Pmd pmdval = PgTable.Get(pmd);
+        Bug.On(pmdval.Leaf, "free_pgtables: a huge PMD at {0:x} outlived the zap of its VMA", addr);
+        PgTable.Set(pmd, default);
+        PgTable.PteFreeTlb(tlb, pmdval.Pfn, addr);
     }
 }

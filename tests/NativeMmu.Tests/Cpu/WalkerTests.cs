@@ -11,7 +11,7 @@ public unsafe class WalkerTests : OneProcessFixture
     /// <summary>Clears bits in the PTE of va, as the kernel's ptep_test_and_clear_young would.</summary>
     private void ClearPteBits(ulong va, ulong bits)
     {
-        ulong* pte = PgTable.WalkToPte(_p.Mm, va);
+        ulong* pte = (ulong*)PgTable.WalkToPte(_p.Mm, va); // the bits poked as the hardware would
         Assert.That(pte != null, Is.True, "a PTE table maps the address");
         Interlocked.And(ref *pte, ~bits);
     }
@@ -51,7 +51,7 @@ public unsafe class WalkerTests : OneProcessFixture
         ulong a = _p.Mmap(PageSize);
         _cpu.Store<long>(a, 1);
         // Clear A in the PGD entry and the PTE; the walk must set both again.
-        ulong* pgd = PgTable.PgdOffset(_p.Mm, a);
+        ulong* pgd = (ulong*)PgTable.PgdOffset(_p.Mm, a);
         Interlocked.And(ref *pgd, ~PageTableBits.Accessed);
         ClearPteBits(a, PageTableBits.Accessed);
         _cpu.FlushAllLocal();

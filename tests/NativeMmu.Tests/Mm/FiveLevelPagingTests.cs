@@ -25,7 +25,7 @@ public unsafe class FiveLevelPagingTests
                 Assert.That(cpu.Load<long>(a + i * PageSize), Is.EqualTo((long)i * 3));
             Assert.That(cpu.Load<long>(a + 8), Is.Zero);
 
-            ulong* pgd = PgTable.PgdOffset(p.Mm, a);
+            ulong* pgd = (ulong*)PgTable.PgdOffset(p.Mm, a);
             Assert.Multiple(() =>
             {
                 Assert.That(*pgd & PageTableBits.Present, Is.Not.Zero, "the PGD entry points at a P4D table");

@@ -66,8 +66,8 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
 
     private ulong PmdOf(Process p, ulong address)
     {
-        ulong* pmd = PgTable.WalkToPmd(p.Mm, address);
-        return pmd == null ? 0 : PgTable.Get(pmd);
+        Pmd* pmd = PgTable.WalkToPmd(p.Mm, address);
+        return pmd == null ? 0 : PgTable.Get(pmd).Value;
     }
 
     private void AssertNoViolations() => Assert.That(_kernel.CheckInvariants(), Is.Empty, "invariant checks");

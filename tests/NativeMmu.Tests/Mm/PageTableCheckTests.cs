@@ -42,7 +42,7 @@ public unsafe class PageTableCheckTests
         Assert.That(p.Madvise(a, 2UL << 20, Advice.HugePage), Is.EqualTo(Errno.Success));
         cpu.Store<long>(a, 1);
         Assert.That(k.CheckInvariants(), Is.Empty);
-        ulong* pmd = PgTable.WalkToPmd(p.Mm, a);
+        NativeMmu.Arch.X86.Pmd* pmd = PgTable.WalkToPmd(p.Mm, a);
         ulong table = HugeMemory.Withdraw(k.Machine, pmd);
         Assert.That(k.CheckInvariants(), Has.One.Contains("1 huge PMDs but 0 deposited page tables"));
         HugeMemory.Deposit(k.Machine, pmd, table);
@@ -79,7 +79,7 @@ public unsafe class PageTableCheckTests
         ulong a = p.Mmap(TestSupport.PageSize);
         cpu.Store<long>(a, 1);
         Process child = p.Fork();
-        ulong* parentPte = PgTable.WalkToPte(p.Mm, a), childPte = PgTable.WalkToPte(child.Mm, a);
+        ulong* parentPte = (ulong*)PgTable.WalkToPte(p.Mm, a), childPte = (ulong*)PgTable.WalkToPte(child.Mm, a);
         ulong savedParent = *parentPte, savedChild = *childPte;
         *parentPte |= 2; // _PAGE_RW behind the kernel's back: a COW page writable in both
         *childPte |= 2;

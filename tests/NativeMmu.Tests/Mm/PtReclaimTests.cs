@@ -140,21 +140,21 @@ public unsafe class PtReclaimTests
         using global::NativeMmu.Cpus.Cpu a = kernel.AttachCpu();
         p.Enter(a);
         a.Store<long>(w, 7);
-        table = new Pmd(PgTable.Get(PmdOf(p.Mm, w))).Pfn;
+        table = PgTable.Get(PmdOf(p.Mm, w)).Pfn;
         var walker = new Thread(() =>
         {
             using global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu();
             cpu.RcuReadLock();                                // pte_offset_map: a lockless look at T
-            ulong* pte = (ulong*)kernel.Machine.Memory.FrameAddress(table);
+            Pte* pte = PgTable.PteTable(kernel.Machine.Memory, table);
             inside.Set();
             leave.Wait();
-            seenDuring = PgTable.Get(pte);                    // still T's (zapped) entry, never poison
+            seenDuring = PgTable.Get(pte).Value;                    // still T's (zapped) entry, never poison
             cpu.RcuReadUnlock();
         });
         walker.Start();
         inside.Wait();
         Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
-        Assert.That(new Pmd(PgTable.Get(PmdOf(p.Mm, w))).None, Is.True, "the emptied table was reclaimed");
+        Assert.That(PgTable.Get(PmdOf(p.Mm, w)).None, Is.True, "the emptied table was reclaimed");
         var sync = Task.Run(() =>
         {
             using global::NativeMmu.Cpus.Cpu c = kernel.AttachCpu();
@@ -251,8 +251,8 @@ public unsafe class PtReclaimTests
         ulong w = p.Mmap(2 * Window);
         cpu.Store<long>(w, 1);
         cpu.Store<long>(w + 4096, 2);
-        ulong* pmd = PmdOf(p.Mm, w);
-        ulong table = new Pmd(PgTable.Get(pmd)).Pfn;
+        Pmd* pmd = PmdOf(p.Mm, w);
+        ulong table = PgTable.Get(pmd).Pfn;
         Assert.That(Refcount(kernel, table), Is.EqualTo(2), "two present entries, no walker");
 
         ulong held = PgTable.PteTryGet(cpu, kernel.Machine, pmd);
@@ -260,15 +260,15 @@ public unsafe class PtReclaimTests
         long vmpte = p.Mm.PgtablesBytes;
         Assert.That(p.Madvise(w, Window, Advice.DontNeed), Is.EqualTo(Errno.Success));
         Assert.That(Refcount(kernel, table), Is.EqualTo(1), "the entries are gone; our walker reference remains");
-        Assert.That(new Pmd(PgTable.Get(pmd)).Pfn, Is.EqualTo(table), "a table with a walker is not freed");
+        Assert.That(PgTable.Get(pmd).Pfn, Is.EqualTo(table), "a table with a walker is not freed");
         Assert.That(p.Mm.PgtablesBytes, Is.EqualTo(vmpte));
 
         PgTable.PtePut(cpu, p.Mm, pmd, table, 1, w, null);
-        Assert.That(new Pmd(PgTable.Get(pmd)).None, Is.True, "the last put cleared the PMD");
+        Assert.That(PgTable.Get(pmd).None, Is.True, "the last put cleared the PMD");
         Assert.That(p.Mm.PgtablesBytes, Is.EqualTo(vmpte - 4096), "and VmPTE lost the table");
 
         cpu.Store<long>(w + 8192, 3);
-        Assert.That(Refcount(kernel, new Pmd(PgTable.Get(pmd)).Pfn), Is.EqualTo(1), "a new table for the next fault, one entry");
+        Assert.That(Refcount(kernel, PgTable.Get(pmd).Pfn), Is.EqualTo(1), "a new table for the next fault, one entry");
     }
 
     /// <summary>
@@ -284,7 +284,7 @@ public unsafe class PtReclaimTests
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = PtReclaimMode.Refcount });
         Process p = kernel.CreateProcess();
         ulong w = p.Mmap(2 * Window);
-        ulong* pmd;
+        Pmd* pmd;
         ulong table;
         using (global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu())
         {
@@ -308,7 +308,7 @@ public unsafe class PtReclaimTests
         freer.Start();
         SpinWait.SpinUntil(() => Refcount(kernel, table) == 0, 10_000);
         Assert.That(Refcount(kernel, table), Is.EqualTo(0));
-        Assert.That(new Pmd(PgTable.Get(pmd)).Pfn, Is.EqualTo(table), "the dying table is still in the PMD");
+        Assert.That(PgTable.Get(pmd).Pfn, Is.EqualTo(table), "the dying table is still in the PMD");
 
         var faulter = new Thread(() =>
         {
@@ -323,7 +323,7 @@ public unsafe class PtReclaimTests
         Assert.That(freer.Join(10_000) && faulter.Join(10_000), Is.True);
 
         Assert.That(kernel.Machine.Counters.Sum(global::NativeMmu.Physical.VmEvent.PtReclaim) - reclaimed, Is.EqualTo(1), "the freer reclaimed the old table");
-        ulong now = new Pmd(PgTable.Get(pmd)).Pfn;
+        ulong now = PgTable.Get(pmd).Pfn;
         Assert.That(now, Is.Not.EqualTo(table), "the fault installed a new table");
         Assert.That(Refcount(kernel, now), Is.EqualTo(1), "holding one reference: the entry just mapped");
         using (global::NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu())
@@ -387,11 +387,11 @@ public unsafe class PtReclaimTests
             "102,604 kB (or 102,608 kB across a 512 GiB boundary): the seed's 102,640 kB less the rest of a real process");
     }
 
-    private static ulong* PmdOf(MmStruct mm, ulong addr)
+    private static Pmd* PmdOf(MmStruct mm, ulong addr)
     {
-        ulong* pgd = PgTable.PgdOffset(mm, addr);
-        ulong* p4d = PgTable.P4dOffset(mm, pgd, addr);
-        ulong* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
+        Pgd* pgd = PgTable.PgdOffset(mm, addr);
+        P4d* p4d = PgTable.P4dOffset(mm, pgd, addr);
+        Pud* pud = PgTable.PudOffset(mm.Machine.Memory, PgTable.Get(p4d), addr);
         return PgTable.PmdOffset(mm.Machine.Memory, PgTable.Get(pud), addr);
     }
 

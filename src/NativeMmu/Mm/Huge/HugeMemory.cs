@@ -7,67 +7,6 @@ using NativeMmu.Sync;
 namespace NativeMmu.Mm;
 
 /// <summary>
-/// The huge zero folio of mm/huge_memory.c: one zeroed PMD-order folio, allocated on the first read
-/// fault that wants it (thp_zero_page_alloc) and shared by every mm that maps it. Each such mm holds
-/// one reference (MMF_HUGE_ZERO_PAGE), GUP holds its own; the folio is freed when the last goes, which
-/// is what the kernel's shrinker does once only its own reference is left.
-/// </summary>
-public sealed unsafe class HugeZeroFolio(Machine m)
-{
-    private readonly Lock _lock = new();
-
-    /// <summary>The head PFN, or 0 while there is none.</summary>
-    public ulong Pfn { get; private set; }
-
-    /// <summary>is_huge_zero_pfn.</summary>
-    public bool IsHead(ulong pfn) => pfn != 0 && pfn == Pfn;
-
-    /// <summary>mm_get_huge_zero_folio: the folio, with this mm's reference taken once; 0 when it cannot be allocated.</summary>
-    internal ulong MmGet(Cpu cpu, MmStruct mm)
-    {
-        if (Volatile.Read(ref mm.HugeZeroPage)) return Pfn;
-        lock (_lock)
-        {
-            if (mm.HugeZeroPage) return Pfn;
-            if (Pfn == 0)
-            {
-                ulong pfn = m.Allocator.AllocPages(cpu.Id, Thp.PmdOrder, Gfp.Zero | Gfp.Comp);
-                if (pfn == 0) return 0;
-                m.Counters.Add(cpu.Id, VmEvent.ThpZeroPageAlloc);
-                Pfn = pfn; // its first reference is this mm's
-            }
-            else
-            {
-                Interlocked.Increment(ref m.Vmemmap.PfnToPage(Pfn)->RefCount);
-            }
-            // Release: a reader of the flag outside the lock (the fast path above) then sees Pfn set.
-            Volatile.Write(ref mm.HugeZeroPage, true);
-            return Pfn;
-        }
-    }
-
-    /// <summary>mm_put_huge_zero_folio (__mmput): the mm's reference goes.</summary>
-    internal void MmPut(Cpu cpu, MmStruct mm)
-    {
-        if (!mm.HugeZeroPage) return;
-        mm.HugeZeroPage = false;
-        Put(cpu);
-    }
-
-    /// <summary>Drops one reference (an mm's, or one GUP grabbed); the last frees the folio.</summary>
-    internal void Put(Cpu cpu)
-    {
-        lock (_lock)
-        {
-            Page* head = m.Vmemmap.PfnToPage(Pfn);
-            if (Interlocked.Decrement(ref head->RefCount) != 0) return;
-            m.Allocator.FreeFrozenPages(cpu.Id, Pfn, Thp.PmdOrder);
-            Pfn = 0;
-        }
-    }
-}
-
-/// <summary>
 /// PMD-mapped transparent huge pages (mm/huge_memory.c, mm/pgtable-generic.c): the huge anonymous
 /// fault and its zero-page read, write-protect faults on a huge PMD, the PMD split, zap, fork's copy,
 /// mprotect and GUP's follow. Every huge PMD of anonymous memory has a PTE table deposited under it
@@ -86,7 +25,7 @@ internal static unsafe class HugeMemory
 
     private static ulong PfnOfListHead(Machine m, ulong vaddr) => m.Vmemmap.PfnOfVaddr(vaddr - 8);
 
-    public static void Deposit(Machine m, ulong* pmd, ulong table)
+    public static void Deposit(Machine m, Pmd* pmd, ulong table)
     {
         Page* owner = m.Vmemmap.PfnToPage(PgTable.TablePfnOf(m.Memory, pmd));
         Page* t = m.Vmemmap.PfnToPage(table);
@@ -109,7 +48,7 @@ internal static unsafe class HugeMemory
         owner->PmdHugePte = m.Vmemmap.PageVaddr(table);
     }
 
-    public static ulong Withdraw(Machine m, ulong* pmd)
+    public static ulong Withdraw(Machine m, Pmd* pmd)
     {
         Page* owner = m.Vmemmap.PfnToPage(PgTable.TablePfnOf(m.Memory, pmd));
         Bug.On(owner->PmdHugePte == 0, "withdrawing a page table under pmd {0:x}, but none is deposited", (ulong)pmd);
@@ -142,20 +81,15 @@ internal static unsafe class HugeMemory
         return n;
     }
 
-    /// <summary>pgtable_trans_huge_deposit + mm_inc_nr_ptes: the table under a new huge PMD, counted in VmPTE.</summary>
-    private static void DepositTable(MmStruct mm, ulong* pmd, ulong table)
+    /// <summary>pgtable_trans_huge_deposit + mm_inc_nr_ptes: the table under a new huge PMD, counted in VmPTE. PMD lock held.</summary>
+    private static void DepositTable(MmStruct mm, Pmd* pmd, ulong table)
     {
         Deposit(mm.Machine, pmd, table);
-        mm.AddPgtablesBytes(Geometry.PtrsPerPte * sizeof(ulong));
+        mm.AddPgtablesBytes(PgTable.TableBytes);
     }
 
-    /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes).</summary>
-    private static void ZapDepositedTable(Cpu cpu, MmStruct mm, ulong* pmd)
-    {
-        ulong table = Withdraw(mm.Machine, pmd);
-        PgTable.FreeTable(cpu, mm.Machine, table);
-        mm.AddPgtablesBytes(-Geometry.PtrsPerPte * sizeof(ulong));
-    }
+    /// <summary>zap_deposited_table: the table under a huge PMD goes with it (pte_free, mm_dec_nr_ptes). PMD lock held.</summary>
+    private static void ZapDepositedTable(Cpu cpu, MmStruct mm, Pmd* pmd) => PgTable.PteFreeDeposited(cpu, mm, Withdraw(mm.Machine, pmd));
 
     /// <summary>is_huge_zero_pmd.</summary>
     public static bool IsHugeZeroPmd(Machine m, Pmd pmd) => pmd.Present && m.HugeZero.IsHead(pmd.Pfn);
@@ -169,10 +103,9 @@ internal static unsafe class HugeMemory
     /// PMD order goes to create_huge_pmd; a huge PMD to wp_huge_pmd or huge_pmd_set_accessed. Fallback
     /// sends the fault on to the PTE level.
     /// </summary>
-    public static VmFaultT HugePmdFault(ref VmFault vmf, ulong pmdval)
+    public static VmFaultT HugePmdFault(ref VmFault vmf, Pmd orig)
     {
         Machine m = vmf.Mm.Machine;
-        var orig = new Pmd(pmdval);
         if (orig.None)
         {
             if ((m.Thp.AllowableOrders(vmf.Vma.VmFlags) & (1u << Thp.PmdOrder)) == 0) return VmFaultT.Fallback;
@@ -208,16 +141,15 @@ internal static unsafe class HugeMemory
                 m.Counters.Add(vmf.Cpu.Id, VmEvent.ThpFaultFallback);
                 return VmFaultT.Fallback;
             }
-            int* zptl = PgTable.PmdLockptr(m, vmf.Pmd);
-            Spin.Lock(zptl);
-            bool set = new Pmd(PgTable.Get(vmf.Pmd)).None;
+            int* zptl = PgTable.PmdLock(m, vmf.Pmd);
+            bool set = PgTable.Get(vmf.Pmd).None;
             if (set)
             {
                 // set_huge_zero_folio: read-only, special, with the table deposited.
                 PgTable.ArchFlushTlbBeforeSetHugePage(vmf.Cpu, mm, haddr);
                 Pmd entry = Pmd.PfnPmd(zero, vma.VmPageProt).MkHuge().SetFlags(PageTableBits.Special);
                 DepositTable(mm, vmf.Pmd, pgtable);
-                PgTable.Set(vmf.Pmd, entry.Value);
+                PgTable.Set(vmf.Pmd, entry); // release: the deposit and the zero folio's reference come first
             }
             Spin.Unlock(zptl);
             if (!set) PgTable.FreeTable(vmf.Cpu, m, pgtable);
@@ -234,9 +166,8 @@ internal static unsafe class HugeMemory
             Rmap.FolioPut(vmf.Cpu, m, folio);
             return VmFaultT.Oom;
         }
-        int* ptl = PgTable.PmdLockptr(m, vmf.Pmd);
-        Spin.Lock(ptl);
-        if (!new Pmd(PgTable.Get(vmf.Pmd)).None)
+        int* ptl = PgTable.PmdLock(m, vmf.Pmd);
+        if (!PgTable.Get(vmf.Pmd).None)
         {
             Spin.Unlock(ptl);
             PgTable.FreeTable(vmf.Cpu, m, table);
@@ -252,7 +183,7 @@ internal static unsafe class HugeMemory
         return VmFaultT.None;
     }
 
-    /// <summary>vma_alloc_anon_folio_pmd: a zeroed PMD-order folio, or 0 counting thp_fault_fallback.</summary>
+    /// <summary>vma_alloc_anon_folio_pmd: a zeroed PMD-order folio, or 0 counting thp_fault_fallback. No page-table lock.</summary>
     private static ulong AllocAnonFolioPmd(Cpu cpu, Machine m)
     {
         ulong folio = m.Allocator.AllocPages(cpu.Id, Thp.PmdOrder, Gfp.Zero | Gfp.Comp);
@@ -267,29 +198,28 @@ internal static unsafe class HugeMemory
     }
 
     /// <summary>map_anon_folio_pmd: the new folio mapped writable and dirty by the PMD. PMD lock held.</summary>
-    private static void MapAnonFolioPmd(Cpu cpu, Vma vma, AnonVma anonVma, ulong* pmd, ulong folio, ulong haddr)
+    private static void MapAnonFolioPmd(Cpu cpu, Vma vma, AnonVma anonVma, Pmd* pmd, ulong folio, ulong haddr)
     {
         Machine m = vma.Mm.Machine;
         Pmd entry = Pmd.PfnPmd(folio, vma.VmPageProt).MkHuge().MkDirty();
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite(); // maybe_pmd_mkwrite
         Folio.AddNewAnonRmapPmd(cpu, m, folio, vma, anonVma, haddr);
-        PgTable.Set(pmd, entry.Value); // set_pmd_at
+        PgTable.Set(pmd, entry); // set_pmd_at: the release store publishes the zeroed folio and its rmap
         vma.Mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, HpagePmdNr);
         m.Counters.Add(cpu.Id, VmEvent.ThpFaultAlloc);
         m.Thp.Count(Thp.PmdOrder, MthpStat.AnonFaultAlloc);
     }
 
-    /// <summary>huge_pmd_set_accessed → touch_pmd: young (and dirty for a write) under the PMD lock.</summary>
+    /// <summary>huge_pmd_set_accessed → touch_pmd: young (and dirty for a write), taking and dropping the PMD lock.</summary>
     private static void HugePmdSetAccessed(ref VmFault vmf, Pmd orig)
     {
-        int* ptl = PgTable.PmdLockptr(vmf.Mm.Machine, vmf.Pmd);
-        Spin.Lock(ptl);
-        if (PgTable.Get(vmf.Pmd) == orig.Value)
+        int* ptl = PgTable.PmdLock(vmf.Mm.Machine, vmf.Pmd);
+        if (PgTable.Get(vmf.Pmd) == orig)
         {
             bool write = (vmf.Flags & FaultFlags.Write) != 0;
             Pmd entry = orig.MkYoung();
             if (write) entry = entry.MkDirty();
-            if (write && entry != orig) PgTable.Set(vmf.Pmd, entry.Value); // pmdp_set_access_flags (x86: only a dirty update is written)
+            if (write && entry != orig) PgTable.Set(vmf.Pmd, entry); // pmdp_set_access_flags (x86: only a dirty update is written)
         }
         Spin.Unlock(ptl);
     }
@@ -315,7 +245,7 @@ internal static unsafe class HugeMemory
         }
 
         Spin.Lock(ptl);
-        if (PgTable.Get(vmf.Pmd) != orig.Value)
+        if (PgTable.Get(vmf.Pmd) != orig)
         {
             Spin.Unlock(ptl);
             return VmFaultT.None;
@@ -351,7 +281,7 @@ internal static unsafe class HugeMemory
         {
             Pmd entry = orig.MkYoung().MkDirty();
             if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite();
-            PgTable.Set(vmf.Pmd, entry.Value); // pmdp_set_access_flags
+            PgTable.Set(vmf.Pmd, entry); // pmdp_set_access_flags
             vmf.Kind = FaultKind.Huge;
             vmf.MappedPfn = headPfn + (ulong)Geometry.PteIndex(vmf.Address);
         }
@@ -359,7 +289,7 @@ internal static unsafe class HugeMemory
         return VmFaultT.None;
     }
 
-    /// <summary>do_huge_zero_wp_pmd: replace the huge zero PMD by a new THP (the deposited table stays).</summary>
+    /// <summary>do_huge_zero_wp_pmd: replace the huge zero PMD by a new THP (the deposited table stays). Takes and drops the PMD lock.</summary>
     private static VmFaultT DoHugeZeroWpPmd(ref VmFault vmf, Pmd orig)
     {
         Machine m = vmf.Mm.Machine;
@@ -367,9 +297,8 @@ internal static unsafe class HugeMemory
         ulong haddr = vmf.Address & Geometry.PmdMask;
         ulong folio = AllocAnonFolioPmd(vmf.Cpu, m);
         if (folio == 0) return VmFaultT.Fallback;
-        int* ptl = PgTable.PmdLockptr(m, vmf.Pmd);
-        Spin.Lock(ptl);
-        if (PgTable.Get(vmf.Pmd) != orig.Value)
+        int* ptl = PgTable.PmdLock(m, vmf.Pmd);
+        if (PgTable.Get(vmf.Pmd) != orig)
         {
             Spin.Unlock(ptl);
             Rmap.FolioPut(vmf.Cpu, m, folio);
@@ -383,10 +312,10 @@ internal static unsafe class HugeMemory
         return VmFaultT.None;
     }
 
-    /// <summary>pmdp_huge_clear_flush: clear the PMD and flush its 2 MiB from every CPU's TLB.</summary>
-    private static Pmd PmdpHugeClearFlush(Cpu cpu, MmStruct mm, ulong* pmd, ulong haddr)
+    /// <summary>pmdp_huge_clear_flush: clear the PMD and flush its 2 MiB from every CPU's TLB. PMD lock held.</summary>
+    private static Pmd PmdpHugeClearFlush(Cpu cpu, MmStruct mm, Pmd* pmd, ulong haddr)
     {
-        var old = new Pmd(PgTable.GetAndClear(pmd));
+        Pmd old = PgTable.GetAndClear(pmd);
         TlbFlush.FlushMmRange(cpu, mm, haddr, haddr + Geometry.PmdSize, Geometry.PmdShift, false);
         return old;
     }
@@ -395,48 +324,49 @@ internal static unsafe class HugeMemory
     // Split
     // ---------------------------------------------------------------------------------------------
 
-    /// <summary>__split_huge_pmd (freeze = false): under the PMD lock, if the PMD is still huge, split it.</summary>
-    public static void SplitHugePmd(Cpu cpu, Vma vma, ulong* pmd, ulong address)
+    /// <summary>__split_huge_pmd (freeze = false): under the PMD lock (taken and dropped here), if the PMD is still huge, split it. mmap_lock held.</summary>
+    public static void SplitHugePmd(Cpu cpu, Vma vma, Pmd* pmd, ulong address)
     {
-        int* ptl = PgTable.PmdLockptr(vma.Mm.Machine, pmd);
-        Spin.Lock(ptl);
-        if (new Pmd(PgTable.Get(pmd)).Leaf) SplitHugePmdLocked(cpu, vma, pmd, address & Geometry.PmdMask);
+        int* ptl = PgTable.PmdTransHugeLock(vma.Mm.Machine, pmd);
+        if (ptl == null) return;
+        SplitHugePmdLocked(cpu, vma, pmd, address & Geometry.PmdMask);
         Spin.Unlock(ptl);
     }
 
-    /// <summary>split_huge_pmd_address: split the huge PMD mapping address, if there is one (vma_adjust_trans_huge).</summary>
+    /// <summary>split_huge_pmd_address: split the huge PMD mapping address, if there is one (vma_adjust_trans_huge). mmap_lock held for write.</summary>
     public static void SplitHugePmdAddress(Cpu cpu, Vma vma, ulong address)
     {
-        ulong* pmd = PgTable.WalkToPmd(vma.Mm, address);
-        if (pmd != null && new Pmd(PgTable.Get(pmd)).Leaf) SplitHugePmd(cpu, vma, pmd, address);
+        Pmd* pmd = PgTable.WalkToPmd(vma.Mm, address);
+        if (pmd != null && PgTable.Get(pmd).Leaf) SplitHugePmd(cpu, vma, pmd, address);
     }
 
     /// <summary>
     /// __split_huge_pmd_locked for anonymous memory: the PMD is made invalid and flushed, the folio gains
     /// 512 PTE mappings (and references) carrying PageAnonExclusive and the PMD's write, dirty, young and
     /// soft-dirty bits, the deposited table is filled and becomes the PMD's table, and the PMD mapping
-    /// goes. The huge zero PMD becomes 512 PTEs of the small zero page.
+    /// goes. The huge zero PMD becomes 512 PTEs of the small zero page. PMD lock held throughout, so no
+    /// walker under pmd_trans_huge_lock sees the split half done.
     /// </summary>
-    private static void SplitHugePmdLocked(Cpu cpu, Vma vma, ulong* pmd, ulong haddr)
+    private static void SplitHugePmdLocked(Cpu cpu, Vma vma, Pmd* pmd, ulong haddr)
     {
         MmStruct mm = vma.Mm;
         Machine m = mm.Machine;
         m.Counters.Add(cpu.Id, VmEvent.ThpSplitPmd);
-        var cur = new Pmd(PgTable.Get(pmd));
+        Pmd cur = PgTable.Get(pmd);
         if (IsHugeZeroPmd(m, cur))
         {
             // __split_huge_zero_page_pmd
             PmdpHugeClearFlush(cpu, mm, pmd, haddr);
             ulong ztable = Withdraw(m, pmd);
-            ulong* zpte = (ulong*)m.Memory.FrameAddress(ztable);
-            ulong zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial().Value;
-            for (int i = 0; i < HpagePmdNr; i++) zpte[i] = zero;
-            PopulateSplitTable(m, pmd, ztable);
+            Pte* zpte = PgTable.PteTable(m.Memory, ztable);
+            Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
+            for (int i = 0; i < HpagePmdNr; i++) PgTable.Set(zpte + i, zero);
+            PgTable.PmdPopulateFilled(m, pmd, ztable, HpagePmdNr);
             return;
         }
 
         // pmdp_invalidate: not present (PSE kept, so walkers still see a huge PMD) and flushed.
-        var old = new Pmd(Interlocked.Exchange(ref *pmd, cur.MkInvalid().Value));
+        Pmd old = PgTable.Exchange(pmd, cur.MkInvalid());
         TlbFlush.FlushMmRange(cpu, mm, haddr, haddr + Geometry.PmdSize, Geometry.PmdShift, false);
         ulong headPfn = old.Pfn;
         Page* head = m.Vmemmap.PfnToPage(headPfn);
@@ -445,7 +375,7 @@ internal static unsafe class HugeMemory
         Folio.AddAnonRmapPtes(cpu, m, headPfn, headPfn, HpagePmdNr, vma, anonExclusive);
 
         ulong table = Withdraw(m, pmd);
-        ulong* pte = (ulong*)m.Memory.FrameAddress(table);
+        Pte* pte = PgTable.PteTable(m.Memory, table);
         for (int i = 0; i < HpagePmdNr; i++)
         {
             Pte entry = Pte.PfnPte(headPfn + (ulong)i, vma.VmPageProt);
@@ -453,17 +383,10 @@ internal static unsafe class HugeMemory
             if (!old.Young) entry = entry.MkOld();
             if (old.Dirty) entry = entry.MkDirty();
             if (old.SoftDirty) entry = entry.MkSoftDirty();
-            pte[i] = entry.Value;
+            PgTable.Set(pte + i, entry); // not yet reachable: published with the table below
         }
         Folio.RemoveRmapPmd(cpu, m, headPfn, mm);
-        PopulateSplitTable(m, pmd, table);
-    }
-
-    /// <summary>smp_wmb + pmd_populate: the filled table becomes the PMD's (and, with pte_refcount, holds one count per entry).</summary>
-    private static void PopulateSplitTable(Machine m, ulong* pmd, ulong table)
-    {
-        if (m.Config.PtReclaim == PtReclaimMode.Refcount) m.Vmemmap.PfnToPage(table)->PteRefcount = HpagePmdNr;
-        PgTable.Set(pmd, Pmd.MkTable(table).Value);
+        PgTable.PmdPopulateFilled(m, pmd, table, HpagePmdNr);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -473,29 +396,24 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// zap_huge_pmd: clear the whole huge PMD, drop its rmap and RSS and its deposited table, and hand the
     /// folio's reference to the gather. False when the PMD is no longer huge (the caller goes on by PTEs).
+    /// mmap_lock held; takes pmd_trans_huge_lock and drops it before the folio goes to the gather.
     /// </summary>
-    public static bool ZapHugePmd(Cpu cpu, MmuGather tlb, Vma vma, ulong* pmd, ulong addr)
+    public static bool ZapHugePmd(Cpu cpu, MmuGather tlb, Vma vma, Pmd* pmd, ulong addr)
     {
         MmStruct mm = vma.Mm;
         Machine m = mm.Machine;
-        int* ptl = PgTable.PmdLockptr(m, pmd);
-        Spin.Lock(ptl);
-        if (!new Pmd(PgTable.Get(pmd)).Leaf)
-        {
-            Spin.Unlock(ptl);
-            return false;
-        }
-        ulong value;
+        int* ptl = PgTable.PmdTransHugeLock(m, pmd);
+        if (ptl == null) return false;
+        Pmd orig;
         if (tlb.FullMm)
         {
-            value = PgTable.Get(pmd);
-            PgTable.Set(pmd, 0);
+            orig = PgTable.Get(pmd);
+            PgTable.Set(pmd, default);
         }
         else
         {
-            value = PgTable.GetAndClear(pmd); // pmdp_huge_get_and_clear_full
+            orig = PgTable.GetAndClear(pmd); // pmdp_huge_get_and_clear_full
         }
-        var orig = new Pmd(value);
         tlb.AdjustRange(addr, Geometry.PmdSize); // tlb_remove_pmd_tlb_entry
         if (IsHugeZeroPmd(m, orig))
         {
@@ -517,9 +435,10 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// copy_huge_pmd: share the THP with the child by PMD, both write-protected, with a table deposited
     /// for the child; the huge zero PMD is shared as it is. A folio that may be pinned is split in the
-    /// parent instead and copied by PTEs (EAGAIN, as when the PMD was split meanwhile).
+    /// parent instead and copied by PTEs (EAGAIN, as when the PMD was split meanwhile). Both mms' mmap_lock
+    /// held for write; takes the child's PMD lock, then the parent's nested, and drops both.
     /// </summary>
-    public static Errno CopyHugePmd(Cpu cpu, Vma dstVma, Vma srcVma, ulong* dstPmd, ulong* srcPmd, ulong addr)
+    public static Errno CopyHugePmd(Cpu cpu, Vma dstVma, Vma srcVma, Pmd* dstPmd, Pmd* srcPmd, ulong addr)
     {
         MmStruct src = srcVma.Mm, dst = dstVma.Mm;
         Machine m = src.Machine;
@@ -529,7 +448,7 @@ internal static unsafe class HugeMemory
         int* srcPtl = PgTable.PmdLockptr(m, srcPmd);
         Spin.Lock(dstPtl);
         Spin.Lock(srcPtl); // spin_lock_nested
-        var pmd = new Pmd(PgTable.Get(srcPmd));
+        Pmd pmd = PgTable.Get(srcPmd);
         if (!pmd.Leaf)
         {
             Spin.Unlock(srcPtl);
@@ -557,8 +476,8 @@ internal static unsafe class HugeMemory
             dst.AddMmCounter(cpu.Id, MmCounter.AnonPages, HpagePmdNr);
         }
         DepositTable(dst, dstPmd, table);
-        PgTable.SetWrprotect(srcPmd); // pmdp_set_wrprotect: RW is bit 1 at every level
-        PgTable.Set(dstPmd, pmd.Wrprotect().MkOld().Value);
+        PgTable.SetWrprotect(srcPmd); // pmdp_set_wrprotect
+        PgTable.Set(dstPmd, pmd.Wrprotect().MkOld()); // release: the deposit and the rmap dup come first
         Spin.Unlock(srcPtl);
         Spin.Unlock(dstPtl);
         return Errno.Success;
@@ -567,28 +486,23 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// change_huge_pmd: the PMD made invalid while it is rewritten with pmd_modify; an exclusive anonymous
     /// THP in a writable private VMA may become writable at once. False when it is no longer huge.
+    /// mmap_lock held for write; takes and drops pmd_trans_huge_lock.
     /// </summary>
-    public static bool ChangeHugePmd(MmuGather tlb, Vma vma, ulong* pmd, ulong addr, ulong newprot, bool tryWritable)
+    public static bool ChangeHugePmd(MmuGather tlb, Vma vma, Pmd* pmd, ulong addr, ulong newprot, bool tryWritable)
     {
         Machine m = vma.Mm.Machine;
-        int* ptl = PgTable.PmdLockptr(m, pmd);
-        Spin.Lock(ptl);
-        var cur = new Pmd(PgTable.Get(pmd));
-        if (!cur.Leaf)
-        {
-            Spin.Unlock(ptl);
-            return false;
-        }
-        var old = new Pmd(Interlocked.Exchange(ref *pmd, cur.MkInvalid().Value)); // pmdp_invalidate_ad
+        int* ptl = PgTable.PmdTransHugeLock(m, pmd);
+        if (ptl == null) return false;
+        Pmd old = PgTable.Exchange(pmd, PgTable.Get(pmd).MkInvalid()); // pmdp_invalidate_ad
         Pmd entry = old.Modify(newprot);
         if (tryWritable && !entry.Write && CanChangePmdWritable(m, vma, entry)) entry = entry.MkWrite();
-        PgTable.Set(pmd, entry.Value);
-        if (Mprotect.PteNeedsFlush(new Pte(old.Value), new Pte(entry.Value))) tlb.AdjustRange(addr, Geometry.PmdSize); // huge_pmd_needs_flush
+        PgTable.Set(pmd, entry);
+        if (Mprotect.PteNeedsFlush(new Pte(old.Value), new Pte(entry.Value))) tlb.AdjustRange(addr, Geometry.PmdSize); // huge_pmd_needs_flush: the same bits at both levels
         Spin.Unlock(ptl);
         return true;
     }
 
-    /// <summary>can_change_pmd_writable for a private mapping: only an exclusive anonymous THP.</summary>
+    /// <summary>can_change_pmd_writable for a private mapping: only an exclusive anonymous THP. PMD lock held.</summary>
     private static bool CanChangePmdWritable(Machine m, Vma vma, Pmd pmd)
     {
         if ((vma.VmFlags & VmFlags.Write) == 0 || pmd.Protnone) return false;
@@ -600,9 +514,10 @@ internal static unsafe class HugeMemory
     /// <summary>
     /// follow_huge_pmd under the PMD lock: the subpage for address with its reference grabbed, or 0 with
     /// the fault that makes it followable (write: do_huge_pmd_wp_page; a read-only pin of a shared THP:
-    /// unshare). A PMD that stopped being huge reports 0 and no fault, and the walk is retried.
+    /// unshare). A PMD that stopped being huge reports 0 and no fault, and the walk is retried. mmap_lock
+    /// held for read; takes and drops the PMD lock.
     /// </summary>
-    public static ulong FollowHugePmd(Cpu cpu, Vma vma, ulong* pmd, ulong address, Foll flags, out FaultFlags need, out bool retry)
+    public static ulong FollowHugePmd(Cpu cpu, Vma vma, Pmd* pmd, ulong address, Foll flags, out FaultFlags need, out bool retry)
     {
         Machine m = vma.Mm.Machine;
         need = (flags & Foll.Write) != 0 ? FaultFlags.Write : FaultFlags.None;
@@ -611,7 +526,7 @@ internal static unsafe class HugeMemory
         Spin.Lock(ptl);
         try
         {
-            var e = new Pmd(PgTable.Get(pmd));
+            Pmd e = PgTable.Get(pmd);
             if (!e.Leaf || (e.Value & PageTableBits.Present) == 0)
             {
                 retry = true; // split (or being split) meanwhile
