@@ -230,11 +230,11 @@ public sealed class Process
     }
 
     /// <summary>/proc/PID/status (the memory lines). Like /proc/PID after the task is reaped, gone after Exit.</summary>
-    public string ProcStatus() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderStatus(this);
+    public string ProcStatus() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderStatus(Name, Pid, Mm);
 
     /// <summary>/proc/PID/maps.</summary>
     public string ProcMaps() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderMaps(Mm);
 
     /// <summary>/proc/PID/smaps_rollup: Rss, Pss and the rest summed over the address space, AnonHugePages among them.</summary>
-    public string ProcSmapsRollup() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderSmapsRollup(this);
+    public string ProcSmapsRollup() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderSmapsRollup(Mm);
 }

@@ -44,17 +44,17 @@ public static class Stats
     }
 
     /// <summary>task_mem (fs/proc/task_mmu.c): the Vm* and Rss* lines of /proc/PID/status, "%8lu kB".</summary>
-    public static string RenderStatus(Process p)
+    /// <remarks>proc_pid_status prints the task's Name and Pid before task_mem's lines; the caller passes them, as the task is not mm's.</remarks>
+    public static string RenderStatus(string name, int pid, MmStruct mm)
     {
-        MmStruct mm = p.Mm;
         long anon = mm.GetMmCounter(MmCounter.AnonPages), file = mm.GetMmCounter(MmCounter.FilePages), shmem = mm.GetMmCounter(MmCounter.ShmemPages);
         long rss = anon + file + shmem;
         long hiwaterRss = Math.Max(mm.HiwaterRss, rss);
         long totalVm = mm.TotalVm, hiwaterVm = Math.Max(mm.HiwaterVm, totalVm);
         const int kbPerPage = (int)(Geometry.PageSize >> 10);
         var sb = new StringBuilder();
-        sb.Append("Name:\t").Append(p.Name).Append('\n');
-        sb.Append("Pid:\t").Append(p.Pid).Append('\n');
+        sb.Append("Name:\t").Append(name).Append('\n');
+        sb.Append("Pid:\t").Append(pid).Append('\n');
         Line(sb, "VmPeak", hiwaterVm * kbPerPage);
         Line(sb, "VmSize", totalVm * kbPerPage);
         Line(sb, "VmLck", 0);
@@ -82,9 +82,8 @@ public static class Stats
     /// among the mappers); a PMD-mapped THP counts in AnonHugePages. The huge and small zero pages count
     /// nowhere, as vm_normal_page says.
     /// </summary>
-    public static unsafe string RenderSmapsRollup(Process p)
+    public static unsafe string RenderSmapsRollup(MmStruct mm)
     {
-        MmStruct mm = p.Mm;
         Machine m = mm.Machine;
         ulong lo = ulong.MaxValue, hi = 0;
         using CpuScope scope = m.EnterCpu();
