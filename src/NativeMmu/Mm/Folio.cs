@@ -60,36 +60,6 @@ internal static unsafe class Folio
         ? Volatile.Read(ref Pincount(head)) > 0
         : Volatile.Read(ref head->RefCount) >= Fork.GupPinCountingBias;
 
-    /// <summary>prep_compound_head's folio fields (called from prep_compound_page).</summary>
-    public static void PrepCompoundHead(Page* head, ulong headVaddr, int order)
-    {
-        LargeMapcount(head) = -1;
-        NrPagesMapped(head) = 0;
-        EntireMapcount(head) = -1;
-        Pincount(head) = 0;
-        MmIdMapcount(head)[0] = -1;
-        MmIdMapcount(head)[1] = -1;
-        MmIds(head) = 0;
-        if (order > 1)
-        {
-            ulong self = headVaddr + (ulong)FolioLayout.DeferredList; // INIT_LIST_HEAD
-            DeferredList(head)[0] = self;
-            DeferredList(head)[1] = self;
-        }
-    }
-
-    /// <summary>free_tail_page_prepare's folio checks: what must hold of a large folio when it is freed.</summary>
-    public static string? BadAtFree(Page* head, ulong headVaddr, int order)
-    {
-        if (LargeMapcount(head) != -1) return "nonzero large_mapcount";
-        if (NrPagesMapped(head) != 0) return "nonzero nr_pages_mapped";
-        if (MmIdMapcount(head)[0] != -1 || MmIdMapcount(head)[1] != -1) return "nonzero mm mapcount";
-        if (EntireMapcount(head) != -1) return "nonzero entire_mapcount";
-        if (Pincount(head) != 0) return "nonzero pincount";
-        if (order > 1 && DeferredList(head)[0] != headVaddr + (ulong)FolioLayout.DeferredList) return "on deferred list";
-        return null;
-    }
-
     // ---------------------------------------------------------------------------------------------
     // _large_mapcount with MM-ID tracking (include/linux/rmap.h, CONFIG_MM_ID)
     // ---------------------------------------------------------------------------------------------
