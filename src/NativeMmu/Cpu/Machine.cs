@@ -28,7 +28,7 @@ public sealed unsafe class Machine : IDisposable
         for (ulong pfn = 0; pfn < boot.Next; pfn++)
         {
             Page* p = Vmemmap.PfnToPage(pfn);
-            p->Flags = 1UL << PG.Reserved;
+            p->Flags = PG.Mask(PG.Reserved);
             p->RefCount = 1;
         }
         Allocator = new FrameAllocator(Memory, Vmemmap, Counters, config.Cpus, boot.Next, config.PcpHigh, config.PcpBatch);

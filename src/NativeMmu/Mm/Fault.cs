@@ -315,7 +315,7 @@ internal static unsafe class Memory
         ulong pfn = m.Allocator.AllocPages(vmf.Cpu.Id, 0, Gfp.Zero);
         if (pfn == 0) return VmFaultT.Oom;
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        page->Flags |= 1UL << PG.Uptodate; // __folio_mark_uptodate: the zeroing is complete before the PTE is visible
+        page->SetFlag(PG.Uptodate); // __folio_mark_uptodate: the zeroing is complete before the PTE is visible
 
         Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
@@ -388,7 +388,7 @@ internal static unsafe class Memory
         int nr = 1 << order;
         ulong addr = vmf.Address & ~((Geometry.PageSize << order) - 1);
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        page->Flags |= 1UL << PG.Uptodate;
+        page->SetFlag(PG.Uptodate);
         vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, addr, out vmf.Ptl, vmf.PteTablePage);
         if (vmf.Pte == null)
         {
@@ -461,7 +461,7 @@ internal static unsafe class Memory
                     || (large ? m.Config.WpLargeFolio == LargeFolioWp.ReuseSubpage && WpCanReuseLargeAnonFolio(head)
                               : WpCanReuseAnonFolio(page, vmf.Vma)))
                 {
-                    if (!page->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page->Flags, 1UL << PG.AnonExclusive);
+                    if (!page->TestFlag(PG.AnonExclusive)) page->SetFlagAtomic(PG.AnonExclusive);
                     if (unshare)
                     {
                         Spin.Unlock(vmf.Ptl);
@@ -490,7 +490,7 @@ internal static unsafe class Memory
     /// <summary>wp_can_reuse_anon_folio for a small folio: the only reference is our mapping.</summary>
     private static bool WpCanReuseAnonFolio(Page* page, Vma vma)
     {
-        if ((page->Flags & (1UL << PG.Head)) != 0) return false; // large folios: not reused by this rule
+        if (page->IsHead) return false; // large folios: not reused by this rule
         if (Volatile.Read(ref page->RefCount) > 3) return false;
         int swapcache = page->TestFlag(PG.Swapcache) ? 1 : 0;
         if (Volatile.Read(ref page->RefCount) > 1 + swapcache) return false;
@@ -554,7 +554,7 @@ internal static unsafe class Memory
             for (int i = 0; i < nr; i++)
             {
                 Page* p = head + i;
-                if (!p->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref p->Flags, 1UL << PG.AnonExclusive);
+                if (!p->TestFlag(PG.AnonExclusive)) p->SetFlagAtomic(PG.AnonExclusive);
                 Pte entry = new Pte(PgTable.Get(first + i)).MkYoung().MkDirty();
                 if ((vmf.Vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite();
                 PtepSetAccessFlags(first + i, entry, true);
@@ -602,7 +602,7 @@ internal static unsafe class Memory
         }
         if (oldPfn != 0) m.Memory.CopyFrame(newPfn, oldPfn);
         Page* newPage = m.Vmemmap.PfnToPage(newPfn);
-        newPage->Flags |= 1UL << PG.Uptodate;
+        newPage->SetFlag(PG.Uptodate);
 
         vmf.Pte = PgTable.PteOffsetMapLock(vmf.Cpu, m, vmf.Pmd, vmf.Address, out vmf.Ptl, vmf.PteTablePage);
         bool copied = false;

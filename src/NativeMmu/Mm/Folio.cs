@@ -29,7 +29,7 @@ internal static unsafe class Folio
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool IsLarge(Page* head) => (head->Flags & (1UL << PG.Head)) != 0;
+    public static bool IsLarge(Page* head) => head->IsHead;
 
     /// <summary>folio_order: the low byte of page[1].flags.</summary>
     public static int Order(Page* head) => IsLarge(head) ? (int)(*(ulong*)((byte*)head + FolioLayout.Flags1) & 0xff) : 0;
@@ -44,7 +44,6 @@ internal static unsafe class Folio
     private static ref ulong MmIds(Page* head) => ref *(ulong*)((byte*)head + FolioLayout.MmIds);
     /// <summary>_deferred_list in page[2]: next at +0, prev at +8, kernel virtual addresses of list_heads.</summary>
     public static ulong* DeferredList(Page* head) => (ulong*)((byte*)head + FolioLayout.DeferredList);
-    private static ref ulong Flags1(Page* head) => ref *(ulong*)((byte*)head + FolioLayout.Flags1);
 
     /// <summary>folio_mapcount: every mapping of the folio (PTEs and PMDs).</summary>
     public static int Mapcount(Page* head) => IsLarge(head) ? Volatile.Read(ref LargeMapcount(head)) + 1 : Volatile.Read(ref head->MapCount) + 1;
@@ -53,7 +52,7 @@ internal static unsafe class Folio
     public static bool MaybeMappedShared(Page* head) => (Volatile.Read(ref MmIds(head)) & (1UL << MmIdsSharedBit)) != 0;
 
     /// <summary>folio_test_partially_mapped (PG_partially_mapped lives in page[1]).</summary>
-    public static bool PartiallyMapped(Page* head) => (Flags1(head) & (1UL << PG.PartiallyMapped)) != 0;
+    public static bool PartiallyMapped(Page* head) => head[1].TestFlag(PG.PartiallyMapped);
 
     /// <summary>folio_maybe_dma_pinned: a large folio counts pins in _pincount, a small one by GUP_PIN_COUNTING_BIAS.</summary>
     public static bool MaybeDmaPinned(Page* head) => IsLarge(head)
@@ -173,11 +172,11 @@ internal static unsafe class Folio
         {
             Page* p = head + i;
             p->MapCount = 0;
-            p->Flags |= 1UL << PG.AnonExclusive;
+            p->SetFlag(PG.AnonExclusive);
         }
         SetLargeMapcount(head, nr, vma.Mm.MmId);
         NrPagesMapped(head) = nr;
-        head->Flags |= (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        head->SetFlags(PG.Swapbacked, PG.Lru);
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, nr);
         m.Thp.Count(order, MthpStat.NrAnon, 1);
     }
@@ -193,7 +192,7 @@ internal static unsafe class Folio
                 if (page[i].TestFlag(PG.AnonExclusive)) return false;
         for (int i = 0; i < nr; i++)
         {
-            if (page[i].TestFlag(PG.AnonExclusive)) Interlocked.And(ref page[i].Flags, ~(1UL << PG.AnonExclusive));
+            if (page[i].TestFlag(PG.AnonExclusive)) page[i].ClearFlagAtomic(PG.AnonExclusive);
             Interlocked.Increment(ref page[i].MapCount);
         }
         AddLargeMapcount(head, nr, dstVma.Mm.MmId);
@@ -237,7 +236,7 @@ internal static unsafe class Folio
         for (int i = 0; i < nr; i++)
         {
             if (Interlocked.Increment(ref page[i].MapCount) == 0) first++;
-            if (exclusive && !page[i].TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page[i].Flags, 1UL << PG.AnonExclusive);
+            if (exclusive && !page[i].TestFlag(PG.AnonExclusive)) page[i].SetFlagAtomic(PG.AnonExclusive);
         }
         if (first != 0 && Interlocked.Add(ref NrPagesMapped(head), first) < EntirelyMapped)
             m.Counters.Add(cpu.Id, VmStat.NrAnonPages, first);
@@ -262,7 +261,7 @@ internal static unsafe class Folio
         EntireMapcount(head) = 0;
         SetLargeMapcount(head, 1, vma.Mm.MmId);
         NrPagesMapped(head) = EntirelyMapped;
-        head->Flags |= (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        head->SetFlags(PG.AnonExclusive, PG.Swapbacked, PG.Lru);
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, nr);
         m.Counters.Add(cpu.Id, VmStat.NrAnonThps, nr);
         m.Thp.Count(order, MthpStat.NrAnon, 1);
@@ -277,7 +276,7 @@ internal static unsafe class Folio
         if (head->TestFlag(PG.AnonExclusive))
         {
             if (maybePinned) return false;
-            Interlocked.And(ref head->Flags, ~(1UL << PG.AnonExclusive));
+            head->ClearFlagAtomic(PG.AnonExclusive);
         }
         Interlocked.Increment(ref EntireMapcount(head));
         AddLargeMapcount(head, 1, dstVma.Mm.MmId);
@@ -324,14 +323,14 @@ internal static unsafe class Folio
         {
             m.SplitQueue.Unqueue(headPfn);
             if ((head->Mapping & PageTypes.MappingAnon) != 0) m.Thp.Count(order, MthpStat.NrAnon, -1);
-            for (int i = 0; i < 1 << order; i++) head[i].Flags &= ~(1UL << PG.AnonExclusive);
+            for (int i = 0; i < 1 << order; i++) head[i].ClearFlag(PG.AnonExclusive);
         }
-        head->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Active) | (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked));
+        head->ClearFlags(PG.Lru, PG.Active, PG.AnonExclusive, PG.Swapbacked);
         m.Allocator.FreeFrozenPages(cpu.Id, headPfn, order);
     }
 
     /// <summary>Clears page[1]'s PG_partially_mapped (under the split-queue lock).</summary>
-    public static void ClearPartiallyMapped(Page* head) => Flags1(head) &= ~(1UL << PG.PartiallyMapped);
+    public static void ClearPartiallyMapped(Page* head) => head[1].ClearFlag(PG.PartiallyMapped);
 
-    public static void SetPartiallyMapped(Page* head) => Flags1(head) |= 1UL << PG.PartiallyMapped;
+    public static void SetPartiallyMapped(Page* head) => head[1].SetFlag(PG.PartiallyMapped);
 }

@@ -174,7 +174,7 @@ internal static unsafe class Zap
             if (entry.Special || pfn == zeroPfn) continue; // vm_normal_page() == NULL: nothing to release
             Page* page = m.Vmemmap.PfnToPage(pfn);
             bool full;
-            if ((page->Flags & (1UL << PG.Head)) == 0 && (page->CompoundHead & 1) == 0)
+            if (!page->IsCompound)
             {
                 rssAnon--;
                 Rmap.FolioRemoveRmapPte(cpu, m, pfn, mm);
