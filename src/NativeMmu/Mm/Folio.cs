@@ -329,8 +329,9 @@ internal static unsafe class Folio
         m.Allocator.FreeFrozenPages(cpu.Id, headPfn, order);
     }
 
-    /// <summary>Clears page[1]'s PG_partially_mapped (under the split-queue lock).</summary>
-    public static void ClearPartiallyMapped(Page* head) => head[1].ClearFlag(PG.PartiallyMapped);
+    /// <summary>folio_clear_partially_mapped (under the split-queue lock): atomic, as page[1]'s own PG_anon_exclusive shares the word.</summary>
+    public static void ClearPartiallyMapped(Page* head) => head[1].ClearFlagAtomic(PG.PartiallyMapped);
 
-    public static void SetPartiallyMapped(Page* head) => head[1].SetFlag(PG.PartiallyMapped);
+    /// <summary>folio_set_partially_mapped (under the split-queue lock): atomic for the same reason.</summary>
+    public static void SetPartiallyMapped(Page* head) => head[1].SetFlagAtomic(PG.PartiallyMapped);
 }
