@@ -66,20 +66,20 @@ public sealed unsafe partial class Cpu : IDisposable
     /// <summary>The managed thread id of the owner, 0 when free; claimed with a CAS, released with a Volatile store.</summary>
     private int _ownerThread;
 
-    internal Cpu(Machine machine, int id)
+    internal Cpu(Platform platform, int id)
     {
-        Machine = machine;
+        Platform = platform;
         Id = id;
-        _phys = machine.Memory;
-        _vmemmap = machine.Vmemmap;
-        _paging = machine.Paging;
-        _counters = machine.Counters;
-        _tlbMask = (ulong)machine.Config.TlbEntries - 1;
-        _tlbHugeMask = (ulong)machine.Config.TlbHugeEntries - 1;
-        _tlb = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(machine.Config.TlbEntries * sizeof(TlbEntry)), 64);
-        _tlbHuge = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(machine.Config.TlbHugeEntries * sizeof(TlbEntry)), 64);
-        NativeMemory.Clear(_tlb, (nuint)(machine.Config.TlbEntries * sizeof(TlbEntry)));
-        NativeMemory.Clear(_tlbHuge, (nuint)(machine.Config.TlbHugeEntries * sizeof(TlbEntry)));
+        _phys = platform.Memory;
+        _vmemmap = platform.Vmemmap;
+        _paging = platform.Paging;
+        _counters = platform.Counters;
+        _tlbMask = (ulong)platform.Config.TlbEntries - 1;
+        _tlbHugeMask = (ulong)platform.Config.TlbHugeEntries - 1;
+        _tlb = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(platform.Config.TlbEntries * sizeof(TlbEntry)), 64);
+        _tlbHuge = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(platform.Config.TlbHugeEntries * sizeof(TlbEntry)), 64);
+        NativeMemory.Clear(_tlb, (nuint)(platform.Config.TlbEntries * sizeof(TlbEntry)));
+        NativeMemory.Clear(_tlbHuge, (nuint)(platform.Config.TlbHugeEntries * sizeof(TlbEntry)));
         _local = (ulong*)NativeMemory.AlignedAlloc(64, 64);
         NativeMemory.Clear(_local, 64);
         _local[LocalTlbGen] = 1;
@@ -88,10 +88,11 @@ public sealed unsafe partial class Cpu : IDisposable
         NativeMemory.Clear(_shared, 128);
         _psc = (PscEntry*)NativeMemory.AlignedAlloc((nuint)(PscEntries * sizeof(PscEntry)), 64);
         NativeMemory.Clear(_psc, (nuint)(PscEntries * sizeof(PscEntry)));
-        _checkTlb = machine.Config.DebugVm;
+        _checkTlb = platform.Config.DebugVm;
     }
 
-    public Machine Machine { get; }
+    /// <summary>The machine this CPU belongs to.</summary>
+    public Platform Platform { get; }
     /// <summary>smp_processor_id().</summary>
     public int Id { get; }
     /// <summary>The mm whose PGD is in CR3 (loaded_mm). Written by the owner only (switch_mm).</summary>
@@ -108,7 +109,7 @@ public sealed unsafe partial class Cpu : IDisposable
     {
         if (Volatile.Read(ref _ownerThread) == 0) return;
         SwitchMm(null);
-        Machine.DetachCpu(this);
+        Platform.DetachCpu(this);
         // Release: the next owner's CAS sees every store this owner made to the CPU's words.
         Volatile.Write(ref _ownerThread, 0);
     }

@@ -25,7 +25,7 @@ public sealed unsafe partial class Cpu
             ulong vpn = first + i;
             TlbEntry* e = TlbSlot(vpn);
             if (e->Tag == TlbTag(vpn) && e->TablePfn != (uint)tablePfn)
-                Machine.ReportTlbConflict(this, vpn << Geometry.PageShift,
+                Platform.ReportTlbConflict(this, vpn << Geometry.PageShift,
                     $"CPU {Id}: {vpn << Geometry.PageShift:x} is cached through PTE table {e->TablePfn:x} while the paging-structure cache now points at table {tablePfn:x}");
         }
     }
@@ -36,10 +36,10 @@ public sealed unsafe partial class Cpu
         ulong hpn = va >> Geometry.PmdShift;
         TlbEntry* h = HugeTlbSlot(hpn);
         if (h->Tag == TlbTag(hpn))
-            Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 2 MiB translation and now a 4 KiB one");
+            Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 2 MiB translation and now a 4 KiB one");
         PscEntry* psc = PscSlot(hpn);
         if (psc->Tag == PscTag(hpn) && psc->TablePfn != tablePfn)
-            Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
+            Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
     }
 
     /// <summary>A 2 MiB translation is being filled: no 4 KiB translation may remain in the region.</summary>
@@ -51,7 +51,7 @@ public sealed unsafe partial class Cpu
             ulong vpn = first + i;
             TlbEntry* e = TlbSlot(vpn);
             if (e->Tag == TlbTag(vpn))
-                Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
+                Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
         }
     }
 

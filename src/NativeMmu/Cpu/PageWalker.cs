@@ -25,7 +25,7 @@ public sealed unsafe partial class Cpu
         FlushOneLocal(address);
         FlushPscOne(address);
         Bug.On(attempt > 10_000, "page fault at {0:x} (error {1}) retried 10000 times without progress", address, error);
-        IPageFaultHandler handler = Machine.FaultHandler ?? throw new InvalidOperationException("no page-fault handler is installed");
+        IPageFaultHandler handler = Platform.FaultHandler ?? throw new InvalidOperationException("no page-fault handler is installed");
         return handler.HandleUserFault(this, address, error | X86PfError.User);
     }
 

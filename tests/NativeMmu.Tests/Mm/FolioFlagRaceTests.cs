@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
 using static NativeMmu.Tests.TestSupport;
