@@ -35,6 +35,10 @@ public sealed unsafe class FrameAllocator : IDisposable
     // zone->lock protects the free areas and nr_free; a word on its own cache line.
     private readonly int* _zoneLock;
     private readonly FreeArea[] _freeArea = new FreeArea[NrOrders];
+    /// <summary>
+    /// Pages on the buddy lists: changed under the zone lock, with Volatile stores so that FreeFrames
+    /// and BuddyFreePages, which read it without the lock, see a whole value (possibly a moment old).
+    /// </summary>
     private long _buddyFreePages;
 
     // per_cpu_pages: each row is touched only by the CPU that owns it.

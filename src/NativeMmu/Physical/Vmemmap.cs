@@ -21,7 +21,11 @@ public sealed unsafe class Vmemmap : IDisposable
 
     private readonly PhysicalMemory _phys;
     private readonly PagingMode _mode;
-    // Host address of each vmemmap page, filled from the kernel page table on first use.
+    // Host address of each vmemmap page, filled from the kernel page table on first use. Any CPU may
+    // fill a slot, without a lock: a slot only ever holds null or the host address the tables give, an
+    // aligned pointer store is atomic, and the memory it points to exists before the store, so there is
+    // nothing for the store to publish and two CPUs filling one slot write the same value. The vmemmap
+    // remapping code clears slots (FlushKernelRange, Volatile) after changing the tables.
     private byte** _cache;
     private readonly ulong _cachePages;
 
