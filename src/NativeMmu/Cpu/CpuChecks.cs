@@ -23,9 +23,9 @@ public sealed unsafe partial class Cpu
         for (ulong i = 0; i < (ulong)Geometry.PtrsPerPte; i++)
         {
             ulong vpn = first + i;
-            TlbEntry* e = _tlb + (vpn & _tlbMask);
-            if (e->Tag == ((vpn << 16) | _local[0]) && e->TablePfn != (uint)tablePfn)
-                Machine.ReportTlbConflict(this, vpn << Geometry.PageShift,
+            TlbEntry* e = TlbSlot(vpn);
+            if (e->Tag == TlbTag(vpn) && e->TablePfn != (uint)tablePfn)
+                Platform.ReportTlbConflict(this, vpn << Geometry.PageShift,
                     $"CPU {Id}: {vpn << Geometry.PageShift:x} is cached through PTE table {e->TablePfn:x} while the paging-structure cache now points at table {tablePfn:x}");
         }
     }
@@ -33,13 +33,13 @@ public sealed unsafe partial class Cpu
     /// <summary>A 4 KiB translation is being filled: no 2 MiB one for the region, no other table for the address.</summary>
     private void CheckTlbFill4K(ulong va, uint tablePfn)
     {
-        TlbEntry* h = _tlbHuge + ((va >> Geometry.PmdShift) & _tlbHugeMask);
-        if (h->Tag == (((va >> Geometry.PmdShift) << 16) | _local[0]))
-            Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 2 MiB translation and now a 4 KiB one");
         ulong hpn = va >> Geometry.PmdShift;
-        PscEntry* psc = _psc + (hpn & (PscEntries - 1));
-        if (psc->Tag == ((hpn << 16) | _local[1]) && psc->TablePfn != tablePfn)
-            Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
+        TlbEntry* h = HugeTlbSlot(hpn);
+        if (h->Tag == TlbTag(hpn))
+            Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 2 MiB translation and now a 4 KiB one");
+        PscEntry* psc = PscSlot(hpn);
+        if (psc->Tag == PscTag(hpn) && psc->TablePfn != tablePfn)
+            Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
     }
 
     /// <summary>A 2 MiB translation is being filled: no 4 KiB translation may remain in the region.</summary>
@@ -49,13 +49,13 @@ public sealed unsafe partial class Cpu
         for (ulong i = 0; i < (ulong)Geometry.PtrsPerPte; i++)
         {
             ulong vpn = first + i;
-            TlbEntry* e = _tlb + (vpn & _tlbMask);
-            if (e->Tag == ((vpn << 16) | _local[0]))
-                Machine.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
+            TlbEntry* e = TlbSlot(vpn);
+            if (e->Tag == TlbTag(vpn))
+                Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void TableReadAfterFree(ulong va, ulong* slot)
-        => Bug.Throw($"CPU {Id}: the page walk for {va:x} read a freed page table (frame {((byte*)slot - _phys.Base) >> Geometry.PageShift:x})");
+        => Bug.Throw($"CPU {Id}: the page walk for {va:x} read a freed page table (frame {_phys.PfnOf(slot).Value:x})");
 }

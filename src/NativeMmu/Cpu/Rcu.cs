@@ -20,7 +20,7 @@ namespace NativeMmu.Cpus;
 /// </remarks>
 public sealed class Rcu
 {
-    private readonly Machine _m;
+    private readonly Platform _m;
     /// <summary>Guards the snapshots and <see cref="_completed"/>; taken to start or end a grace period.</summary>
     private readonly Lock _gpLock = new();
     /// <summary>Grace periods started: bumped under _gpLock before the start's barrier (see CallRcuFreeTable); read without it.</summary>
@@ -30,7 +30,7 @@ public sealed class Rcu
     private readonly long[] _snapAccess, _snapRead;
     private readonly CpuCallbacks[] _queues;
 
-    internal Rcu(Machine m)
+    internal Rcu(Platform m)
     {
         _m = m;
         _snapAccess = new long[m.Cpus.Length];

@@ -20,8 +20,8 @@ public static class TlbFlush
         Interlocked.MemoryBarrier();
         ulong others = Volatile.Read(ref mm.CpuMask) & ~(1UL << self.Id);
         if (others == 0) return;
-        Cpu[] cpus = self.Machine.Cpus;
-        self.Machine.Counters.Add(self.Id, VmEvent.NrTlbRemoteFlush);
+        Cpu[] cpus = self.Platform.Cpus;
+        self.Platform.Counters.Add(self.Id, VmEvent.NrTlbRemoteFlush);
         Span<long> requests = stackalloc long[64];
         for (ulong m = others; m != 0; m &= m - 1)
         {
@@ -48,7 +48,7 @@ public static class TlbFlush
             Thread.SpinWait(8);
         }
         if (pending == 0) return;
-        self.Machine.Counters.Add(self.Id, VmEvent.TlbFlushBarrierFallback);
+        self.Platform.Counters.Add(self.Id, VmEvent.TlbFlushBarrierFallback);
 
         // Either a CPU has published its odd sequence by now, or it will read the flush just posted.
         Interlocked.MemoryBarrierProcessWide();

@@ -22,9 +22,10 @@ public enum FaultKind
 }
 
 /// <summary>
-/// The "NativeMmu" EventSource. Counters are PollingCounters over the kernel's own per-CPU counters:
-/// they are summed once per interval and only while a listener has asked for them, so an unobserved
-/// emulator pays nothing. Events are Verbose and behind keywords; the hot paths test
+/// The "NativeMmu" EventSource. It sits between the CPU layer and the memory-management layer: it reads
+/// a <see cref="Platform"/>'s counters and allocator, and Mm raises its events. Counters are
+/// PollingCounters over the kernel's own per-CPU counters: they are summed once per interval and only
+/// while a listener has asked for them, so an unobserved emulator pays nothing. Events are Verbose and behind keywords; the hot paths test
 /// <see cref="FaultEventsEnabled"/> (one field read) before building one.
 /// </summary>
 [EventSource(Name = "NativeMmu")]
@@ -40,7 +41,8 @@ public sealed class NativeMmuEventSource : EventSource
         public const EventKeywords Reclaim = (EventKeywords)0x8;
     }
 
-    private readonly List<Machine> _machines = [];
+    /// <summary>The machines registered, under a lock on the list itself (registration and the counters' polling thread).</summary>
+    private readonly List<Platform> _machines = [];
     private readonly List<DiagnosticCounter> _counters = [];
     // Cached by OnEventCommand, read by the hot paths.
     private volatile bool _faultEvents, _zapEvents, _forkEvents, _reclaimEvents;
@@ -55,21 +57,21 @@ public sealed class NativeMmuEventSource : EventSource
     // Every instance method that returns void and is not marked [NonEvent] is taken for an event (with
     // the next free ID), so the helpers below must say they are not events.
     [NonEvent]
-    internal void Register(Machine m)
+    internal void Register(Platform m)
     {
         lock (_machines) _machines.Add(m);
     }
 
     [NonEvent]
-    internal void Unregister(Machine m)
+    internal void Unregister(Platform m)
     {
         lock (_machines) _machines.Remove(m);
     }
 
-    private double Sum(Func<Machine, double> f)
+    private double Sum(Func<Platform, double> f)
     {
         double total = 0;
-        lock (_machines) foreach (Machine m in _machines) total += f(m);
+        lock (_machines) foreach (Platform m in _machines) total += f(m);
         return total;
     }
 

@@ -125,7 +125,7 @@ internal static unsafe partial class Memory
             if (!pte.Special && pfn != m.ZeroPfn)
             {
                 Page* page = m.Vmemmap.PfnToPage(pfn);
-                if (Folio.PageCompound(page))
+                if (page->IsCompound)
                 {
                     // Pages of a large folio: the run of entries mapping its next pages goes in one batch,
                     // one reference and one __folio_try_dup_anon_rmap for all (maybe pinned: _pincount).
@@ -181,7 +181,7 @@ internal static unsafe partial class Memory
                 }
                 else
                 {
-                    Interlocked.And(ref page->Flags, ~(1UL << PG.AnonExclusive));
+                    page->ClearFlagAtomic(PG.AnonExclusive);
                     Interlocked.Increment(ref page->MapCount);   // folio_dup_file_rmap / the anon dup
                     Interlocked.Increment(ref page->RefCount);   // folio_get
                     rss++;
@@ -210,7 +210,7 @@ internal static unsafe partial class Memory
         if (newPfn == 0) return false;
         m.Memory.CopyFrame(newPfn, orig.Pfn);
         Page* page = m.Vmemmap.PfnToPage(newPfn);
-        page->Flags |= 1UL << PG.Uptodate;
+        page->SetFlag(PG.Uptodate);
         Rmap.FolioAddNewAnonRmap(cpu, m, page, dstVma, dstVma.AnonVma!, addr);
         Pte pte = Pte.PfnPte(newPfn, dstVma.VmPageProt).MkDirty();
         if ((dstVma.VmFlags & VmFlags.Write) != 0) pte = pte.MkWrite();

@@ -294,7 +294,7 @@ internal static unsafe partial class Memory
         ulong pfn = m.Allocator.AllocPages(vmf.Cpu.Id, 0, Gfp.Zero);
         if (pfn == 0) return VmFaultT.Oom;
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        page->Flags |= 1UL << PG.Uptodate; // __folio_mark_uptodate: the zeroing is complete before the PTE is visible
+        page->SetFlag(PG.Uptodate); // __folio_mark_uptodate: the zeroing is complete before the PTE is visible
 
         Pte entry = Pte.PfnPte(pfn, vma.VmPageProt);
         if ((vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkDirty().MkWrite();
@@ -367,7 +367,7 @@ internal static unsafe partial class Memory
         int nr = 1 << order;
         ulong addr = vmf.Address & ~((Geometry.PageSize << order) - 1);
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        page->Flags |= 1UL << PG.Uptodate;
+        page->SetFlag(PG.Uptodate);
         if (!PgTable.PteOffsetMapLock(ref vmf, addr))
         {
             Rmap.FolioPut(vmf.Cpu, m, pfn);
@@ -438,7 +438,7 @@ internal static unsafe partial class Memory
                     // PageAnonExclusive before the entry becomes writable, both under the PTL: a writable
                     // anonymous entry never maps a page that is not exclusive (page_table_check's rule),
                     // and whoever reads the entry under the lock sees the flag with it.
-                    if (!page->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page->Flags, 1UL << PG.AnonExclusive);
+                    if (!page->TestFlag(PG.AnonExclusive)) page->SetFlagAtomic(PG.AnonExclusive);
                     if (unshare)
                     {
                         PgTable.PteUnmapUnlock(ref vmf);
@@ -466,7 +466,7 @@ internal static unsafe partial class Memory
     /// <summary>wp_can_reuse_anon_folio for a small folio: the only reference is our mapping. PTL held; takes and drops the folio lock (trylock).</summary>
     private static bool WpCanReuseAnonFolio(Page* page, Vma vma)
     {
-        if ((page->Flags & (1UL << PG.Head)) != 0) return false; // large folios: not reused by this rule
+        if (page->IsHead) return false; // large folios: not reused by this rule
         if (Volatile.Read(ref page->RefCount) > 3) return false;
         int swapcache = page->TestFlag(PG.Swapcache) ? 1 : 0;
         if (Volatile.Read(ref page->RefCount) > 1 + swapcache) return false;
@@ -525,7 +525,7 @@ internal static unsafe partial class Memory
             for (int i = 0; i < nr; i++)
             {
                 Page* p = head + i;
-                if (!p->TestFlag(PG.AnonExclusive)) Interlocked.Or(ref p->Flags, 1UL << PG.AnonExclusive);
+                if (!p->TestFlag(PG.AnonExclusive)) p->SetFlagAtomic(PG.AnonExclusive);
                 Pte entry = PgTable.Get(first + i).MkYoung().MkDirty();
                 if ((vmf.Vma.VmFlags & VmFlags.Write) != 0) entry = entry.MkWrite();
                 PtepSetAccessFlags(first + i, entry, true);
@@ -571,7 +571,7 @@ internal static unsafe partial class Memory
         }
         if (oldPfn != 0) m.Memory.CopyFrame(newPfn, oldPfn);
         Page* newPage = m.Vmemmap.PfnToPage(newPfn);
-        newPage->Flags |= 1UL << PG.Uptodate;
+        newPage->SetFlag(PG.Uptodate);
 
         bool copied = false;
         if (PgTable.PteOffsetMapLock(ref vmf, vmf.Address) && PgTable.Get(vmf.Pte) == vmf.OrigPte)

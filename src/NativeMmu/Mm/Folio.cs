@@ -36,11 +36,7 @@ internal static unsafe class Folio
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool IsLarge(Page* head) => (head->Flags & (1UL << PG.Head)) != 0;
-
-    /// <summary>PageCompound: the page is the head or a tail of a large folio (any page, head or not).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool PageCompound(Page* page) => (page->Flags & (1UL << PG.Head)) != 0 || (page->CompoundHead & 1) != 0;
+    public static bool IsLarge(Page* head) => head->IsHead;
 
     /// <summary>folio_order: the low byte of page[1].flags.</summary>
     public static int Order(Page* head) => IsLarge(head) ? (int)(*(ulong*)((byte*)head + FolioLayout.Flags1) & 0xff) : 0;
@@ -55,7 +51,6 @@ internal static unsafe class Folio
     private static ref ulong MmIds(Page* head) => ref *(ulong*)((byte*)head + FolioLayout.MmIds);
     /// <summary>_deferred_list in page[2]: next at +0, prev at +8, kernel virtual addresses of list_heads.</summary>
     public static ulong* DeferredList(Page* head) => (ulong*)((byte*)head + FolioLayout.DeferredList);
-    private static ref ulong Flags1(Page* head) => ref *(ulong*)((byte*)head + FolioLayout.Flags1);
 
     /// <summary>folio_mapcount: every mapping of the folio (PTEs and PMDs).</summary>
     public static int Mapcount(Page* head) => IsLarge(head) ? Volatile.Read(ref LargeMapcount(head)) + 1 : Volatile.Read(ref head->MapCount) + 1;
@@ -64,42 +59,12 @@ internal static unsafe class Folio
     public static bool MaybeMappedShared(Page* head) => (Volatile.Read(ref MmIds(head)) & (1UL << MmIdsSharedBit)) != 0;
 
     /// <summary>folio_test_partially_mapped (PG_partially_mapped lives in page[1]).</summary>
-    public static bool PartiallyMapped(Page* head) => (Flags1(head) & (1UL << PG.PartiallyMapped)) != 0;
+    public static bool PartiallyMapped(Page* head) => head[1].TestFlag(PG.PartiallyMapped);
 
     /// <summary>folio_maybe_dma_pinned: a large folio counts pins in _pincount, a small one by GUP_PIN_COUNTING_BIAS.</summary>
     public static bool MaybeDmaPinned(Page* head) => IsLarge(head)
         ? Volatile.Read(ref Pincount(head)) > 0
         : Volatile.Read(ref head->RefCount) >= Gup.GupPinCountingBias;
-
-    /// <summary>prep_compound_head's folio fields (called from prep_compound_page).</summary>
-    public static void PrepCompoundHead(Page* head, ulong headVaddr, int order)
-    {
-        LargeMapcount(head) = -1;
-        NrPagesMapped(head) = 0;
-        EntireMapcount(head) = -1;
-        Pincount(head) = 0;
-        MmIdMapcount(head)[0] = -1;
-        MmIdMapcount(head)[1] = -1;
-        MmIds(head) = 0;
-        if (order > 1)
-        {
-            ulong self = headVaddr + (ulong)FolioLayout.DeferredList; // INIT_LIST_HEAD
-            DeferredList(head)[0] = self;
-            DeferredList(head)[1] = self;
-        }
-    }
-
-    /// <summary>free_tail_page_prepare's folio checks: what must hold of a large folio when it is freed.</summary>
-    public static string? BadAtFree(Page* head, ulong headVaddr, int order)
-    {
-        if (LargeMapcount(head) != -1) return "nonzero large_mapcount";
-        if (NrPagesMapped(head) != 0) return "nonzero nr_pages_mapped";
-        if (MmIdMapcount(head)[0] != -1 || MmIdMapcount(head)[1] != -1) return "nonzero mm mapcount";
-        if (EntireMapcount(head) != -1) return "nonzero entire_mapcount";
-        if (Pincount(head) != 0) return "nonzero pincount";
-        if (order > 1 && DeferredList(head)[0] != headVaddr + (ulong)FolioLayout.DeferredList) return "on deferred list";
-        return null;
-    }
 
     // ---------------------------------------------------------------------------------------------
     // _large_mapcount with MM-ID tracking (include/linux/rmap.h, CONFIG_MM_ID)
@@ -228,11 +193,11 @@ internal static unsafe class Folio
         {
             Page* p = head + i;
             p->MapCount = 0;
-            p->Flags |= 1UL << PG.AnonExclusive;
+            p->SetFlag(PG.AnonExclusive);
         }
         SetLargeMapcount(head, nr, vma.Mm.MmId);
         NrPagesMapped(head) = nr;
-        head->Flags |= (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        head->SetFlags(PG.Swapbacked, PG.Lru);
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, nr);
         m.Thp.Count(order, MthpStat.NrAnon, 1);
     }
@@ -249,7 +214,7 @@ internal static unsafe class Folio
                 if (page[i].TestFlag(PG.AnonExclusive)) return false;
         for (int i = 0; i < nr; i++)
         {
-            if (page[i].TestFlag(PG.AnonExclusive)) Interlocked.And(ref page[i].Flags, ~(1UL << PG.AnonExclusive));
+            if (page[i].TestFlag(PG.AnonExclusive)) page[i].ClearFlagAtomic(PG.AnonExclusive);
             Interlocked.Increment(ref page[i].MapCount);
         }
         AddLargeMapcount(head, nr, dstVma.Mm.MmId);
@@ -295,7 +260,7 @@ internal static unsafe class Folio
         for (int i = 0; i < nr; i++)
         {
             if (Interlocked.Increment(ref page[i].MapCount) == 0) first++;
-            if (exclusive && !page[i].TestFlag(PG.AnonExclusive)) Interlocked.Or(ref page[i].Flags, 1UL << PG.AnonExclusive);
+            if (exclusive && !page[i].TestFlag(PG.AnonExclusive)) page[i].SetFlagAtomic(PG.AnonExclusive);
         }
         if (first != 0 && Interlocked.Add(ref NrPagesMapped(head), first) < EntirelyMapped)
             m.Counters.Add(cpu.Id, VmStat.NrAnonPages, first);
@@ -321,7 +286,7 @@ internal static unsafe class Folio
         EntireMapcount(head) = 0;
         SetLargeMapcount(head, 1, vma.Mm.MmId);
         NrPagesMapped(head) = EntirelyMapped;
-        head->Flags |= (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        head->SetFlags(PG.AnonExclusive, PG.Swapbacked, PG.Lru);
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, nr);
         m.Counters.Add(cpu.Id, VmStat.NrAnonThps, nr);
         m.Thp.Count(order, MthpStat.NrAnon, 1);
@@ -337,7 +302,7 @@ internal static unsafe class Folio
         if (head->TestFlag(PG.AnonExclusive))
         {
             if (maybePinned) return false;
-            Interlocked.And(ref head->Flags, ~(1UL << PG.AnonExclusive));
+            head->ClearFlagAtomic(PG.AnonExclusive);
         }
         Interlocked.Increment(ref EntireMapcount(head));
         AddLargeMapcount(head, 1, dstVma.Mm.MmId);
@@ -386,15 +351,15 @@ internal static unsafe class Folio
         {
             m.SplitQueue.Unqueue(headPfn);
             if ((head->Mapping & PageTypes.MappingAnon) != 0) m.Thp.Count(order, MthpStat.NrAnon, -1);
-            for (int i = 0; i < 1 << order; i++) head[i].Flags &= ~(1UL << PG.AnonExclusive);
+            for (int i = 0; i < 1 << order; i++) head[i].ClearFlag(PG.AnonExclusive);
         }
-        head->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Active) | (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked));
+        head->ClearFlags(PG.Lru, PG.Active, PG.AnonExclusive, PG.Swapbacked);
         m.Allocator.FreeFrozenPages(cpu.Id, headPfn, order);
     }
 
-    /// <summary>Clears page[1]'s PG_partially_mapped. Split-queue lock held.</summary>
-    public static void ClearPartiallyMapped(Page* head) => Flags1(head) &= ~(1UL << PG.PartiallyMapped);
+    /// <summary>folio_clear_partially_mapped (under the split-queue lock): atomic, as page[1]'s own PG_anon_exclusive shares the word.</summary>
+    public static void ClearPartiallyMapped(Page* head) => head[1].ClearFlagAtomic(PG.PartiallyMapped);
 
-    /// <summary>Sets page[1]'s PG_partially_mapped. Split-queue lock held.</summary>
-    public static void SetPartiallyMapped(Page* head) => Flags1(head) |= 1UL << PG.PartiallyMapped;
+    /// <summary>folio_set_partially_mapped (under the split-queue lock): atomic for the same reason.</summary>
+    public static void SetPartiallyMapped(Page* head) => head[1].SetFlagAtomic(PG.PartiallyMapped);
 }

@@ -22,7 +22,7 @@ internal static unsafe class Rmap
         page->Mapping = AnonMapping(anonVma);
         page->Index = vma.LinearPageIndex(address);
         page->MapCount = 0;
-        page->Flags |= (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked) | (1UL << PG.Lru);
+        page->SetFlags(PG.AnonExclusive, PG.Swapbacked, PG.Lru);
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, 1);
     }
 
@@ -31,7 +31,7 @@ internal static unsafe class Rmap
     public static void FolioRemoveRmapPte(Cpu cpu, Machine m, ulong pfn, MmStruct mm)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        if (Folio.PageCompound(page))
+        if (page->IsCompound)
         {
             Folio.RemoveRmapPtes(cpu, m, Folio.HeadPfn(m, pfn), pfn, 1, mm);
             return;
@@ -46,21 +46,21 @@ internal static unsafe class Rmap
     public static void FolioPut(Cpu cpu, Machine m, ulong pfn)
     {
         Page* page = m.Vmemmap.PfnToPage(pfn);
-        if (Folio.PageCompound(page))
+        if (page->IsCompound)
         {
             Folio.PutRefs(cpu, m, Folio.HeadPfn(m, pfn), 1);
             return;
         }
         if (!FrameAllocator.PutPageTestZero(page)) return;
         // __folio_put → page_cache_release: off the LRU; anon state dies with the page.
-        page->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Active) | (1UL << PG.AnonExclusive) | (1UL << PG.Swapbacked));
+        page->ClearFlags(PG.Lru, PG.Active, PG.AnonExclusive, PG.Swapbacked);
         m.Allocator.FreeFrozenPages(cpu.Id, pfn, 0);
     }
 
     /// <summary>folio_trylock (PG_locked): never waits, so it may be tried under a page-table lock.</summary>
     public static bool FolioTryLock(Page* page)
-        => (Interlocked.Or(ref page->Flags, 1UL << PG.Locked) & (1UL << PG.Locked)) == 0;
+        => !page->TestAndSetFlag(PG.Locked);
 
-    /// <summary>folio_unlock: the release of PG_locked (Interlocked: other flag bits change beside it).</summary>
-    public static void FolioUnlock(Page* page) => Interlocked.And(ref page->Flags, ~(1UL << PG.Locked));
+    /// <summary>folio_unlock.</summary>
+    public static void FolioUnlock(Page* page) => page->ClearFlagAtomic(PG.Locked);
 }

@@ -117,7 +117,7 @@ internal static unsafe partial class Memory
             {
                 full = false; // vm_normal_page() == NULL: nothing to release
             }
-            else if (!Folio.PageCompound(_m.Vmemmap.PfnToPage(pfn)))
+            else if (!_m.Vmemmap.PfnToPage(pfn)->IsCompound)
             {
                 _rssAnon--;
                 Rmap.FolioRemoveRmapPte(cpu, _m, pfn, vma.Mm);

@@ -35,6 +35,10 @@ public sealed unsafe class FrameAllocator : IDisposable
     // zone->lock protects the free areas and nr_free; a word on its own cache line.
     private readonly int* _zoneLock;
     private readonly FreeArea[] _freeArea = new FreeArea[NrOrders];
+    /// <summary>
+    /// Pages on the buddy lists: changed under the zone lock, with Volatile stores so that FreeFrames
+    /// and BuddyFreePages, which read it without the lock, see a whole value (possibly a moment old).
+    /// </summary>
     private long _buddyFreePages;
 
     // per_cpu_pages: each row is touched only by the CPU that owns it.
@@ -328,19 +332,51 @@ public sealed unsafe class FrameAllocator : IDisposable
         if (order > 0 && (gfp & Gfp.Comp) != 0) PrepCompoundPage(pfn, order);
     }
 
-    /// <summary>prep_compound_page: PG_head on the head, compound_head on every tail, the order in page[1].</summary>
+    /// <summary>prep_compound_page: PG_head on the head, compound_head on every tail, then the folio fields.</summary>
     private void PrepCompoundPage(ulong pfn, int order)
     {
         Page* head = Page(pfn);
-        head->Flags |= 1UL << PG.Head;
+        head->SetFlag(PG.Head); // __SetPageHead: nobody else can see the block yet
         ulong headVaddr = _vmemmap.PageVaddr(pfn);
         for (ulong i = 1; i < (1UL << order); i++)
             Page(pfn + i)->CompoundHead = headVaddr | 1;
-        byte* h = (byte*)head;
+        PrepCompoundHead(LargeFolio.Of(head), headVaddr, order);
+    }
+
+    /// <summary>
+    /// prep_compound_head (mm/internal.h): folio_set_order, the mapcounts at their "unmapped" values,
+    /// no pins, no MM ids, and an empty deferred-split list for folios that have a page[2].
+    /// </summary>
+    private static void PrepCompoundHead(LargeFolio* folio, ulong headVaddr, int order)
+    {
         // folio_set_order: the order lives in the low byte of page[1].flags; _nr_pages after it.
-        *(ulong*)(h + FolioLayout.Flags1) = (ulong)order;
-        *(ulong*)(h + FolioLayout.NrPages) = 1UL << order;
-        NativeMmu.Mm.Folio.PrepCompoundHead(head, headVaddr, order);
+        folio->Flags1 = (ulong)order;
+        folio->NrPages = 1UL << order;
+        folio->LargeMapcount = -1;
+        folio->NrPagesMapped = 0;
+        folio->EntireMapcount = -1;
+        folio->Pincount = 0;
+        folio->MmIdMapcount[0] = -1;
+        folio->MmIdMapcount[1] = -1;
+        folio->MmIds = 0;
+        if (order > 1)
+        {
+            ulong self = headVaddr + (ulong)FolioLayout.DeferredList; // INIT_LIST_HEAD
+            folio->DeferredListNext = self;
+            folio->DeferredListPrev = self;
+        }
+    }
+
+    /// <summary>free_tail_page_prepare's checks of the folio fields: what must hold of a large folio when it is freed.</summary>
+    private static string? FolioBadAtFree(LargeFolio* folio, ulong headVaddr, int order)
+    {
+        if (folio->LargeMapcount != -1) return "nonzero large_mapcount";
+        if (folio->NrPagesMapped != 0) return "nonzero nr_pages_mapped";
+        if (folio->MmIdMapcount[0] != -1 || folio->MmIdMapcount[1] != -1) return "nonzero mm mapcount";
+        if (folio->EntireMapcount != -1) return "nonzero entire_mapcount";
+        if (folio->Pincount != 0) return "nonzero pincount";
+        if (order > 1 && folio->DeferredListNext != headVaddr + (ulong)FolioLayout.DeferredList) return "on deferred list";
+        return null;
     }
 
     /// <summary>free_pages_prepare: drop anon mapping, check for a bad page, clear the flags, undo the compound.</summary>
@@ -350,11 +386,12 @@ public sealed unsafe class FrameAllocator : IDisposable
         if ((p->Mapping & PageTypes.MappingFlags) != 0) p->Mapping = 0;
         if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtFree) != 0)
             BadPage(pfn, "freed page is still mapped, referenced or flagged");
-        if (order > 0 && (p->Flags & (1UL << PG.Head)) != 0)
+        if (order > 0 && p->IsHead)
         {
-            if (NativeMmu.Mm.Folio.BadAtFree(p, _vmemmap.PageVaddr(pfn), order) is { } why) BadPage(pfn, why);
+            LargeFolio* folio = LargeFolio.Of(p);
+            if (FolioBadAtFree(folio, _vmemmap.PageVaddr(pfn), order) is { } why) BadPage(pfn, why);
             // folio->_nr_pages = 0: it overlays page[1]'s memcg_data, which the tail loop leaves alone.
-            *(ulong*)((byte*)p + FolioLayout.NrPages) = 0;
+            folio->NrPages = 0;
             for (ulong i = 1; i < (1UL << order); i++)
             {
                 Page* t = Page(pfn + i);

@@ -9,10 +9,13 @@ namespace NativeMmu.Physical;
 /// and the folio tail fields overlay the same bytes.
 /// </summary>
 /// <remarks>
-/// Who writes what: <see cref="Flags"/> bits are set with Interlocked where a bit may change while
-/// the page is mapped (PG_locked, PG_anon_exclusive readers hold the PTL); <see cref="RefCount"/>
-/// and <see cref="MapCount"/> are atomic counters; the list words belong to whoever owns the free
-/// page (the zone lock for buddy lists, the owning CPU for its pcp list).
+/// Who writes what. <see cref="Flags"/>: a bit that can change while another CPU can reach the page
+/// (PG_locked; PG_anon_exclusive of a mapped page, changed under the PTL that maps it; page[1]'s
+/// PG_partially_mapped, which shares its word with page[1]'s own PG_anon_exclusive) is set and cleared
+/// with the atomic methods below; the plain ones are for a page nobody else can reach (not yet
+/// published, refcount already zero, or every mm held still). <see cref="RefCount"/> and
+/// <see cref="MapCount"/> are atomic counters. The list words belong to whoever owns the free page
+/// (the zone lock for buddy lists, the owning CPU for its pcp list).
 /// </remarks>
 [StructLayout(LayoutKind.Explicit, Size = 64)]
 public struct Page
@@ -52,8 +55,66 @@ public struct Page
     /// <summary>memcg_data.</summary>
     [FieldOffset(56)] public ulong MemcgData;
 
+    // ---------------------------------------------------------------------------------------------
+    // Page flags (include/linux/page-flags.h). The kernel's SetPageX / ClearPageX / TestSetPageX are
+    // atomic bit operations (set_bit, clear_bit, test_and_set_bit: a locked read-modify-write of the
+    // flags word); __SetPageX / __ClearPageX are plain read-modify-writes, for a page no other CPU can
+    // reach. A plain read-modify-write racing with another CPU's atomic one on the same word silently
+    // undoes it, whichever bit each of them meant to change: the word, not the bit, decides.
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>PageX (test_bit): a plain read of one bit.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly bool TestFlag(int bit) => (Flags & (1UL << bit)) != 0;
+    public readonly bool TestFlag(int bit) => (Flags & PG.Mask(bit)) != 0;
+
+    /// <summary>__SetPageX: a plain read-modify-write; the page must be out of every other CPU's reach.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlag(int bit) => Flags |= PG.Mask(bit);
+
+    /// <summary>__SetPageX for two flags at once (one plain read-modify-write).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlags(int a, int b) => Flags |= PG.Mask(a, b);
+
+    /// <summary>__SetPageX for three flags at once (one plain read-modify-write).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlags(int a, int b, int c) => Flags |= PG.Mask(a, b, c);
+
+    /// <summary>__ClearPageX: a plain read-modify-write; the page must be out of every other CPU's reach.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ClearFlag(int bit) => Flags &= ~PG.Mask(bit);
+
+    /// <summary>__ClearPageX for three flags at once (one plain read-modify-write).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ClearFlags(int a, int b, int c) => Flags &= ~PG.Mask(a, b, c);
+
+    /// <summary>__ClearPageX for four flags at once (one plain read-modify-write).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ClearFlags(int a, int b, int c, int d) => Flags &= ~PG.Mask(a, b, c, d);
+
+    /// <summary>SetPageX (set_bit): a locked OR, safe against other CPUs changing other bits of the word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagAtomic(int bit) => Interlocked.Or(ref Flags, PG.Mask(bit));
+
+    /// <summary>ClearPageX (clear_bit): a locked AND. A full fence, so it also serves as clear_bit_unlock.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ClearFlagAtomic(int bit) => Interlocked.And(ref Flags, ~PG.Mask(bit));
+
+    /// <summary>TestSetPageX (test_and_set_bit): sets the bit, returns whether it was already set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TestAndSetFlag(int bit) => (Interlocked.Or(ref Flags, PG.Mask(bit)) & PG.Mask(bit)) != 0;
+
+    /// <summary>TestClearPageX (test_and_clear_bit): clears the bit, returns whether it was set.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TestAndClearFlag(int bit) => (Interlocked.And(ref Flags, ~PG.Mask(bit)) & PG.Mask(bit)) != 0;
+
+    /// <summary>PageHead: the first page of a compound page (a large folio).</summary>
+    public readonly bool IsHead { [MethodImpl(MethodImplOptions.AggressiveInlining)] get => TestFlag(PG.Head); }
+
+    /// <summary>PageTail: compound_head with bit 0 set.</summary>
+    public readonly bool IsTail { [MethodImpl(MethodImplOptions.AggressiveInlining)] get => (CompoundHead & 1) != 0; }
+
+    /// <summary>PageCompound: the head or a tail of a compound page, i.e. a page of a large folio.</summary>
+    public readonly bool IsCompound { [MethodImpl(MethodImplOptions.AggressiveInlining)] get => IsHead || IsTail; }
 }
 
 /// <summary>enum pageflags (include/linux/page-flags.h, ~6.15): the bit number is the enum value.</summary>
@@ -93,6 +154,22 @@ public static class PG
     public const int LargeRmappable = Workingset;
     public const int PartiallyMapped = Reclaim;
 
+    /// <summary>The mask of one flag bit (BIT(PG_x)).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Mask(int bit) => 1UL << bit;
+
+    /// <summary>The mask of two flag bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Mask(int a, int b) => (1UL << a) | (1UL << b);
+
+    /// <summary>The mask of three flag bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Mask(int a, int b, int c) => (1UL << a) | (1UL << b) | (1UL << c);
+
+    /// <summary>The mask of four flag bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Mask(int a, int b, int c, int d) => (1UL << a) | (1UL << b) | (1UL << c) | (1UL << d);
+
     /// <summary>PAGE_FLAGS_CHECK_AT_FREE (the subset this emulator uses): must be clear when a page is freed.</summary>
     public const ulong CheckAtFree = (1UL << Locked) | (1UL << Writeback) | (1UL << Lru) | (1UL << Active)
         | (1UL << Unevictable) | (1UL << Mlocked) | (1UL << Reserved) | (1UL << Private) | (1UL << Private2);
@@ -119,23 +196,4 @@ public static class PageTypes
     public const ulong MappingAnon = 1;
     public const ulong MappingKsm = 2;
     public const ulong MappingFlags = 3;
-}
-
-/// <summary>Offsets of the large-folio fields in page[1] and page[2], from the folio's head (mm_types.h, 6.15+).</summary>
-public static class FolioLayout
-{
-    public const int Flags1 = 64;
-    public const int Head1 = 72;
-    public const int LargeMapcount = 80;
-    public const int NrPagesMapped = 84;
-    public const int EntireMapcount = 88;
-    public const int Pincount = 92;
-    public const int MmIdMapcount = 96;
-    public const int MmIds = 104;
-    public const int Mapcount1 = 112;
-    public const int Refcount1 = 116;
-    public const int NrPages = 120;
-    public const int Flags2 = 128;
-    public const int Head2 = 136;
-    public const int DeferredList = 144;
 }

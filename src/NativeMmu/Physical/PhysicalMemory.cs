@@ -6,7 +6,7 @@ namespace NativeMmu.Physical;
 
 /// <summary>
 /// The emulated machine's physical memory: one NativeMemory arena of 4 KiB frames. It is the only
-/// owner of the native allocation; everyone else reaches frames through <see cref="FrameAddress"/>.
+/// owner of the native allocation; everyone else reaches frames through <see cref="FrameAddress(ulong)"/>.
 /// </summary>
 public sealed unsafe partial class PhysicalMemory : IDisposable
 {
@@ -35,6 +35,22 @@ public sealed unsafe partial class PhysicalMemory : IDisposable
     /// <summary>__va(pfn &lt;&lt; PAGE_SHIFT): the host address of a frame.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* FrameAddress(ulong pfn) => _base + (pfn << Geometry.PageShift);
+
+    /// <summary>__va(PFN_PHYS(pfn)): the host address of a frame.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* FrameAddress(Pfn pfn) => _base + pfn.Phys.Value;
+
+    /// <summary>__va(phys): the host address of a physical address.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* HostAddress(PhysAddr phys) => _base + phys.Value;
+
+    /// <summary>__pa: the physical address of a host address inside the arena.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public PhysAddr PhysAddrOf(void* host) => new((ulong)((byte*)host - _base));
+
+    /// <summary>virt_to_pfn: the frame a host address inside the arena lies in.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Pfn PfnOf(void* host) => PhysAddrOf(host).Pfn;
 
     /// <summary>The frame as a span of bytes.</summary>
     public Span<byte> Frame(ulong pfn)

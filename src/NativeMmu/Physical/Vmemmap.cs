@@ -21,7 +21,11 @@ public sealed unsafe class Vmemmap : IDisposable
 
     private readonly PhysicalMemory _phys;
     private readonly PagingMode _mode;
-    // Host address of each vmemmap page, filled from the kernel page table on first use.
+    // Host address of each vmemmap page, filled from the kernel page table on first use. Any CPU may
+    // fill a slot, without a lock: a slot only ever holds null or the host address the tables give, an
+    // aligned pointer store is atomic, and the memory it points to exists before the store, so there is
+    // nothing for the store to publish and two CPUs filling one slot write the same value. The vmemmap
+    // remapping code clears slots (FlushKernelRange, Volatile) after changing the tables.
     private byte** _cache;
     private readonly ulong _cachePages;
 
@@ -45,8 +49,7 @@ public sealed unsafe class Vmemmap : IDisposable
         ulong* pgd = (ulong*)phys.FrameAddress(PgdPfn);
         for (ulong off = 0; off < mapped; off += Geometry.PmdSize)
         {
-            ulong va = Start + off;
-            ulong* pmdp = WalkAlloc(pgd, va, boot);
+            ulong* pmdp = WalkAlloc(pgd, new VirtAddr(Start + off), boot);
             ulong leafPfn = firstPfn + (off >> Geometry.PageShift);
             Volatile.Write(ref *pmdp, Pmd.PfnPmd(leafPfn, PgProt.PageKernelLarge).Value);
         }
@@ -83,6 +86,10 @@ public sealed unsafe class Vmemmap : IDisposable
         return (Page*)(host + (pfn % PagesPerVmemmapPage) * Page.Size);
     }
 
+    /// <summary>pfn_to_page.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Page* PfnToPage(Pfn pfn) => PfnToPage(pfn.Value);
+
     /// <summary>flush_tlb_kernel_range over vmemmap addresses: forget cached translations.</summary>
     public void FlushKernelRange(ulong start, ulong end)
     {
@@ -96,31 +103,31 @@ public sealed unsafe class Vmemmap : IDisposable
     private byte* Translate(ulong vmemmapPage)
     {
         Bug.On(vmemmapPage >= _cachePages, "pfn_to_page beyond the vmemmap (vmemmap page {0})", vmemmapPage);
-        ulong va = Start + (vmemmapPage << Geometry.PageShift);
+        var va = new VirtAddr(Start + (vmemmapPage << Geometry.PageShift));
         ulong* table = (ulong*)_phys.FrameAddress(PgdPfn);
-        ulong entry = Volatile.Read(ref table[_mode.PgdIndex(va)]);
+        ulong entry = Volatile.Read(ref table[va.PgdIndex(_mode)]);
         if (_mode.L5Enabled)
         {
             Bug.On((entry & PageTableBits.Present) == 0, "vmemmap: PGD entry not present");
             table = (ulong*)_phys.FrameAddress(new Pgd(entry).Pfn);
-            entry = Volatile.Read(ref table[Geometry.P4dIndex(va)]);
+            entry = Volatile.Read(ref table[va.P4dIndex]);
         }
         Bug.On((entry & PageTableBits.Present) == 0, "vmemmap: P4D entry not present");
         table = (ulong*)_phys.FrameAddress(new P4d(entry).Pfn);
-        var pud = new Pud(Volatile.Read(ref table[Geometry.PudIndex(va)]));
+        var pud = new Pud(Volatile.Read(ref table[va.PudIndex]));
         Bug.On(!pud.Present || pud.Leaf, "vmemmap: PUD entry not a table");
         table = (ulong*)_phys.FrameAddress(pud.Pfn);
-        var pmd = new Pmd(Volatile.Read(ref table[Geometry.PmdIndex(va)]));
+        var pmd = new Pmd(Volatile.Read(ref table[va.PmdIndex]));
         Bug.On((pmd.Value & PageTableBits.Present) == 0, "vmemmap: PMD entry not present");
         ulong pfn;
         if (pmd.Leaf)
         {
-            pfn = pmd.Pfn + (ulong)Geometry.PteIndex(va);
+            pfn = pmd.Pfn + (ulong)va.PteIndex;
         }
         else
         {
             table = (ulong*)_phys.FrameAddress(pmd.Pfn);
-            var pte = new Pte(Volatile.Read(ref table[Geometry.PteIndex(va)]));
+            var pte = new Pte(Volatile.Read(ref table[va.PteIndex]));
             Bug.On((pte.Value & PageTableBits.Present) == 0, "vmemmap: PTE not present");
             pfn = pte.Pfn;
         }
@@ -129,22 +136,22 @@ public sealed unsafe class Vmemmap : IDisposable
         return host;
     }
 
-    private ulong* WalkAlloc(ulong* pgd, ulong va, BootAllocator boot)
+    private ulong* WalkAlloc(ulong* pgd, VirtAddr va, BootAllocator boot)
     {
         ulong* table = pgd;
-        ulong* slot = &table[_mode.PgdIndex(va)];
+        ulong* slot = &table[va.PgdIndex(_mode)];
         if (_mode.L5Enabled)
         {
             if (*slot == 0) *slot = Pgd.MkKernelTable(boot.Allocate(1)).Value;
             table = (ulong*)_phys.FrameAddress(new Pgd(*slot).Pfn);
-            slot = &table[Geometry.P4dIndex(va)];
+            slot = &table[va.P4dIndex];
         }
         if (*slot == 0) *slot = P4d.MkKernelTable(boot.Allocate(1)).Value;
         table = (ulong*)_phys.FrameAddress(new P4d(*slot).Pfn);
-        slot = &table[Geometry.PudIndex(va)];
+        slot = &table[va.PudIndex];
         if (*slot == 0) *slot = Pud.MkKernelTable(boot.Allocate(1)).Value;
         table = (ulong*)_phys.FrameAddress(new Pud(*slot).Pfn);
-        return &table[Geometry.PmdIndex(va)];
+        return &table[va.PmdIndex];
     }
 
     public void Dispose()

@@ -225,11 +225,11 @@ public unsafe class PageTableCheckTests
         cpu.Store<long>(a, 1);
         Page* page = PageOf(k, p, a);
         Assert.That(page->TestFlag(PG.AnonExclusive), "a fresh anonymous page is exclusive");
-        page->Flags &= ~(1UL << PG.AnonExclusive);
+        page->ClearFlag(PG.AnonExclusive);
         IReadOnlyList<string> found = k.CheckInvariants();
         Assert.That(found, Has.One.Contains("without PageAnonExclusive"));
         Assert.That(found, Has.None.Contains("two mms"), "only one mm maps it");
-        page->Flags |= 1UL << PG.AnonExclusive;
+        page->SetFlag(PG.AnonExclusive);
         Assert.That(k.CheckInvariants(), Is.Empty);
         p.Exit();
     }
@@ -244,10 +244,10 @@ public unsafe class PageTableCheckTests
         ulong a = MapAligned(p);
         WriteEvery(cpu, a, Folio64K, Page4K, 1);
         Page* tail = PageOf(k, p, a + 5 * Page4K);
-        tail->Flags &= ~(1UL << PG.AnonExclusive);
+        tail->ClearFlag(PG.AnonExclusive);
         ulong pfn = (TestSupport.PteOf(p, a + 5 * Page4K)!.Value & 0x000F_FFFF_FFFF_F000) >> 12;
         Assert.That(k.CheckInvariants(), Has.One.Matches<string>(s => s.StartsWith($"pfn {pfn:x}:") && s.Contains("without PageAnonExclusive")));
-        tail->Flags |= 1UL << PG.AnonExclusive;
+        tail->SetFlag(PG.AnonExclusive);
         p.Exit();
     }
 

@@ -20,7 +20,7 @@ public unsafe class WriteProtectFaultTests : OneProcessFixture
         _cpu.Store<long>(a + 8, 0x2222);
         ulong pfn = new Pte(PteOf(_p, a)!.Value).Pfn;
         Page* page = _kernel.Machine.Vmemmap.PfnToPage(pfn);
-        Interlocked.And(ref page->Flags, ~(1UL << PG.AnonExclusive));
+        page->ClearFlagAtomic(PG.AnonExclusive);
         Assert.That(_p.Mprotect(a, PageSize, Prot.Read), Is.EqualTo(Errno.Success));
         Assert.That(_p.Mprotect(a, PageSize, Prot.ReadWrite), Is.EqualTo(Errno.Success));
         Assert.That(new Pte(PteOf(_p, a)!.Value).Write, Is.False, "a page that may be shared is not made writable by mprotect");

@@ -249,7 +249,7 @@ public unsafe class FrameAllocatorTests
     [Test]
     public void The_zero_page_is_a_reserved_zero_filled_frame_outside_the_allocator()
     {
-        Machine m = _kernel.Machine;
+        Platform m = _kernel.Machine;
         Page* zero = m.Vmemmap.PfnToPage(m.ZeroPfn);
         Assert.Multiple(() =>
         {

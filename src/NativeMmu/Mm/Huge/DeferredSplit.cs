@@ -133,10 +133,10 @@ public sealed unsafe class DeferredSplitQueue
         if (order >= Thp.PmdOrder) _m.Counters.Add(cpu.Id, VmEvent.ThpSplitPage);
 
         ulong mapping = head->Mapping, index = head->Index;
-        ulong carry = head->Flags & ((1UL << PG.Uptodate) | (1UL << PG.Dirty) | (1UL << PG.Swapbacked) | (1UL << PG.Lru));
+        ulong carry = head->Flags & PG.Mask(PG.Uptodate, PG.Dirty, PG.Swapbacked, PG.Lru);
         // The folio fields in page[1] and page[2] go back to being plain struct page words.
         Page* p1 = head + 1;
-        p1->Flags &= ~(0xffUL | (1UL << PG.PartiallyMapped));
+        p1->Flags &= ~(0xffUL | PG.Mask(PG.PartiallyMapped));
         p1->LruPrev = 0;
         p1->Mapping = 0;
         p1->Index = 0;
@@ -147,7 +147,7 @@ public sealed unsafe class DeferredSplitQueue
             head[2].LruPrev = 0;
             head[2].Mapping = 0;
         }
-        head->Flags &= ~(1UL << PG.Head);
+        head->ClearFlag(PG.Head);
         for (int i = 0; i < nr; i++)
         {
             Page* p = head + i;
@@ -161,7 +161,7 @@ public sealed unsafe class DeferredSplitQueue
         {
             Page* p = head + i;
             if (p->RefCount != 0) continue;
-            p->Flags &= ~((1UL << PG.Lru) | (1UL << PG.Swapbacked) | (1UL << PG.AnonExclusive));
+            p->ClearFlags(PG.Lru, PG.Swapbacked, PG.AnonExclusive);
             _m.Allocator.FreeFrozenPages(cpu.Id, headPfn + (ulong)i, 0);
         }
         return true;

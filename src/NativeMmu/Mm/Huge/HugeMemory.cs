@@ -193,7 +193,7 @@ internal static unsafe class HugeMemory
             m.Thp.Count(Thp.PmdOrder, MthpStat.AnonFaultFallback);
             return 0;
         }
-        m.Vmemmap.PfnToPage(folio)->Flags |= 1UL << PG.Uptodate; // __folio_mark_uptodate
+        m.Vmemmap.PfnToPage(folio)->SetFlag(PG.Uptodate); // __folio_mark_uptodate
         return folio;
     }
 
@@ -266,7 +266,7 @@ internal static unsafe class HugeMemory
             if (Volatile.Read(ref head->RefCount) == 1)
             {
                 head->Mapping = Rmap.AnonMapping(vma.AnonVma!); // folio_move_anon_rmap
-                Interlocked.Or(ref head->Flags, 1UL << PG.AnonExclusive);
+                head->SetFlagAtomic(PG.AnonExclusive);
                 reuse = true;
             }
             Rmap.FolioUnlock(head);

@@ -3,63 +3,15 @@ using System.Runtime.CompilerServices;
 namespace NativeMmu.Physical;
 
 /// <summary>
-/// Event counters of /proc/vmstat (enum vm_event_item), counted per CPU as the kernel does
-/// (count_vm_event) and summed when read.
-/// </summary>
-public enum VmEvent
-{
-    PgallocNormal,
-    Pgfree,
-    Pgfault,
-    Pgmajfault,
-    Pgreuse,
-    CowKsm,
-    ThpFaultAlloc,
-    ThpFaultFallback,
-    ThpFaultFallbackCharge,
-    ThpSplitPage,
-    ThpSplitPmd,
-    ThpDeferredSplitPage,
-    ThpZeroPageAlloc,
-    /// <summary>nr_tlb_remote_flush: flushes that had to reach other CPUs.</summary>
-    NrTlbRemoteFlush,
-    /// <summary>nr_tlb_remote_flush_received.</summary>
-    NrTlbRemoteFlushReceived,
-    NrTlbLocalFlushAll,
-    NrTlbLocalFlushOne,
-    // Emulator-side counters (not /proc/vmstat lines): faults by kind, zaps, page-table pages.
-    FaultAnonZeroFill,
-    FaultZeroPage,
-    FaultWpReuse,
-    FaultWpCopy,
-    FaultHuge,
-    FaultSpurious,
-    ZapPages,
-    PgtableAlloc,
-    PgtableFree,
-    PtReclaim,
-    TlbConflict,
-    /// <summary>Remote flushes that had to fall back to the process-wide barrier (a target did not acknowledge in time).</summary>
-    TlbFlushBarrierFallback,
-    Count,
-}
-
-/// <summary>Node/zone state items of /proc/vmstat (nr_*), kept as per-CPU deltas as the kernel does.</summary>
-public enum VmStat
-{
-    NrFreePages,
-    NrAnonPages,
-    /// <summary>NR_ANON_THPS: pages of PMD-mapped anonymous THPs (vmstat prints it in THPs).</summary>
-    NrAnonThps,
-    NrPageTablePages,
-    NrZeroPageUsers,
-    Count,
-}
-
-/// <summary>
 /// Per-CPU counter slots. Each CPU writes only its own slots (single writer, plain stores); readers
 /// sum all slots without a lock, as percpu counters and vm_event_states are read.
 /// </summary>
+/// <remarks>
+/// The counters sit in the physical layer because the page allocator counts pgalloc and pgfree; the
+/// layers above count into the same rows. A slot is an aligned 8-byte word, so a reader never sees a
+/// torn value, only one a few increments behind (the kernel's sums are as approximate). The owner's
+/// plain add needs no ordering: no one infers anything about other memory from a counter's value.
+/// </remarks>
 public sealed class PerCpuCounters
 {
     // One 512-byte row per CPU, starting one row in, so no CPU's row shares a line with another's

@@ -1,0 +1,25 @@
+using NativeMmu.Arch.X86;
+
+namespace NativeMmu.Cpus;
+
+/// <summary>What a #PF handler tells the CPU.</summary>
+public enum FaultResult
+{
+    /// <summary>The fault was handled (or raced with another CPU's): retry the access.</summary>
+    Retry,
+    /// <summary>SIGSEGV, SEGV_MAPERR: no mapping at the address.</summary>
+    SegvMaperr,
+    /// <summary>SIGSEGV, SEGV_ACCERR: the mapping forbids the access.</summary>
+    SegvAccerr,
+    /// <summary>SIGBUS.</summary>
+    Sigbus,
+    /// <summary>VM_FAULT_OOM: the kernel would invoke the OOM killer.</summary>
+    Oom,
+}
+
+/// <summary>The kernel side of the #PF vector.</summary>
+public interface IPageFaultHandler
+{
+    /// <summary>exc_page_fault for a user-mode access on <paramref name="cpu"/>: CR2 and the error code.</summary>
+    FaultResult HandleUserFault(Cpu cpu, ulong address, X86PfError error);
+}

@@ -1,0 +1,35 @@
+namespace NativeMmu.Cpus;
+
+/// <summary>si_code of a SIGSEGV.</summary>
+public enum SegvCode
+{
+    /// <summary>SEGV_MAPERR: address not mapped to object.</summary>
+    MapErr = 1,
+    /// <summary>SEGV_ACCERR: invalid permissions for mapped object.</summary>
+    AccErr = 2,
+}
+
+/// <summary>An emulated access the kernel answered with a signal: SIGSEGV (with si_code), SIGBUS, or an OOM kill.</summary>
+public sealed class SegmentationFault : Exception
+{
+    public SegmentationFault(ulong address, FaultResult result)
+        : base($"{Describe(result)} at {address:x}")
+    {
+        Address = address;
+        Result = result;
+    }
+
+    public ulong Address { get; }
+    public FaultResult Result { get; }
+    /// <summary>SEGV_MAPERR or SEGV_ACCERR for a SIGSEGV.</summary>
+    public SegvCode? Code => Result switch { FaultResult.SegvMaperr => SegvCode.MapErr, FaultResult.SegvAccerr => SegvCode.AccErr, _ => null };
+
+    private static string Describe(FaultResult r) => r switch
+    {
+        FaultResult.SegvMaperr => "SIGSEGV (SEGV_MAPERR)",
+        FaultResult.SegvAccerr => "SIGSEGV (SEGV_ACCERR)",
+        FaultResult.Sigbus => "SIGBUS",
+        FaultResult.Oom => "out of memory (VM_FAULT_OOM)",
+        _ => r.ToString(),
+    };
+}

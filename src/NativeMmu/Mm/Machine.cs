@@ -1,0 +1,26 @@
+using NativeMmu.Cpus;
+
+namespace NativeMmu.Mm;
+
+/// <summary>
+/// The booted machine as the memory-management layer uses it: the <see cref="Platform"/> (memory,
+/// allocator, CPUs, RCU) plus the machine-wide state of mm/huge_memory.c - the THP knobs and stats,
+/// the huge zero folio and the deferred-split queue.
+/// </summary>
+public sealed class Machine : Platform
+{
+    public Machine(KernelConfig config) : base(config)
+    {
+        SplitQueue = new DeferredSplitQueue(this);
+        HugeZero = new HugeZeroFolio(this);
+    }
+
+    /// <summary>/sys/kernel/mm/transparent_hugepage: the THP and mTHP knobs and the per-size stats.</summary>
+    public Thp Thp { get; } = new();
+
+    /// <summary>The huge zero folio (mm/huge_memory.c), allocated on first use.</summary>
+    public HugeZeroFolio HugeZero { get; }
+
+    /// <summary>The deferred-split queue of partially mapped large folios.</summary>
+    public DeferredSplitQueue SplitQueue { get; }
+}
