@@ -44,6 +44,7 @@ public static class FuzzAflCommand
         [property: JsonPropertyName("hangs")] long Hangs,
         [property: JsonPropertyName("first_crash_seconds")] double? FirstCrashSeconds,
         [property: JsonPropertyName("output")] string Output,
+        [property: JsonPropertyName("instrumented")] string Instrumented,
         [property: JsonPropertyName("cases")] IReadOnlyList<CaseJson> Cases,
         [property: JsonPropertyName("error")] string? Error);
 
@@ -126,7 +127,7 @@ public static class FuzzAflCommand
     private static Report Fail(Options o, string output, string error, TextWriter log)
     {
         log.WriteLine(error);
-        return new Report("afl", o.Target, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, null, output, [], error);
+        return new Report("afl", o.Target, 0, 0, 0, 0, 0, 0, 0, "", 0, 0, null, output, "", [], error);
     }
 
     public static Report Execute(Options o, TextWriter log)
@@ -262,7 +263,7 @@ public static class FuzzAflCommand
         return new Report("afl", o.Target, runTime, execs, runTime > 0 ? execs / runTime : Num(s, "execs_per_sec"),
             (long)Num(s, "corpus_count"), (long)Num(s, "corpus_found"), (long)Num(s, "edges_found"), (long)Num(s, "total_edges"),
             s.GetValueOrDefault("stability", ""), (long)Num(s, "saved_crashes"), (long)Num(s, "saved_hangs"),
-            firstCrash ?? firstCrashWall, output, converter.Cases, null);
+            firstCrash ?? firstCrashWall, output, work, converter.Cases, null);
     }
 
     /// <summary>The environment afl-fuzz runs with: no terminal UI, a .NET host as the target, a shared machine.</summary>

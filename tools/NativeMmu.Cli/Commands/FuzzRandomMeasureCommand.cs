@@ -8,11 +8,13 @@ namespace NativeMmu.Cli.Commands;
 
 /// <summary>
 /// `fuzz afl-random` (hidden): the random fuzzers as the measurement's other side. For system it runs
-/// the programs `fuzz system --seed S` runs, in the same order, against the reference model (no
-/// shrinking), optionally writing each one's recorded choices to a directory (the inputs the byte
-/// target decodes to the same programs, for afl-showmap); for encodings it is `fuzz encodings`
-/// stopping at its first failure. On an instrumented build it also counts the coverage-map entries
-/// hit. It reports the executions, the edges and when the first difference appeared.
+/// the programs `fuzz system --seed S` runs, in the same order (no shrinking), each recorded as the
+/// generator's choices and run through the same byte target afl-fuzz runs, so both sides are counted
+/// on one harness; --record also writes the inputs to a directory. For encodings it is
+/// `fuzz encodings` stopping at its first failure. With --replay DIR it instead runs every input in
+/// DIR through the byte target once (e.g. afl's queue). On an instrumented build it counts the
+/// coverage-map entries hit (afl's edges_found). It reports the executions, the edges and when the
+/// first difference appeared.
 /// </summary>
 public static class FuzzRandomMeasureCommand
 {
@@ -35,11 +37,44 @@ public static class FuzzRandomMeasureCommand
         var seed = new Option<string?>("--seed");
         var record = new Option<DirectoryInfo?>("--record") { Description = "Write every system program's choices here as an input file" };
         var untilFailure = new Option<bool>("--until-failure") { Description = "Stop at the first difference" };
-        var cmd = new Command("afl-random", "The random fuzzers, measured as fuzz afl is (internal)") { target, seconds, seed, record, untilFailure };
+        var replay = new Option<DirectoryInfo?>("--replay") { Description = "Run every input in DIR through the byte target once instead" };
+        var cmd = new Command("afl-random", "The random fuzzers, measured as fuzz afl is (internal)") { target, seconds, seed, record, untilFailure, replay };
         cmd.Hidden = true;
-        cmd.SetAction(r => Run(r.GetValue(target)!, r.GetValue(seconds), r.GetValue(seed) is { } s ? FuzzCommand.ParseSeed(s) : 1,
-            r.GetValue(record)?.FullName, r.GetValue(untilFailure)));
+        cmd.SetAction(r => r.GetValue(replay) is { } dir
+            ? Replay(r.GetValue(target)!, dir.FullName)
+            : Run(r.GetValue(target)!, r.GetValue(seconds), r.GetValue(seed) is { } s ? FuzzCommand.ParseSeed(s) : 1,
+                r.GetValue(record)?.FullName, r.GetValue(untilFailure)));
         return cmd;
+    }
+
+    public static int Replay(string target, string dir)
+    {
+        bool instrumented = FuzzAflCommand.IsInstrumented();
+        if (instrumented) FuzzAflCommand.Coverage.Install();
+        var clock = Stopwatch.StartNew();
+        var system = target == "system" ? new SystemBytesTarget() : null;
+        var encodings = target == "system" ? null : new EncodingBytesTarget();
+        long executions = 0, differences = 0;
+        string? first = null;
+        foreach (string file in Directory.EnumerateFiles(dir).Order(StringComparer.Ordinal))
+        {
+            byte[] bytes = File.ReadAllBytes(file);
+            try
+            {
+                if (system is not null) system.Run(bytes); else encodings!.Run(bytes);
+            }
+            catch (FuzzDifferenceException e)
+            {
+                differences++;
+                first ??= e.Message;
+            }
+            executions++;
+            if (instrumented) FuzzAflCommand.Coverage.Collect();
+        }
+        var report = new Report("replay", target, 0, clock.Elapsed.TotalSeconds, executions, instrumented,
+            instrumented ? FuzzAflCommand.Coverage.Edges : 0, null, first);
+        Console.Out.WriteLine(JsonSerializer.Serialize(report));
+        return differences == 0 ? 0 : 1;
     }
 
     public static int Run(string target, double seconds, ulong seed, string? record, bool untilFailure)
@@ -56,26 +91,25 @@ public static class FuzzRandomMeasureCommand
         if (target == "system")
         {
             var t = new SystemBytesTarget();
-            var fuzzer = new SystemFuzzer();
             for (ulong i = 0; clock.Elapsed < duration; i++)
             {
-                SysProgram program;
-                if (record is not null)
+                (SysProgram program, byte[] bytes) = t.Record(seed, i);
+                if (record is not null) File.WriteAllBytes(Path.Combine(record, $"p{i:D7}"), bytes);
+                string? d = null;
+                try
                 {
-                    (program, byte[] bytes) = t.Record(seed, i);
-                    File.WriteAllBytes(Path.Combine(record, $"p{i:D7}"), bytes);
+                    t.Run(bytes);
                 }
-                else
+                catch (FuzzDifferenceException e)
                 {
-                    program = fuzzer.Generate(seed, i);
+                    d = e.Message;
                 }
-                string? d = t.FirstDifference(program);
                 executions++;
                 if (instrumented) FuzzAflCommand.Coverage.Collect();
                 if (d is not null && first is null)
                 {
                     firstAt = clock.Elapsed.TotalSeconds;
-                    first = d + "\n" + program;
+                    first = d;
                     if (untilFailure) break;
                 }
             }
