@@ -295,7 +295,18 @@ public static class FuzzAflCommand
             string name = Path.GetFileName(input);
             if (target == "system")
             {
-                if (_system.Check(bytes, shrink: false, out string sig) is null) return; // afl saw it, a rerun does not: see below
+                if (_system.Check(bytes, shrink: false, out string sig) is null)
+                {
+                    // A crash a fresh run does not show depends on what earlier inputs left in afl's
+                    // process: keep the program (once), marked as such.
+                    if (origin == "seed" || !_seen.Add("unreproduced")) return;
+                    string program = _system.Decode(bytes).ToString();
+                    string desc = "afl-fuzz saw a difference that a fresh run of this program does not show (state left by earlier inputs in the same process)";
+                    string file0 = Path.Combine(dir, $"crash-{Cases.Count:D3}.program");
+                    File.WriteAllText(file0, Comment(desc, origin, name) + program);
+                    Cases.Add(new CaseJson(file0, input, desc, program));
+                    return;
+                }
                 if (!_seen.Add(sig)) return;
                 SystemFailure f = _system.Check(bytes, shrink: true, out string shrunkSig)!;
                 if (shrunkSig != sig && !_seen.Add(shrunkSig)) return;
@@ -305,7 +316,7 @@ public static class FuzzAflCommand
             }
             else
             {
-                if (_encodings.Check(bytes, shrink: false, origin: "") is not { } first) return;
+                if (_encodings.Check(bytes, shrink: false, origin: "") is not { } first) return; // the encodings keep no state between inputs
                 string sig = first.Level + "|" + first.Observable + "|" + (first.Steps.Count > 0 ? first.Steps[^1].Split('(')[0] : "");
                 if (!_seen.Add(sig)) return;
                 EncodingFailure f = _encodings.Check(bytes, shrink: true, origin: $"{origin} input {name}")!;
