@@ -25,7 +25,11 @@ public sealed record EncodingFailure(
     string Observable,
     ulong Expected,
     ulong Actual,
-    string Detail);
+    string Detail)
+{
+    /// <summary>The shrunk case in replayable form (<see cref="EncodingCase.ToString"/>).</summary>
+    public EncodingCase? Case { get; init; }
+}
 
 /// <summary>
 /// Differential fuzzer for the x86-64 entry encodings: random (biased) start values and random
@@ -77,7 +81,7 @@ public sealed class EncodingFuzzer
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxFailures, 1);
-        FuzzLevel[] pickTable = BuildPickTable(Levels);
+        FuzzLevel[] pickTable = Levels is null ? AllLevels : BuildPickTable(Levels);
         IEncodingSubject oracle = _oracleOverride ?? OracleSubject.Reference;
         var sink = new FailureSink(MaxFailures);
 
@@ -132,6 +136,47 @@ public sealed class EncodingFuzzer
 
         return new EncodingFuzzResult(seed, executions, sink.Snapshot());
     }
+
+    /// <summary>Every level, weighted: what a run without <see cref="Levels"/> and the byte decoder pick from.</summary>
+    internal static readonly FuzzLevel[] AllLevels = BuildPickTable(null);
+
+    /// <summary>
+    /// One generated case: the level, the start value and up to <see cref="MaxSequenceLength"/> steps
+    /// (fewer when a byte source runs out). The random fuzzer and the byte decoder both generate here.
+    /// </summary>
+    internal static int GenerateCase<TChoices>(ref TChoices c, FuzzLevel[] pickTable, out FuzzLevel level, out ulong start, Span<FuzzStep> steps)
+        where TChoices : struct, IEncodingChoices
+    {
+        level = pickTable[c.Next(pickTable.Length)];
+        start = FuzzGenerator.Value(ref c, level);
+        int length = 1 + c.Next(MaxSequenceLength);
+        int n = 0;
+        for (; n < length && !c.Exhausted; n++)
+            steps[n] = FuzzGenerator.Step(ref c, level);
+        return n;
+    }
+
+    private Worker? _checker;
+
+    /// <summary>
+    /// Runs one case on both sides; null when they agree, else the difference (shrunk when asked),
+    /// described as found from <paramref name="origin"/>. Not thread-safe: one checker per fuzzer.
+    /// </summary>
+    internal EncodingFailure? Check(FuzzLevel level, ulong start, ReadOnlySpan<FuzzStep> steps, bool shrink, string origin)
+    {
+        _checker ??= new Worker(_production, _oracleOverride ?? OracleSubject.Reference, new FailureSink(1), AllLevels, 0, 0);
+        return _checker.Check(level, start, steps, shrink, origin);
+    }
+
+    /// <summary>Whether the two sides disagree on a case; allocates nothing when they agree.</summary>
+    internal bool Differs(FuzzLevel level, ulong start, ReadOnlySpan<FuzzStep> steps)
+    {
+        _checker ??= new Worker(_production, _oracleOverride ?? OracleSubject.Reference, new FailureSink(1), AllLevels, 0, 0);
+        return _checker.Differs(level, start, steps);
+    }
+
+    /// <summary>Runs a replayable case once (no shrinking); null when production and the oracle agree.</summary>
+    public EncodingFailure? Replay(EncodingCase c) => Check(c.Level, c.Start, c.Steps, shrink: false, origin: "the replayed case");
 
     private static FuzzLevel[] BuildPickTable(IReadOnlyList<string>? names)
     {
@@ -229,11 +274,7 @@ public sealed class EncodingFuzzer
             long sequence = 0;
             while (executions < budget && !sink.Full && !ct.IsCancellationRequested && Stopwatch.GetTimestamp() < deadline)
             {
-                FuzzLevel level = pickTable[_rng.Next(pickTable.Length)];
-                ulong start = FuzzGenerator.Value(ref _rng, level);
-                int length = 1 + _rng.Next(MaxSequenceLength);
-                for (int i = 0; i < length; i++)
-                    _steps[i] = FuzzGenerator.Step(ref _rng, level);
+                int length = GenerateCase(ref _rng, pickTable, out FuzzLevel level, out ulong start, _steps);
                 sequence++;
 
                 if (Execute(level, start, _steps.AsSpan(0, length), ref executions) is { } divergence)
@@ -244,6 +285,23 @@ public sealed class EncodingFuzzer
                 }
             }
             return executions;
+        }
+
+        public bool Differs(FuzzLevel level, ulong start, ReadOnlySpan<FuzzStep> steps)
+        {
+            long ignored = 0;
+            return Execute(level, start, steps, ref ignored) is not null;
+        }
+
+        public EncodingFailure? Check(FuzzLevel level, ulong start, ReadOnlySpan<FuzzStep> steps, bool shrink, string origin)
+        {
+            long ignored = 0;
+            if (Execute(level, start, steps, ref ignored) is not { } d)
+                return null;
+            FuzzStep[] through = steps[..(d.Step + 1)].ToArray();
+            return shrink
+                ? Shrink(level, start, through, d, 0, origin)
+                : Describe(level, start, [.. through], d, start, through, d, 0, origin);
         }
 
         /// <summary>Runs a sequence on both sides and reports the first disagreement, if any.</summary>
@@ -291,7 +349,7 @@ public sealed class EncodingFuzzer
 
         // ---- shrinking (allocates freely: it only runs when something is wrong) ----
 
-        private EncodingFailure Shrink(FuzzLevel level, ulong originalStart, FuzzStep[] originalSteps, Divergence original, long sequence)
+        private EncodingFailure Shrink(FuzzLevel level, ulong originalStart, FuzzStep[] originalSteps, Divergence original, long sequence, string? origin = null)
         {
             int signatureOp = original.Step < 0 ? -1 : (int)originalSteps[original.Step].Op;
             ulong start = originalStart;
@@ -401,7 +459,7 @@ public sealed class EncodingFuzzer
             long none = 0;
             Divergence final = Execute(level, start, CollectionsMarshal.AsSpan(steps), ref none)
                 ?? original; // cannot happen: every accepted candidate failed
-            return Describe(level, start, steps, final, originalStart, originalSteps, original, sequence);
+            return Describe(level, start, steps, final, originalStart, originalSteps, original, sequence, origin);
         }
 
         private delegate bool FailsCheck(ulong start, List<FuzzStep> steps, out Divergence d);
@@ -435,7 +493,7 @@ public sealed class EncodingFuzzer
 
         private EncodingFailure Describe(
             FuzzLevel level, ulong start, List<FuzzStep> steps, Divergence d,
-            ulong originalStart, FuzzStep[] originalSteps, Divergence original, long sequence)
+            ulong originalStart, FuzzStep[] originalSteps, Divergence original, long sequence, string? origin = null)
         {
             string observable = d.Observable < 0 ? "exception" : FuzzCatalog.Observables(level)[d.Observable];
             string[] described = steps.Select(s => FuzzCatalog.Describe(level, s)).ToArray();
@@ -449,11 +507,16 @@ public sealed class EncodingFuzzer
                 text.Append($": {d.Exception}");
             else
                 text.Append($": kernel (oracle) 0x{d.Expected:x16}, production 0x{d.Actual:x16}");
-            text.Append($". Found with seed 0x{seed:x16} (thread {threadIndex}, sequence {sequence}) from start 0x{originalStart:x16} ");
+            text.Append(origin is null
+                ? $". Found with seed 0x{seed:x16} (thread {threadIndex}, sequence {sequence}) from start 0x{originalStart:x16} "
+                : $". Found in {origin} from start 0x{originalStart:x16} ");
             text.Append($"after {original.Step + 1} of its steps [");
             text.Append(string.Join(", ", originalSteps.Select(s => FuzzCatalog.Describe(level, s))));
             text.Append("].");
-            return new EncodingFailure(FuzzCatalog.Name(level), start, described, observable, d.Expected, d.Actual, text.ToString());
+            return new EncodingFailure(FuzzCatalog.Name(level), start, described, observable, d.Expected, d.Actual, text.ToString())
+            {
+                Case = new EncodingCase(level, start, [.. steps]),
+            };
         }
     }
 }

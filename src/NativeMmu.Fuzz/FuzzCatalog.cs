@@ -240,10 +240,7 @@ internal static class FuzzCatalog
     /// <summary>A step as a kernel-like call, e.g. <c>pmd_modify(newprot=0x8000000000000025)</c>.</summary>
     public static string Describe(FuzzLevel level, in FuzzStep step)
     {
-        string name = OpName(level, step.Op);
-        if (!name.StartsWith("pfn_", StringComparison.Ordinal) && !name.StartsWith("__", StringComparison.Ordinal)
-            && !name.StartsWith("swp_entry_to_pte", StringComparison.Ordinal) && step.Op != FuzzOp.SwpRoundTrip)
-            name = Prefix(level) + "_" + name;
+        string name = CallName(level, step.Op);
         ReadOnlySpan<string> args = ArgNames(step.Op);
         return args.Length switch
         {
@@ -251,6 +248,31 @@ internal static class FuzzCatalog
             1 => $"{name}({args[0]}=0x{step.A:x})",
             _ => $"{name}({args[0]}=0x{step.A:x}, {args[1]}=0x{step.B:x})",
         };
+    }
+
+    /// <summary>The kernel-like name a step is printed with, e.g. <c>pmd_modify</c> or <c>pfn_pte</c>.</summary>
+    public static string CallName(FuzzLevel level, FuzzOp op)
+    {
+        string name = OpName(level, op);
+        if (!name.StartsWith("pfn_", StringComparison.Ordinal) && !name.StartsWith("__", StringComparison.Ordinal)
+            && !name.StartsWith("swp_entry_to_pte", StringComparison.Ordinal) && op != FuzzOp.SwpRoundTrip)
+            name = Prefix(level) + "_" + name;
+        return name;
+    }
+
+    /// <summary>Finds an operation of a level by the name <see cref="Describe"/> prints.</summary>
+    public static bool TryParseCall(FuzzLevel level, string name, out FuzzOp op)
+    {
+        foreach (FuzzOp candidate in Ops(level))
+        {
+            if (CallName(level, candidate) == name)
+            {
+                op = candidate;
+                return true;
+            }
+        }
+        op = default;
+        return false;
     }
 
     /// <summary>Finds an operation by its short name at a level.</summary>

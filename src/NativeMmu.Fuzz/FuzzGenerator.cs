@@ -18,7 +18,7 @@ internal static class FuzzGenerator
         0x8000_0000_0000_0161, 0x67, 0x63, 0x8000_0000_0000_01E3, 0,
     ];
 
-    public static ulong Value(ref FuzzRandom r, FuzzLevel level)
+    public static ulong Value<TRandom>(ref TRandom r, FuzzLevel level) where TRandom : struct, IEncodingChoices
     {
         if (level == FuzzLevel.PfError)
         {
@@ -78,7 +78,7 @@ internal static class FuzzGenerator
         }
     }
 
-    public static FuzzStep Step(ref FuzzRandom r, FuzzLevel level)
+    public static FuzzStep Step<TRandom>(ref TRandom r, FuzzLevel level) where TRandom : struct, IEncodingChoices
     {
         ReadOnlySpan<FuzzOp> ops = FuzzCatalog.Ops(level);
         FuzzOp op = ops[r.Next(ops.Length)];
@@ -102,7 +102,7 @@ internal static class FuzzGenerator
     }
 
     /// <summary>A 40-bit frame number, often an extreme one.</summary>
-    private static ulong Frame(ref FuzzRandom r) => r.Next(8) switch
+    private static ulong Frame<TRandom>(ref TRandom r) where TRandom : struct, IEncodingChoices => r.Next(8) switch
     {
         0 => 0,
         1 => FrameMask40,
@@ -113,9 +113,9 @@ internal static class FuzzGenerator
     };
 
     /// <summary>A PFN argument: usually a frame, sometimes wider than the address field.</summary>
-    private static ulong Pfn(ref FuzzRandom r) => r.OneIn(6) ? r.NextUInt64() : Frame(ref r);
+    private static ulong Pfn<TRandom>(ref TRandom r) where TRandom : struct, IEncodingChoices => r.OneIn(6) ? r.NextUInt64() : Frame(ref r);
 
-    private static ulong Offset(ref FuzzRandom r) => r.Next(8) switch
+    private static ulong Offset<TRandom>(ref TRandom r) where TRandom : struct, IEncodingChoices => r.Next(8) switch
     {
         0 => 0,
         1 => 1,
@@ -125,7 +125,7 @@ internal static class FuzzGenerator
         _ => r.NextUInt64() & ((1UL << 50) - 1),
     };
 
-    private static ulong Prot(ref FuzzRandom r)
+    private static ulong Prot<TRandom>(ref TRandom r) where TRandom : struct, IEncodingChoices
     {
         ulong prot = r.Next(4) == 0 ? r.NextUInt64() : Prots[r.Next(Prots.Length)];
         if (r.OneIn(3))
@@ -135,7 +135,7 @@ internal static class FuzzGenerator
         return prot;
     }
 
-    private static ulong Mask(ref FuzzRandom r) => r.Next(4) switch
+    private static ulong Mask<TRandom>(ref TRandom r) where TRandom : struct, IEncodingChoices => r.Next(4) switch
     {
         0 => r.NextUInt64(),
         1 => r.Bit() | r.Bit(),
@@ -143,7 +143,7 @@ internal static class FuzzGenerator
     };
 
     /// <summary>Bits 52..63 (unused, SOFTW4, SAVED_DIRTY, PKEY, XD), usually sparse.</summary>
-    private static ulong HighBits(ref FuzzRandom r) => r.Next(3) switch
+    private static ulong HighBits<TRandom>(ref TRandom r) where TRandom : struct, IEncodingChoices => r.Next(3) switch
     {
         0 => 0,
         1 => r.NextUInt64() & 0xFFF0_0000_0000_0000,

@@ -1,7 +1,7 @@
 namespace NativeMmu.Fuzz;
 
 /// <summary>xoshiro256** seeded through SplitMix64: small, fast and the same on every runtime.</summary>
-internal struct FuzzRandom
+internal struct FuzzRandom : IEncodingChoices
 {
     private ulong _s0, _s1, _s2, _s3;
 
@@ -43,4 +43,6 @@ internal struct FuzzRandom
 
     /// <summary>A single random bit.</summary>
     public ulong Bit() => 1UL << Next(64);
+
+    public readonly bool Exhausted => false;
 }

@@ -3,7 +3,7 @@ using NativeMmu.Fuzz.Model;
 namespace NativeMmu.Fuzz;
 
 /// <summary>SplitMix64: a small, fast generator whose sequence depends only on the seed.</summary>
-internal struct SplitMix64(ulong seed)
+internal struct SplitMix64(ulong seed) : IProgramChoices
 {
     private ulong _state = seed;
 
@@ -22,6 +22,7 @@ internal struct SplitMix64(ulong seed)
     public int Range(int lo, int hi) => lo + Below(hi - lo + 1);
     public bool Chance(int percent) => Below(100) < percent;
     public T Pick<T>(IReadOnlyList<T> items) => items[Below(items.Count)];
+    public readonly bool Exhausted => false;
 
     public static ulong Mix(ulong a, ulong b) => new SplitMix64(a ^ unchecked(b * 0xD1B54A32D192ED03UL)).Next();
 }
@@ -33,7 +34,39 @@ internal struct SplitMix64(ulong seed)
 /// include the invalid and edge values the errno rules are about. Memory use stays far below the
 /// 64 MiB machine: MAP_POPULATE of writable memory is capped per program.
 /// </summary>
-internal sealed class ProgramGenerator
+internal static class ProgramGenerator
+{
+    /// <summary>The program of a seed (what <c>fuzz system</c> runs).</summary>
+    public static SysProgram Generate(ulong seed, bool fork)
+        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork).Build(seed);
+
+    /// <summary>
+    /// The program a byte string stands for: the bytes are the generator's choices (see
+    /// <see cref="ByteChoices"/>), so every byte string is a valid program of at most 200 operations,
+    /// and the program ends where the bytes do. Its seed is a hash of the bytes (informational).
+    /// </summary>
+    public static SysProgram Decode(byte[] data, int length, bool fork)
+        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork).Build(Fnv1a(data.AsSpan(0, length)));
+
+    /// <summary>The program of a seed together with its choices as bytes: <see cref="Decode"/> of the bytes gives the same program.</summary>
+    public static (SysProgram Program, byte[] Bytes) Record(ulong seed, bool fork)
+    {
+        var bytes = new List<byte>(256);
+        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork).Build(seed);
+        return (p, bytes.ToArray());
+    }
+
+    /// <summary>FNV-1a, 64 bits.</summary>
+    public static ulong Fnv1a(ReadOnlySpan<byte> data)
+    {
+        ulong h = 0xcbf29ce484222325;
+        foreach (byte b in data) h = unchecked((h ^ b) * 0x100000001b3);
+        return h;
+    }
+}
+
+/// <summary>The generator proper, over any source of choices.</summary>
+internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgramChoices
 {
     private const ulong Page = Linux.PageSize;
     /// <summary>A low zone no top-down placement reaches, for MAP_FIXED mappings.</summary>
@@ -41,7 +74,7 @@ internal sealed class ProgramGenerator
     private const int PopulateBudgetPages = 4096;
     private const int MaxLiveProcesses = 8;
 
-    private SplitMix64 _rng;
+    private TChoices _rng;
     private readonly bool _fork;
     private readonly List<(int Label, ulong Length, int Proc)> _maps = [];
     /// <summary>The mappings each process made or inherited, so that most operations land on its own memory.</summary>
@@ -53,17 +86,15 @@ internal sealed class ProgramGenerator
     private int _nextLabel = 1;
     private int _populateBudget = PopulateBudgetPages;
 
-    private ProgramGenerator(ulong seed, bool fork)
+    internal ProgramGenerator(TChoices choices, bool fork)
     {
-        _rng = new SplitMix64(seed);
+        _rng = choices;
         _fork = fork;
         // With fork every live process may end up holding its own copy of the populated memory.
         if (fork) _populateBudget = PopulateBudgetPages / MaxLiveProcesses;
     }
 
-    public static SysProgram Generate(ulong seed, bool fork) => new ProgramGenerator(seed, fork).Build(seed);
-
-    private SysProgram Build(ulong seed)
+    internal SysProgram Build(ulong seed)
     {
         int r = _rng.Below(100);
         int processes = r < 40 ? 1 : r < 65 ? 2 : r < 85 ? 3 : 4;
@@ -75,7 +106,7 @@ internal sealed class ProgramGenerator
         _nextProc = processes;
         int count = _rng.Range(1, 200);
         var ops = new List<SysOp>(count);
-        for (int i = 0; i < count && _live.Count > 0; i++) ops.Add(NextOp(i == 0));
+        for (int i = 0; i < count && _live.Count > 0 && !_rng.Exhausted; i++) ops.Add(NextOp(i == 0));
         return new SysProgram(seed, processes, ops);
     }
 

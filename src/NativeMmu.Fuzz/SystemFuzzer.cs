@@ -96,11 +96,11 @@ public sealed partial class SystemFuzzer
         return new SystemFailure(Describe(final), small.ToString());
     }
 
-    private static string Describe(RunFailure f)
+    internal static string Describe(RunFailure f)
         => f.OpIndex >= 0 ? $"[{f.Category}] op {f.OpIndex + 1}: {f.Description}" : $"[{f.Category}] at the end: {f.Description}";
 
     /// <summary>What makes two failures the same bug for reporting: the category and the message with numbers blanked.</summary>
-    private static string Signature(RunFailure f)
+    internal static string Signature(RunFailure f)
     {
         string d = f.Description;
         int colon = d.IndexOf(": ", StringComparison.Ordinal);
