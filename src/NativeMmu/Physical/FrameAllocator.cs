@@ -149,7 +149,7 @@ public sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>put_page_testzero: VM_BUG_ON a page whose count is already zero (a double free).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool PutPageTestZero(Page* page)
+    internal static bool PutPageTestZero(Page* page)
     {
         int after = Interlocked.Decrement(ref page->RefCount);
         if (after < 0) Bug.Throw("put_page on a page whose refcount is already zero (double free)");

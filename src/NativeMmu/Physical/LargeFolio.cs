@@ -82,5 +82,5 @@ public unsafe struct LargeFolio
 
     /// <summary>The folio fields of the large folio whose head is <paramref name="head"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static LargeFolio* Of(Page* head) => (LargeFolio*)head;
+    internal static LargeFolio* Of(Page* head) => (LargeFolio*)head;
 }

@@ -30,27 +30,27 @@ public sealed unsafe partial class PhysicalMemory : IDisposable
     public ulong Bytes { get; }
     /// <summary>Number of 4 KiB frames (max_pfn).</summary>
     public ulong Frames { get; }
-    public byte* Base => _base;
+    internal byte* Base => _base;
 
     /// <summary>__va(pfn &lt;&lt; PAGE_SHIFT): the host address of a frame.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* FrameAddress(ulong pfn) => _base + (pfn << Geometry.PageShift);
+    internal byte* FrameAddress(ulong pfn) => _base + (pfn << Geometry.PageShift);
 
     /// <summary>__va(PFN_PHYS(pfn)): the host address of a frame.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* FrameAddress(Pfn pfn) => _base + pfn.Phys.Value;
+    internal byte* FrameAddress(Pfn pfn) => _base + pfn.Phys.Value;
 
     /// <summary>__va(phys): the host address of a physical address.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* HostAddress(PhysAddr phys) => _base + phys.Value;
+    internal byte* HostAddress(PhysAddr phys) => _base + phys.Value;
 
     /// <summary>__pa: the physical address of a host address inside the arena.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public PhysAddr PhysAddrOf(void* host) => new((ulong)((byte*)host - _base));
+    internal PhysAddr PhysAddrOf(void* host) => new((ulong)((byte*)host - _base));
 
     /// <summary>virt_to_pfn: the frame a host address inside the arena lies in.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Pfn PfnOf(void* host) => PhysAddrOf(host).Pfn;
+    internal Pfn PfnOf(void* host) => PhysAddrOf(host).Pfn;
 
     /// <summary>The frame as a span of bytes.</summary>
     public Span<byte> Frame(ulong pfn)

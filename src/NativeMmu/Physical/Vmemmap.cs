@@ -79,7 +79,7 @@ public sealed unsafe class Vmemmap : IDisposable
 
     /// <summary>pfn_to_page: the struct page of pfn, through the vmemmap mapping.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Page* PfnToPage(ulong pfn)
+    internal Page* PfnToPage(ulong pfn)
     {
         byte* host = _cache[pfn / PagesPerVmemmapPage];
         if (host == null) host = Translate(pfn / PagesPerVmemmapPage);
@@ -88,7 +88,7 @@ public sealed unsafe class Vmemmap : IDisposable
 
     /// <summary>pfn_to_page.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Page* PfnToPage(Pfn pfn) => PfnToPage(pfn.Value);
+    internal Page* PfnToPage(Pfn pfn) => PfnToPage(pfn.Value);
 
     /// <summary>flush_tlb_kernel_range over vmemmap addresses: forget cached translations.</summary>
     public void FlushKernelRange(ulong start, ulong end)

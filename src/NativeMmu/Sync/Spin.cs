@@ -10,14 +10,14 @@ namespace NativeMmu.Sync;
 public static unsafe class Spin
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Lock(int* word)
+    internal static void Lock(int* word)
     {
         if (Interlocked.CompareExchange(ref *word, 1, 0) != 0)
             LockSlow(word);
     }
 
     /// <summary>spin_lock_irqsave: the waiter takes no interrupts (for locks interrupt handlers themselves take).</summary>
-    public static void LockIrqsave(int* word)
+    internal static void LockIrqsave(int* word)
     {
         var spin = new SpinWait();
         while (Interlocked.CompareExchange(ref *word, 1, 0) != 0)
@@ -25,16 +25,16 @@ public static unsafe class Spin
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool TryLock(int* word) => Interlocked.CompareExchange(ref *word, 1, 0) == 0;
+    internal static bool TryLock(int* word) => Interlocked.CompareExchange(ref *word, 1, 0) == 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Unlock(int* word)
+    internal static void Unlock(int* word)
     {
         Bug.On(Volatile.Read(ref *word) == 0, "spin_unlock of a lock that is not held");
         Volatile.Write(ref *word, 0);
     }
 
-    public static bool IsLocked(int* word) => Volatile.Read(ref *word) != 0;
+    internal static bool IsLocked(int* word) => Volatile.Read(ref *word) != 0;
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void LockSlow(int* word)
