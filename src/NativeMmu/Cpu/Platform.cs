@@ -60,7 +60,7 @@ public unsafe class Platform : IDisposable
     /// <summary>Written by any CPU (a concurrent queue), read by tests and reports.</summary>
     private readonly System.Collections.Concurrent.ConcurrentQueue<string> _tlbConflicts = new();
 
-    /// <summary>TLB conflicts the invariant mode has seen (the two forbidden situations of seed 002).</summary>
+    /// <summary>TLB conflicts the invariant mode has seen (the two situations the 2024 synchronous PT-reclaim series forbids).</summary>
     public IReadOnlyCollection<string> TlbConflicts => _tlbConflicts;
 
     internal void ReportTlbConflict(Cpu cpu, ulong va, string what)

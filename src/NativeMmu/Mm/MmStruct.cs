@@ -79,7 +79,7 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     /// <summary>mm_inc_nr_ptes / mm_inc_nr_pmds / mm_inc_nr_puds: one table's worth of entries.</summary>
     internal void AddPgtablesBytes(long delta) => Interlocked.Add(ref _pgtablesBytes, delta);
 
-    // ---- PMDs cleared by a page-table reclaim whose TLB flush is still to come (seed 002) ------------
+    // ---- PMDs cleared by a page-table reclaim whose TLB flush is still to come (x86 PT reclaim, 2024) -
     //
     // A reclaim registers the 2 MiB range under the PMD lock as it clears the PMD, and unregisters it
     // once its flush is done; installing a table or huge PMD (under the same lock) flushes first only

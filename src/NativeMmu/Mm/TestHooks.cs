@@ -7,6 +7,6 @@ namespace NativeMmu.Mm;
 /// </summary>
 public static class TestHooks
 {
-    /// <summary>Called right after a reclaim cleared a PMD, before the batched TLB flush (the seed-002 window).</summary>
+    /// <summary>Called right after a reclaim cleared a PMD, before the batched TLB flush (the window the 2024 synchronous PT-reclaim series closes with arch_flush_tlb_before_set_pte_page).</summary>
     public static Action<Cpu, MmStruct, ulong>? AfterPmdCleared { get; set; }
 }

@@ -16,7 +16,7 @@ public unsafe class PtReclaimTests
     /// CPU B holds a translation through PTE table T1. CPU A's MADV_DONTNEED reclaims T1 and is held between
     /// the PMD clear and its batched flush, while B faults on another page of the same 2 MiB: the fault
     /// installs table T2. Unless the kernel flushes before setting the PMD, B now has one address cached
-    /// through T1 and the region mapped through T2 - the second situation of seed 002.
+    /// through T1 and the region mapped through T2 - the second situation the 2024 synchronous PT-reclaim series forbids.
     /// </summary>
     [TestCase(true, ExpectedResult = 0)]
     [TestCase(false, ExpectedResult = 1)]

@@ -164,7 +164,7 @@ internal static unsafe partial class PgTable
     }
 
     /// <summary>
-    /// arch_flush_tlb_before_set_pte_page (x86, seed 002): a PMD cleared by a reclaim whose batched flush
+    /// arch_flush_tlb_before_set_pte_page (x86, from the 2024 synchronous PT-reclaim series): a PMD cleared by a reclaim whose batched flush
     /// is still pending may leave other CPUs holding translations through the old table; installing a new
     /// table then would let one address translate through two tables. Flush the 2 MiB first. The RFC tests
     /// the mm's tlb_flush_pending, which any zap in flight sets; here only a pending reclaim of this very

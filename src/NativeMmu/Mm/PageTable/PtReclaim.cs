@@ -80,7 +80,7 @@ internal static unsafe partial class PgTable
         start &= Geometry.PmdMask;
         if (tlb is not null) PteFreeTlb(tlb, table, start);
         mm.Machine.Counters.Add(cpu.Id, VmEvent.PtReclaim);
-        TestHooks.AfterPmdCleared?.Invoke(cpu, mm, start); // before the flush: the window seed 002 is about
+        TestHooks.AfterPmdCleared?.Invoke(cpu, mm, start); // before the flush: the window arch_flush_tlb_before_set_pte_page closes
         if (tlb is null) PteFreeNow(cpu, mm, table, start);
         if (NativeMmuEventSource.Log.ReclaimEventsEnabled) NativeMmuEventSource.Log.TableReclaim(start, table, cpu.Id);
     }
