@@ -1,3 +1,4 @@
+using NativeMmu.Sync;
 using NativeMmu.Cpus;
 using NativeMmu.Mm;
 using NativeMmu.Physical;
@@ -48,6 +49,28 @@ public unsafe class PageTableCheckTests
         HugeMemory.Deposit(k.Machine, pmd, table);
         p.Exit();
         Assert.That(k.InvariantViolations, Is.Empty);
+    }
+
+    [Test]
+    public void A_walker_about_to_change_a_table_under_a_write_protected_pmd_is_stopped()
+    {
+        // Only a shared (copy-on-write) PTE table sits under a write-protected PMD, and none is shared yet:
+        // the walk policy's break-first point says so before a walker that changes entries maps the table.
+        using Kernel k = Boot();
+        Process p = k.CreateProcess();
+        using var cpu = k.AttachCpu();
+        p.Enter(cpu);
+        ulong a = p.Mmap(TestSupport.PageSize);
+        cpu.Store<long>(a, 1);
+        NativeMmu.Arch.X86.Pmd* pmd = PgTable.WalkToPmd(p.Mm, a);
+        PgTable.SetWrprotect(pmd);
+        var bug = Assert.Throws<KernelBugException>(() => PgTable.PteOffsetMapLock(cpu, p.Mm, pmd, a, PteAccess.Write, out _));
+        Assert.That(bug!.Message, Does.Contain("write-protected PMD"), "the break-first point names what it found");
+        Assert.That(PgTable.PteOffsetMapLock(cpu, p.Mm, pmd, a, PteAccess.Read, out PteMapping map), Is.True, "a walker that only reads the table needs no break");
+        PgTable.PteUnmapUnlock(cpu, p.Mm, pmd, ref map, a, null);
+        PgTable.Set(pmd, PgTable.Get(pmd).MkWriteNovma());
+        Assert.That(p.Madvise(a, TestSupport.PageSize, Advice.DontNeed), Is.EqualTo(Errno.Success), "the zap goes through under a writable PMD");
+        p.Exit();
     }
 
     [Test]

@@ -61,7 +61,8 @@ internal static unsafe partial class PgTable
     /// entries of the table *pmd points to comes through here before it maps the table: the walkers that
     /// map with <see cref="PteAccess.Write"/> (zap, mprotect) and the fault path's map functions
     /// (<see cref="PteOffsetMapLock(ref VmFault, ulong)"/>, and <see cref="PteOffsetMapRwNolock"/> for a write
-    /// or unshare). No table is shared yet, so there is nothing to do. With copy-on-write page tables
+    /// or unshare). No table is shared yet, so the invariant mode checks what makes that true: every PMD
+    /// that points to a PTE table is writable, as pmd_populate makes it. With copy-on-write page tables
     /// (fork sharing a PTE table and write-protecting both table PMDs) the check goes here:
     /// <c>pmd is a table and !pmd_write</c> → break_cow_pte (reuse the table and make the PMD writable
     /// when its count is 1, else copy it into a new table and drop a reference on the shared one), with
@@ -71,6 +72,15 @@ internal static unsafe partial class PgTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void BreakSharedTable(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address)
     {
+        if (mm.Machine.Config.DebugVm) CheckTableNotShared(pmd, address);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void CheckTableNotShared(Pmd* pmd, ulong address)
+    {
+        Pmd pmdval = Get(pmd);
+        Bug.On(!pmdval.None && !pmdval.Leaf && !pmdval.Write,
+            "a walker is about to change entries of the PTE table under the write-protected PMD {0:x16} at {1:x}, which only a shared table has", pmdval.Value, address);
     }
 
     // ---- pte_offset_map_lock and pte_unmap_unlock ----------------------------------------------------
