@@ -41,20 +41,20 @@ public static class ScalingCommand
         ulong[] FaultBytes, double FaultSeconds,
         int[] MmapVmas, int MmapOps, int MmapBatches,
         ulong[] ForkBytes, int[] ForkVmas, int ForkRepeat,
-        ulong[] BootBytes)
+        ulong[] BootBytes, double WarmSeconds)
     {
         public static Plan Full(double faultSeconds) => new(
             [2UL << 20, 128UL << 20, 1UL << 30, 8UL << 30], faultSeconds,
             [10, 1_000, 10_000, 65_000], 2_000, 7,
             [64UL << 20, 256UL << 20, 1UL << 30, 4UL << 30], [10, 1_000, 10_000], 5,
-            [1UL << 30, 4UL << 30, 16UL << 30]);
+            [1UL << 30, 4UL << 30, 16UL << 30], 0.5);
 
         /// <summary>Small sizes for tests: the same code, seconds rather than minutes.</summary>
         public static Plan Quick(double faultSeconds) => new(
             [2UL << 20, 16UL << 20, 64UL << 20], faultSeconds,
             [10, 100, 1_000], 200, 3,
             [4UL << 20, 16UL << 20], [10, 100], 2,
-            [128UL << 20, 512UL << 20]);
+            [128UL << 20, 512UL << 20], 0.05);
     }
 
     /// <summary>What the table prints beside the series: figures the JSON shape has no room for.</summary>
@@ -119,12 +119,14 @@ public static class ScalingCommand
                     result.Add(new Series("fault", "ns/fault", [.. plan.FaultBytes.Select(b => FaultPoint(b, plan.FaultSeconds, noHost))]));
                     break;
                 case "mmap":
-                    result.Add(new Series("mmap", "ns/(mmap+munmap)", [.. plan.MmapVmas.Select(n => MmapPoint(n, plan.MmapOps, plan.MmapBatches, noHost, notes))]));
+                    result.Add(new Series("mmap", "ns/(mmap+munmap)", [.. plan.MmapVmas.Select(n => MmapPoint(n, plan.MmapOps, plan.MmapBatches, plan.WarmSeconds, noHost, notes))]));
                     break;
                 case "fork":
+                    WarmUpForks(noHost);
                     result.Add(new Series("fork", "ms/fork", [.. plan.ForkBytes.Select(b => ForkPoint(b, plan.ForkRepeat, noHost, notes))]));
                     break;
                 case "fork-vmas":
+                    WarmUpForks(noHost);
                     result.Add(new Series("fork-vmas", "ms/fork", [.. plan.ForkVmas.Select(n => ForkVmasPoint(n, plan.ForkRepeat, noHost, notes))]));
                     break;
                 case "boot":
@@ -196,20 +198,27 @@ public static class ScalingCommand
     /// then ns per mmap(NULL, 4096, PROT_WRITE) + munmap of it, the median of the batches. PROT_WRITE alone is a
     /// protection no neighbour has, so the page is a VMA of its own: an insert and a remove, never a merge.
     /// </summary>
-    private static Point MmapPoint(int vmas, int ops, int batches, bool noHost, Notes notes)
+    private static Point MmapPoint(int vmas, int ops, int batches, double warm, bool noHost, Notes notes)
     {
         Progress($"mmap at {vmas:N0} VMAs: emulated");
-        double emu = EmulatedMmap(vmas, ops, batches);
+        double emu = EmulatedMmap(vmas, ops, batches, warm);
         double? host = null;
         if (!noHost)
         {
             Progress($"mmap at {vmas:N0} VMAs: host kernel");
-            host = HostMmap(vmas, ops, batches, notes);
+            host = HostMmap(vmas, ops, batches, warm, notes);
         }
         return new Point(vmas, Math.Round(emu, 1), host is { } h ? Math.Round(h, 1) : null);
     }
 
-    private static double EmulatedMmap(int vmas, int ops, int batches)
+    /// <summary>Batches for <paramref name="seconds"/>, untimed: long enough for the JIT to have compiled the loop's final code.</summary>
+    private static void WarmUp(Func<double> batch, double seconds)
+    {
+        var sw = Stopwatch.StartNew();
+        do batch(); while (sw.Elapsed.TotalSeconds < seconds);
+    }
+
+    private static double EmulatedMmap(int vmas, int ops, int batches, double warm)
     {
         if (vmas > Mmap.MaxMapCount - 1) throw new ArgumentException($"{vmas} VMAs leave no room under vm.max_map_count ({Mmap.MaxMapCount}) for the measured one");
         using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2 });
@@ -227,7 +236,7 @@ public static class ScalingCommand
             }
             return Stopwatch.GetElapsedTime(t0).TotalNanoseconds / ops;
         }
-        Batch(); // warm-up
+        WarmUp(Batch, warm);
         double median = ForkCommand.Median([.. Enumerable.Range(0, batches).Select(_ => Batch())]);
         p.Exit();
         return median;
@@ -237,7 +246,7 @@ public static class ScalingCommand
     /// The same on the host, in this process: its mm already holds the runtime's mappings, so the VMAs built
     /// here are as many as asked when vm.max_map_count leaves room, else as many as it allows.
     /// </summary>
-    private static unsafe double? HostMmap(int vmas, int ops, int batches, Notes notes)
+    private static unsafe double? HostMmap(int vmas, int ops, int batches, double warm, Notes notes)
     {
         byte* region = null;
         ulong bytes = 0;
@@ -264,7 +273,7 @@ public static class ScalingCommand
                 }
                 return Stopwatch.GetElapsedTime(t0).TotalNanoseconds / ops;
             }
-            Batch();
+            WarmUp(Batch, warm);
             return ForkCommand.Median([.. Enumerable.Range(0, batches).Select(_ => Batch())]);
         }
         catch (System.ComponentModel.Win32Exception e)
@@ -281,6 +290,13 @@ public static class ScalingCommand
     // -------------------------------------------------------------------------------------------
     // fork against the populated size and against the VMA count
     // -------------------------------------------------------------------------------------------
+
+    /// <summary>A few untimed forks of a small mm on each side, so the first point does not time the JIT's first code.</summary>
+    private static void WarmUpForks(bool noHost)
+    {
+        ForkCommand.Emulated(8UL << 20, 5);
+        if (!noHost) ForkCommand.Host(8UL << 20, 5, out _);
+    }
 
     /// <summary>`nativemmu fork` at one size: the median over the forks, emulated then host.</summary>
     private static Point ForkPoint(ulong bytes, int repeat, bool noHost, Notes notes)
