@@ -61,6 +61,8 @@ public static class ScalingCommand
     public sealed class Notes
     {
         public readonly Dictionary<long, int> HostMmapVmasBuilt = [];
+        /// <summary>ns to zero one 4 KiB frame on the host, over a buffer of the working set's size (the ceiling of multi-fault).</summary>
+        public readonly Dictionary<long, double> FaultZeroingNs = [];
         public int HostOtherVmas;
         public int? HostMaxMapCount;
         public int HostForkOtherVmas;
@@ -116,7 +118,7 @@ public static class ScalingCommand
             switch (s)
             {
                 case "fault":
-                    result.Add(new Series("fault", "ns/fault", [.. plan.FaultBytes.Select(b => FaultPoint(b, plan.FaultSeconds, noHost))]));
+                    result.Add(new Series("fault", "ns/fault", [.. plan.FaultBytes.Select(b => FaultPoint(b, plan.FaultSeconds, noHost, notes))]));
                     break;
                 case "mmap":
                     result.Add(new Series("mmap", "ns/(mmap+munmap)", [.. plan.MmapVmas.Select(n => MmapPoint(n, plan.MmapOps, plan.MmapBatches, plan.WarmSeconds, noHost, notes))]));
@@ -148,7 +150,7 @@ public static class ScalingCommand
     /// (mmap, write one byte per 4 KiB page, munmap, over and over) in an arena sized to fit. Wall time over
     /// faults, so the munmap that ends each pass is included, as it is in page_fault1's own figure.
     /// </summary>
-    private static Point FaultPoint(ulong bytes, double seconds, bool noHost)
+    private static Point FaultPoint(ulong bytes, double seconds, bool noHost, Notes notes)
     {
         bool window = bytes <= 2UL << 20;
         double warm = Math.Min(1.0, seconds / 4);
@@ -169,6 +171,10 @@ public static class ScalingCommand
             LoopResult h = window ? HostLoops.MultiFault(1, warm) : HostLoops.PageFault1(1, warm, bytes: bytes);
             h = window ? HostLoops.MultiFault(1, seconds) : HostLoops.PageFault1(1, seconds, bytes: bytes);
             host = h.Seconds * 1e9 / h.Faults;
+            // The one piece of a fault's work no kernel avoids, at this working set: it grows as the set leaves the caches.
+            Progress($"fault {Size.Format(bytes)}: zeroing ceiling");
+            LoopResult z = HostLoops.Ceiling(1, seconds, bytes);
+            notes.FaultZeroingNs[(long)bytes] = z.Seconds * 1e9 / z.Faults;
         }
         return new Point((long)bytes, Math.Round(emu, 2), host is { } x ? Math.Round(x, 2) : null);
     }
@@ -429,8 +435,10 @@ public static class ScalingCommand
             {
                 case "fault":
                     Console.WriteLine($"  fault cost against the working set (2 MiB: the multi-fault window; larger: page_fault1 of that size; {plan.FaultSeconds.ToString(c)} s per point and side, munmap included)");
-                    Console.WriteLine($"  {"working set",12}  {"emulated ns",14}  {"host ns",14}  {"emu/host",8}  {"emu growth",10}  {"host growth",11}");
-                    PrintRows(s, x => Size.Format((ulong)x), "F1", growth: true);
+                    Console.WriteLine($"  {"working set",12}  {"emulated ns",14}  {"host ns",14}  {"emu/host",8}  {"emu growth",10}  {"host growth",11}  {"zeroing ns",10}  {"emu - zeroing",13}");
+                    PrintRows(s, x => Size.Format((ulong)x), "F1", growth: true,
+                        extra: p => notes.FaultZeroingNs.TryGetValue(p.X, out double z) ? $"  {z,10:F1}  {p.Emulated - z,13:F1}" : "");
+                    Console.WriteLine("  zeroing: one thread zeroing 4 KiB frames over a pre-touched buffer of the working set's size (multi-fault's ceiling)");
                     if (s.Points.Count > 1 && s.Points[0].Host is { } h0 && s.Points[^1].Host is { } hn)
                     {
                         double eg = s.Points[^1].Emulated / s.Points[0].Emulated, hg = hn / h0;
@@ -490,14 +498,14 @@ public static class ScalingCommand
 
     private static string Ratio(Point p) => p.Host is { } h && h > 0 ? $"{p.Emulated / h,7:F2}x" : $"{"-",8}";
 
-    private static void PrintRows(Series s, Func<long, string> x, string format, bool growth)
+    private static void PrintRows(Series s, Func<long, string> x, string format, bool growth, Func<Point, string>? extra = null)
     {
         Point first = s.Points[0];
         foreach (Point p in s.Points)
         {
             string eg = growth ? $"{p.Emulated / first.Emulated,9:F2}x" : "";
             string hg = growth && p.Host is { } h && first.Host is { } h0 ? $"{h / h0,10:F2}x" : $"{"-",11}";
-            Console.WriteLine($"  {x(p.X),12}  {p.Emulated.ToString(format, CultureInfo.InvariantCulture),14}  {Host(p, format)}  {Ratio(p)}  {eg}  {hg}");
+            Console.WriteLine($"  {x(p.X),12}  {p.Emulated.ToString(format, CultureInfo.InvariantCulture),14}  {Host(p, format)}  {Ratio(p)}  {eg}  {hg}{extra?.Invoke(p)}");
         }
     }
 
