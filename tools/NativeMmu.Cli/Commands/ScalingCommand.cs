@@ -107,7 +107,10 @@ public static class ScalingCommand
         return 0;
     }
 
-    public static string ToJson(Report report) => JsonSerializer.Serialize(report);
+    // Units such as ns/(mmap+munmap) stay readable: no \u002B escapes.
+    private static readonly JsonSerializerOptions JsonOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public static string ToJson(Report report) => JsonSerializer.Serialize(report, JsonOptions);
 
     public static Report Measure(string[] series, Plan plan, bool noHost, Notes? notes = null)
     {
@@ -124,17 +127,17 @@ public static class ScalingCommand
                     result.Add(new Series("mmap", "ns/(mmap+munmap)", [.. plan.MmapVmas.Select(n => MmapPoint(n, plan.MmapOps, plan.MmapBatches, plan.WarmSeconds, noHost, notes))]));
                     break;
                 case "fork":
-                    WarmUpForks(noHost);
+                    WarmUpForks(plan.WarmSeconds, noHost);
                     result.Add(new Series("fork", "ms/fork", [.. plan.ForkBytes.Select(b => ForkPoint(b, plan.ForkRepeat, noHost, notes))]));
                     break;
                 case "fork-vmas":
-                    WarmUpForks(noHost);
+                    WarmUpForks(plan.WarmSeconds, noHost);
                     result.Add(new Series("fork-vmas", "ms/fork", [.. plan.ForkVmas.Select(n => ForkVmasPoint(n, plan.ForkRepeat, noHost, notes))]));
                     break;
                 case "boot":
                     var boots = plan.BootBytes.Select(b => BootPoint(b, notes)).ToList();
                     result.Add(new Series("boot", "ms", [.. boots.Select(b => b.Time)]));
-                    result.Add(new Series("boot-rss", "bytes beyond the arena's touched frames", [.. boots.Select(b => b.Rss)]));
+                    result.Add(new Series("boot-rss", "bytes", [.. boots.Select(b => b.Rss)]));
                     break;
             }
         }
@@ -297,10 +300,15 @@ public static class ScalingCommand
     // fork against the populated size and against the VMA count
     // -------------------------------------------------------------------------------------------
 
-    /// <summary>A few untimed forks of a small mm on each side, so the first point does not time the JIT's first code.</summary>
-    private static void WarmUpForks(bool noHost)
+    /// <summary>
+    /// Untimed forks of a small mm for <paramref name="seconds"/>, and a few on the host: the page-table copy
+    /// runs thousands of times per fork, so a few small forks would leave the first points timed on the JIT's
+    /// first-tier code (1.2 ms for a 64 MiB fork against 0.6 ms once it is compiled again).
+    /// </summary>
+    private static void WarmUpForks(double seconds, bool noHost)
     {
-        ForkCommand.Emulated(8UL << 20, 5);
+        var sw = Stopwatch.StartNew();
+        do ForkCommand.Emulated(16UL << 20, 10); while (sw.Elapsed.TotalSeconds < seconds);
         if (!noHost) ForkCommand.Host(8UL << 20, 5, out _);
     }
 
@@ -513,11 +521,11 @@ public static class ScalingCommand
     {
         const double Gib = 1UL << 30;
         var (es, ei) = Fit([.. s.Points.Select(p => (p.X / Gib, p.Emulated))]);
-        Console.Write($"  least-squares fit: emulated {es:F1} ms/GiB + {ei:F2} ms");
+        Console.Write($"  least-squares fit: emulated {es:F1} ms/GiB {ei:+0.00;-0.00} ms");
         if (s.Points.All(p => p.Host is not null))
         {
             var (hs, hi) = Fit([.. s.Points.Select(p => (p.X / Gib, p.Host!.Value))]);
-            Console.Write($"; host {hs:F1} ms/GiB + {hi:F2} ms");
+            Console.Write($"; host {hs:F1} ms/GiB {hi:+0.00;-0.00} ms");
         }
         Console.WriteLine();
     }
