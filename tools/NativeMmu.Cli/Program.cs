@@ -16,6 +16,7 @@ public static class Program
             PtReclaimCommand.Create(),
             ForkCommand.Create(),
             MthpReuseCommand.Create(),
+            ScalingCommand.Create(),
             FuzzCommand.Create(),
         };
         return root.Parse(args).Invoke();

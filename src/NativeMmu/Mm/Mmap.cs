@@ -189,25 +189,12 @@ public static unsafe class Mmap
         return UnmappedAreaBottomUp(mm, len, Geometry.PageAlign(mm.TaskSize / 3), mm.TaskSize, out start);
     }
 
+    /// <summary>The highest gap of len bytes in [low, high), found through the tree's subtree gaps.</summary>
     private static bool UnmappedAreaTopdown(MmStruct mm, ulong len, ulong low, ulong high, out ulong start)
     {
         start = 0;
         if (high < low + len) return false;
-        Vma? next = mm.Vmas.FindVma(high - 1);
-        Vma? prev = next is not null ? next.Prev : mm.Vmas.Last;
-        ulong gapEnd = next is not null ? Math.Min(high, next.VmStart) : high;
-        while (true)
-        {
-            ulong gapStart = Math.Max(prev?.VmEnd ?? low, low);
-            if (gapEnd >= gapStart && gapEnd - gapStart >= len)
-            {
-                start = gapEnd - len;
-                return true;
-            }
-            if (prev is null || prev.VmStart <= low) return false;
-            gapEnd = prev.VmStart;
-            prev = prev.Prev;
-        }
+        return mm.Vmas.FindGapTopdown(low, high, len, out start);
     }
 
     private static bool UnmappedAreaBottomUp(MmStruct mm, ulong len, ulong low, ulong high, out ulong start)

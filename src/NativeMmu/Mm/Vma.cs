@@ -11,15 +11,37 @@ public sealed class Vma
     public Vma(MmStruct mm, ulong start, ulong end, VmFlags flags)
     {
         Mm = mm;
-        VmStart = start;
-        VmEnd = end;
+        _vmStart = start;
+        _vmEnd = end;
         VmFlags = flags;
         VmPageProt = VmGetPageProt(flags);
     }
 
     public MmStruct Mm { get; private set; }
-    public ulong VmStart;
-    public ulong VmEnd;
+
+    private ulong _vmStart, _vmEnd;
+
+    /// <summary>vm_start. Moving it on a linked VMA updates the tree's gap below this VMA.</summary>
+    public ulong VmStart
+    {
+        get => _vmStart;
+        set
+        {
+            _vmStart = value;
+            if (TreeHeight != 0) VmaTree.GapChanged(this);
+        }
+    }
+
+    /// <summary>vm_end. Moving it on a linked VMA updates the tree's gap above this VMA (below the next).</summary>
+    public ulong VmEnd
+    {
+        get => _vmEnd;
+        set
+        {
+            _vmEnd = value;
+            if (TreeHeight != 0 && Next is { } next) VmaTree.GapChanged(next);
+        }
+    }
     public VmFlags VmFlags;
     /// <summary>vm_page_prot: the pgprot new PTEs start from (vm_get_page_prot of the flags).</summary>
     public ulong VmPageProt;
@@ -31,14 +53,16 @@ public sealed class Vma
     // Intrusive links of the mm's VMA tree (VmaTree): written under mmap_lock for write only.
     internal Vma? TreeLeft, TreeRight, TreeParent;
     internal int TreeHeight;
+    /// <summary>rb_subtree_gap: the largest gap below any VMA of this node's subtree (VmStart minus the previous VmEnd).</summary>
+    internal ulong TreeGap;
     /// <summary>The neighbours in address order, as vm_prev/vm_next were before the maple tree.</summary>
     internal Vma? Prev, Next;
 
     internal void Reinit(MmStruct mm, ulong start, ulong end, VmFlags flags)
     {
         Mm = mm;
-        VmStart = start;
-        VmEnd = end;
+        _vmStart = start;
+        _vmEnd = end;
         VmFlags = flags;
         VmPageProt = VmGetPageProt(flags);
         VmPgoff = 0;

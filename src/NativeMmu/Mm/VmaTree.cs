@@ -6,7 +6,9 @@ namespace NativeMmu.Mm;
 /// The set of an mm's VMAs, ordered by address: the role the maple tree (mm_mt) plays in the kernel, and the
 /// rbtree plus vm_prev/vm_next list did before it. An intrusive AVL tree keyed by VmStart, threaded with the
 /// Prev/Next list so neighbour steps are O(1). VMAs never overlap, so ordering by VmStart equals ordering by
-/// VmEnd, which is what lets find_vma descend on VmEnd.
+/// VmEnd, which is what lets find_vma descend on VmEnd. Each node also keeps the largest free gap in its
+/// subtree (rb_subtree_gap of the kernels from 3.8 to 6.0; the maple tree tracks its gaps the same way), so
+/// get_unmapped_area finds the highest gap that fits in O(log n) instead of walking every VMA it passes.
 /// </summary>
 /// <remarks>
 /// <para>No internal locking: callers hold the mm's mmap_lock, for write around Insert/Remove/Clear and any
@@ -66,7 +68,11 @@ public sealed class VmaTree
         if (succ != null) succ.Prev = vma; else _last = vma;
         _count++;
 
+        vma.TreeGap = OwnGap(vma);
         Rebalance(parent);
+        // The new node joins every subtree above it, and it shortens the gap below its successor.
+        GapChanged(vma);
+        if (succ != null) GapChanged(succ);
     }
 
     /// <summary>Unlinks <paramref name="vma"/> from the tree and the list (vma_iter_clear plus the old __vma_unlink_list).</summary>
@@ -119,10 +125,76 @@ public sealed class VmaTree
         if (next != null) next.Prev = prev; else _last = prev;
         _count--;
 
+        // Every subtree that held the node lies on the path up from where it was unlinked; the gap below
+        // its successor now reaches down to its predecessor.
+        if (rebalanceFrom != null) GapChanged(rebalanceFrom);
+        if (next != null) GapChanged(next);
+
         // Cleared so the VMA can be re-inserted (mremap, a failed merge) and so IsLinked stays truthful.
         vma.TreeLeft = vma.TreeRight = vma.TreeParent = null;
         vma.TreeHeight = 0;
+        vma.TreeGap = 0;
         vma.Prev = vma.Next = null;
+    }
+
+    /// <summary>
+    /// The gap below <paramref name="vma"/>: from the previous VMA's end (or address 0) to its start. Zero
+    /// while a merge briefly has the previous VMA reach past it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong OwnGap(Vma vma)
+    {
+        ulong below = vma.Prev?.VmEnd ?? 0;
+        return vma.VmStart > below ? vma.VmStart - below : 0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UpdateGap(Vma node)
+        => node.TreeGap = Math.Max(OwnGap(node), Math.Max(node.TreeLeft?.TreeGap ?? 0, node.TreeRight?.TreeGap ?? 0));
+
+    /// <summary>
+    /// vma_gap_callbacks_propagate: <paramref name="vma"/>'s own gap changed (its start, or the previous VMA's
+    /// end, moved) or its subtree did; recomputes the subtree gaps from it up to the root.
+    /// </summary>
+    internal static void GapChanged(Vma vma)
+    {
+        for (Vma? n = vma; n != null; n = n.TreeParent) UpdateGap(n);
+    }
+
+    /// <summary>
+    /// unmapped_area_topdown: the highest free range of <paramref name="len"/> bytes inside [low, high), found
+    /// through the subtree gaps; false when none is. The free ranges are the gaps between VMAs and the one
+    /// above the last VMA.
+    /// </summary>
+    public bool FindGapTopdown(ulong low, ulong high, ulong len, out ulong start)
+    {
+        start = 0;
+        if (high < low || high - low < len) return false;
+        if (_last == null || _last.VmEnd <= high - len)
+        {
+            start = high - len;
+            return true;
+        }
+        Vma? v = HighestGap(_root, low, high, len);
+        if (v == null) return false;
+        start = Math.Min(v.VmStart, high) - len;
+        return true;
+    }
+
+    /// <summary>The highest VMA of the subtree whose gap below it, clipped to [low, high), holds len bytes.</summary>
+    private static Vma? HighestGap(Vma? node, ulong low, ulong high, ulong len)
+    {
+        while (node != null && node.TreeGap >= len)
+        {
+            // Right: the gaps above this VMA start at or above its end.
+            if (node.VmEnd <= high - len && HighestGap(node.TreeRight, low, high, len) is { } right) return right;
+            ulong gapStart = Math.Max(node.Prev?.VmEnd ?? 0, low), gapEnd = Math.Min(node.VmStart, high);
+            if (gapEnd >= gapStart && gapEnd - gapStart >= len) return node;
+            // Left: the gaps below end below this VMA's start.
+            if (node.VmStart < low + len) return null;
+            node = node.TreeLeft;
+        }
+        return null;
     }
 
     /// <summary>find_vma: the first VMA with VmEnd above <paramref name="addr"/>, which may start above it.</summary>
@@ -191,6 +263,7 @@ public sealed class VmaTree
             Vma? next = vma.Next;
             vma.TreeLeft = vma.TreeRight = vma.TreeParent = null;
             vma.TreeHeight = 0;
+            vma.TreeGap = 0;
             vma.Prev = vma.Next = null;
             vma = next;
         }
@@ -249,6 +322,8 @@ public sealed class VmaTree
         if (node.TreeHeight != 1 + Math.Max(lh, rh))
             throw Broken($"{node} has height {node.TreeHeight}, children give {1 + Math.Max(lh, rh)}");
         if (Math.Abs(lh - rh) > 1) throw Broken($"AVL balance at {node}: left height {lh}, right height {rh}");
+        ulong gap = Math.Max(OwnGap(node), Math.Max(l?.TreeGap ?? 0, r?.TreeGap ?? 0));
+        if (node.TreeGap != gap) throw Broken($"{node} has subtree gap {node.TreeGap:x}, its gap and children give {gap:x}");
     }
 
     private static Vma? InOrderSuccessor(Vma node)
@@ -346,6 +421,8 @@ public sealed class VmaTree
         x.TreeParent = y;
         UpdateHeight(x);
         UpdateHeight(y);
+        UpdateGap(x);
+        UpdateGap(y);
         return y;
     }
 
@@ -361,6 +438,8 @@ public sealed class VmaTree
         x.TreeParent = y;
         UpdateHeight(x);
         UpdateHeight(y);
+        UpdateGap(x);
+        UpdateGap(y);
         return y;
     }
 

@@ -36,6 +36,13 @@ public sealed class PlotTests
         new("whole", new(1, 0, 1, 0), new(16, 0, 16, 0)),
     ]);
 
+    private static readonly ScalingCommand.Report ScalingReport = new("scaling",
+    [
+        new("fault", "ns/fault", [new(2L << 20, 170, 1900), new(128L << 20, 190, 2000), new(8L << 30, 240, 2300)]),
+        new("mmap", "ns/(mmap+munmap)", [new(10, 1200, 2500), new(65_000, 1250, 2600)]),
+        new("boot", "ms", [new(1L << 30, 40, null), new(16L << 30, 700, null)]),
+    ]);
+
     private static IEnumerable<TestCaseData> Figures()
     {
         foreach (string ext in new[] { "png", "svg" })
@@ -44,6 +51,7 @@ public sealed class PlotTests
             yield return new TestCaseData((Action<string>)(p => CommandPlots.PtReclaim(PtReclaimReport, PtReclaimSeries, p)), ext, "pt-reclaim").SetArgDisplayNames("pt-reclaim", ext);
             yield return new TestCaseData((Action<string>)(p => CommandPlots.Fork([("emulated, copy", 1UL << 30, 20.5), ("host kernel", 1UL << 30, 60.1)], p)), ext, "fork").SetArgDisplayNames("fork", ext);
             yield return new TestCaseData((Action<string>)(p => CommandPlots.MthpReuse(MthpReport, p)), ext, "mthp-reuse").SetArgDisplayNames("mthp-reuse", ext);
+            yield return new TestCaseData((Action<string>)(p => CommandPlots.Scaling(ScalingReport, p)), ext, "scaling").SetArgDisplayNames("scaling", ext);
         }
     }
 

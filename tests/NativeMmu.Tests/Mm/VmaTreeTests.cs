@@ -480,4 +480,85 @@ public class VmaTreeTests
         tree.Validate();
         Assert.That(tree.Count, Is.Zero);
     }
+
+    /// <summary>unmapped_area_topdown as the walk down the list from high: the reference the gap search must match.</summary>
+    private static bool LinearGapTopdown(List<Vma> sorted, ulong low, ulong high, ulong len, out ulong start)
+    {
+        start = 0;
+        if (high < low + len) return false;
+        int i = sorted.FindIndex(v => v.VmEnd > high - 1);
+        Vma? next = i >= 0 ? sorted[i] : null;
+        int p = i >= 0 ? i - 1 : sorted.Count - 1;
+        ulong gapEnd = next is not null ? Math.Min(high, next.VmStart) : high;
+        while (true)
+        {
+            ulong gapStart = Math.Max(p >= 0 ? sorted[p].VmEnd : low, low);
+            if (gapEnd >= gapStart && gapEnd - gapStart >= len)
+            {
+                start = gapEnd - len;
+                return true;
+            }
+            if (p < 0 || sorted[p].VmStart <= low) return false;
+            gapEnd = sorted[p].VmStart;
+            p--;
+        }
+    }
+
+    [Test]
+    public void The_topdown_gap_search_finds_what_a_walk_down_the_list_finds_through_inserts_removes_and_bound_changes()
+    {
+        var rng = new Random(4321);
+        var tree = new VmaTree();
+        var model = new List<Vma>();
+        const ulong spacePages = 4096;
+        int found = 0, missed = 0;
+        for (int step = 0; step < 6000; step++)
+        {
+            int op = rng.Next(100);
+            if (op < 45 || model.Count == 0)
+            {
+                ulong start = (ulong)rng.NextInt64(1, (long)spacePages);
+                ulong len = (ulong)rng.NextInt64(1, 8);
+                var vma = NewVma(start, start + len);
+                if (!model.Exists(m => m.VmStart < vma.VmEnd && vma.VmStart < m.VmEnd))
+                {
+                    tree.Insert(vma);
+                    int at = model.FindIndex(m => m.VmStart > vma.VmStart);
+                    model.Insert(at < 0 ? model.Count : at, vma);
+                }
+            }
+            else if (op < 70)
+            {
+                int i = rng.Next(model.Count);
+                tree.Remove(model[i]);
+                model.RemoveAt(i);
+            }
+            else if (op < 80)
+            {
+                // Split, merge, expand and shrink move a linked VMA's bounds in place.
+                int i = rng.Next(model.Count);
+                var v = model[i];
+                ulong lo = i > 0 ? model[i - 1].VmEnd : 0;
+                ulong hi = i + 1 < model.Count ? model[i + 1].VmStart : (spacePages + 8) * Page;
+                ulong newStart = (ulong)rng.NextInt64((long)(lo / Page), (long)(v.VmEnd / Page)) * Page;
+                ulong newEnd = (ulong)rng.NextInt64((long)(newStart / Page) + 1, (long)(hi / Page) + 1) * Page;
+                v.VmStart = newStart;
+                v.VmEnd = newEnd;
+            }
+            for (int q = 0; q < 4; q++)
+            {
+                ulong low = (ulong)rng.NextInt64(0, (long)spacePages) * Page;
+                ulong high = low + (ulong)rng.NextInt64(0, (long)spacePages) * Page;
+                ulong len = (ulong)rng.NextInt64(1, 48) * Page;
+                bool expected = LinearGapTopdown(model, low, high, len, out ulong expectedStart);
+                Assert.That(tree.FindGapTopdown(low, high, len, out ulong start), Is.EqualTo(expected), $"gap of {len:x} in [{low:x}, {high:x}) at step {step}");
+                if (expected) Assert.That(start, Is.EqualTo(expectedStart), $"gap of {len:x} in [{low:x}, {high:x}) at step {step}");
+                if (expected) found++; else missed++;
+            }
+            if (step % 53 == 0) tree.Validate();
+        }
+        Assert.That(found, Is.GreaterThan(1000));
+        Assert.That(missed, Is.GreaterThan(200), "the searches nearly always succeeded");
+        tree.Validate();
+    }
 }

@@ -107,7 +107,15 @@ public static class ForkCommand
         Size.Check(p.Madvise(a, sizeBytes, Advice.NoHugePage), "madvise"); // 4 KiB pages, never a THP
         for (ulong off = 0; off < sizeBytes; off += Geometry.PageSize) cpu.Store<byte>(a + off, 1);
         long vmpteParent = p.Mm.PgtablesBytes >> 10;
-        long vmpteChild = 0;
+        double[] ms = TimeForks(p, repeat, out long vmpteChild);
+        p.Exit();
+        return new EmulatedRun(ms, vmpteParent, vmpteChild);
+    }
+
+    /// <summary>Forks <paramref name="p"/> <paramref name="repeat"/> times, each child exiting at once; the wall time of each fork, and the first child's VmPTE.</summary>
+    public static double[] TimeForks(Process p, int repeat, out long vmpteChildKb)
+    {
+        vmpteChildKb = 0;
         var ms = new double[repeat];
         for (int i = 0; i < repeat; i++)
         {
@@ -115,11 +123,10 @@ public static class ForkCommand
             Process child = p.Fork("fork-child");
             long t1 = Stopwatch.GetTimestamp();
             ms[i] = Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds;
-            if (i == 0) vmpteChild = child.Mm.PgtablesBytes >> 10;
+            if (i == 0) vmpteChildKb = child.Mm.PgtablesBytes >> 10;
             child.Exit();
         }
-        p.Exit();
-        return new EmulatedRun(ms, vmpteParent, vmpteChild);
+        return ms;
     }
 
     /// <summary>

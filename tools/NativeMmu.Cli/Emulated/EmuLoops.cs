@@ -31,16 +31,18 @@ public static class EmuLoops
             Check(p.Munmap(region, Region), "munmap");
         });
 
-    /// <summary>will-it-scale page_fault1: mmap 128 MiB, write one byte per page, munmap, repeat.</summary>
-    public static LoopResult PageFault1(Kernel kernel, int threads, double seconds, Action<long>? progress = null)
-        => Run(kernel, threads, seconds, progress, static (p, cpu, stop, touched) =>
+    /// <summary>
+    /// will-it-scale page_fault1: mmap 128 MiB (or <paramref name="bytes"/>), write one byte per page, munmap, repeat.
+    /// </summary>
+    public static LoopResult PageFault1(Kernel kernel, int threads, double seconds, Action<long>? progress = null, ulong bytes = PageFault1Bytes)
+        => Run(kernel, threads, seconds, progress, (p, cpu, stop, touched) =>
         {
             while (!Volatile.Read(ref stop.Value))
             {
-                ulong a = p.Mmap(PageFault1Bytes);
-                Check(p.Madvise(a, PageFault1Bytes, Advice.NoHugePage), "madvise");
+                ulong a = p.Mmap(bytes);
+                Check(p.Madvise(a, bytes, Advice.NoHugePage), "madvise");
                 ulong off = 0;
-                for (; off < PageFault1Bytes; off += 4096)
+                for (; off < bytes; off += 4096)
                 {
                     cpu.Store<byte>(a + off, 1);
                     if ((off & ((4096UL << 12) - 1)) == 0)
@@ -49,7 +51,7 @@ public static class EmuLoops
                         if (Volatile.Read(ref stop.Value)) break;
                     }
                 }
-                Check(p.Munmap(a, PageFault1Bytes), "munmap");
+                Check(p.Munmap(a, bytes), "munmap");
             }
         });
 

@@ -50,12 +50,16 @@ public static unsafe class HostLoops
         => Run(threads, seconds, progress, "multi-fault", static _ => new MultiFaultWorker());
 
     /// <summary>
-    /// will-it-scale's page_fault1: each thread maps 128 MiB private anonymous (MADV_NOHUGEPAGE),
-    /// writes one byte per 4 KiB page and unmaps it, over and over.
+    /// will-it-scale's page_fault1: each thread maps 128 MiB (or <paramref name="bytes"/>) private anonymous
+    /// (MADV_NOHUGEPAGE), writes one byte per 4 KiB page and unmaps it, over and over.
     /// </summary>
     /// <param name="progress">Called from the calling thread about every 250 ms, and once at the end, with the pages touched so far.</param>
-    public static LoopResult PageFault1(int threads, double seconds, Action<long>? progress = null)
-        => Run(threads, seconds, progress, "page_fault1", static _ => new PageFault1Worker());
+    public static LoopResult PageFault1(int threads, double seconds, Action<long>? progress = null, ulong bytes = PageFault1Size)
+    {
+        if (bytes < StopCheckPages * PageSize || bytes % (StopCheckPages * PageSize) != 0)
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "The mapping must be a positive multiple of 16 MiB.");
+        return Run(threads, seconds, progress, "page_fault1", _ => new PageFault1Worker(bytes));
+    }
 
     /// <summary>
     /// The ceiling for a fault loop: the same threads doing nothing but zeroing 4 KiB frames,
@@ -265,7 +269,7 @@ public static unsafe class HostLoops
         }
     }
 
-    private sealed class PageFault1Worker : Worker
+    private sealed class PageFault1Worker(ulong bytes) : Worker
     {
         protected override void Setup()
         {
@@ -279,11 +283,11 @@ public static unsafe class HostLoops
             long touched = 0;
             while (!shared.Stop)
             {
-                byte* map = HostMemory.Map(PageFault1Size);
+                byte* map = HostMemory.Map(bytes);
                 try
                 {
-                    HostMemory.Advise(map, PageFault1Size, HostMemory.MADV_NOHUGEPAGE);
-                    byte* end = map + PageFault1Size;
+                    HostMemory.Advise(map, bytes, HostMemory.MADV_NOHUGEPAGE);
+                    byte* end = map + bytes;
                     byte* c = map;
                     while (c < end)
                     {
@@ -298,7 +302,7 @@ public static unsafe class HostLoops
                 }
                 finally
                 {
-                    HostMemory.Unmap(map, PageFault1Size);
+                    HostMemory.Unmap(map, bytes);
                 }
             }
             return touched;

@@ -60,6 +60,9 @@ internal static unsafe partial class HostMemory
     [LibraryImport("libc", EntryPoint = "munmap", SetLastError = true)]
     private static partial int munmap(nint addr, nuint length);
 
+    [LibraryImport("libc", EntryPoint = "mprotect", SetLastError = true)]
+    private static partial int mprotect(nint addr, nuint length, int prot);
+
     [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
     private static partial int madvise(nint addr, nuint length, int advice);
 
@@ -70,9 +73,12 @@ internal static unsafe partial class HostMemory
     /// Maps <paramref name="length"/> bytes of private anonymous read/write memory
     /// (MAP_NORESERVE, no fixed address). Throws with errno on failure.
     /// </summary>
-    public static byte* Map(ulong length)
+    public static byte* Map(ulong length) => Map(length, PROT_READ | PROT_WRITE);
+
+    /// <summary>As <see cref="Map(ulong)"/>, with the given protection.</summary>
+    public static byte* Map(ulong length, int prot)
     {
-        nint p = mmap(0, (nuint)length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        nint p = mmap(0, (nuint)length, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MapFailed)
             throw Failure("mmap", length);
         return (byte*)p;
@@ -84,6 +90,25 @@ internal static unsafe partial class HostMemory
         if (munmap((nint)p, (nuint)length) != 0)
             throw Failure("munmap", length);
     }
+
+    /// <summary>mprotect(2) on a range. Throws with errno on failure.</summary>
+    public static void Protect(byte* p, ulong length, int prot)
+    {
+        if (mprotect((nint)p, (nuint)length, prot) != 0)
+            throw Failure($"mprotect({prot})", length);
+    }
+
+    /// <summary>The VMAs of this process's mm: the lines of /proc/self/maps.</summary>
+    public static int MapCount()
+    {
+        int n = 0;
+        foreach (string _ in File.ReadLines("/proc/self/maps")) n++;
+        return n;
+    }
+
+    /// <summary>sysctl vm.max_map_count, or null when it cannot be read.</summary>
+    public static int? MaxMapCount()
+        => File.Exists("/proc/sys/vm/max_map_count") && int.TryParse(File.ReadAllText("/proc/sys/vm/max_map_count").Trim(), out int n) ? n : null;
 
     /// <summary>madvise(2) on a range. Throws with errno on failure.</summary>
     public static void Advise(byte* p, ulong length, int advice)

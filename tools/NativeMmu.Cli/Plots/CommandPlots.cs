@@ -95,6 +95,67 @@ public static class CommandPlots
         _ => mode,
     };
 
+    /// <summary>
+    /// scaling: every series' growth against its work on log-log axes, each cost and each work divided by its
+    /// first point's, so one figure holds series of different units: a line of slope 1 is linear growth, a flat
+    /// line is a cost that does not grow. Emulated solid, host kernel dashed, in the series' colour.
+    /// </summary>
+    public static void Scaling(ScalingCommand.Report r, string path)
+    {
+        Plot plot = Figure.Create("scaling: each cost against its work, relative to the smallest point (log-log)", "work / work at the first point (working set, VMAs, populated size, arena)", "cost / cost at the first point");
+        var palette = new ScottPlot.Palettes.Category10();
+        int k = 0;
+        double maxX = 1, maxY = 1, minY = 1;
+        foreach (ScalingCommand.Series s in r.Series.Where(s => s.Points.Count > 1 && s.Name != "boot-rss"))
+        {
+            ScottPlot.Color color = palette.GetColor(k++);
+            var p0 = s.Points[0];
+            double[] xs = [.. s.Points.Select(p => Math.Log10(p.X / (double)p0.X))];
+            double[] ys = [.. s.Points.Select(p => Math.Log10(p.Emulated / p0.Emulated))];
+            var emu = plot.Add.Scatter(xs, ys);
+            emu.LegendText = $"{s.Name} ({s.Unit}), emulated";
+            emu.Color = color;
+            emu.MarkerSize = 7;
+            emu.LineWidth = 2;
+            maxX = Math.Max(maxX, xs.Max());
+            maxY = Math.Max(maxY, ys.Max());
+            minY = Math.Min(minY, ys.Min());
+            if (s.Points.All(p => p.Host is > 0) && p0.Host is { } h0)
+            {
+                double[] hy = [.. s.Points.Select(p => Math.Log10(p.Host!.Value / h0))];
+                var host = plot.Add.Scatter(xs, hy);
+                host.LegendText = $"{s.Name}, host kernel";
+                host.Color = color;
+                host.MarkerSize = 7;
+                host.LineWidth = 2;
+                host.LinePattern = LinePattern.Dashed;
+                maxY = Math.Max(maxY, hy.Max());
+                minY = Math.Min(minY, hy.Min());
+            }
+        }
+        var ideal = plot.Add.Line(0, 0, Math.Ceiling(maxX), Math.Ceiling(maxX));
+        ideal.LegendText = "linear growth (slope 1)";
+        ideal.Color = Colors.Gray;
+        ideal.LinePattern = LinePattern.Dotted;
+        LogTicks(plot.Axes.Bottom, 0, Math.Ceiling(maxX));
+        LogTicks(plot.Axes.Left, Math.Floor(Math.Min(0, minY)), Math.Ceiling(maxY));
+        plot.Axes.SetLimits(-0.1, Math.Ceiling(maxX) + 0.1, Math.Floor(Math.Min(0, minY)) - 0.1, Math.Ceiling(maxY) + 0.1);
+        Figure.Save(plot, path);
+    }
+
+    /// <summary>Ticks at the powers of ten between <paramref name="lo"/> and <paramref name="hi"/> (log10 units), labelled 1x, 10x, ...</summary>
+    private static void LogTicks(IAxis axis, double lo, double hi)
+    {
+        var positions = new List<double>();
+        var labels = new List<string>();
+        for (double e = lo; e <= hi + 1e-9; e++)
+        {
+            positions.Add(e);
+            labels.Add(Math.Pow(10, e).ToString("G", CultureInfo.InvariantCulture) + "x");
+        }
+        axis.SetTicks([.. positions], [.. labels]);
+    }
+
     private static void Line(Plot plot, double[] xs, double[] ys, string legend)
     {
         var line = plot.Add.Scatter(xs, ys);
