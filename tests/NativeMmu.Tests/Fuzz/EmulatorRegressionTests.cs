@@ -130,4 +130,36 @@ public class EmulatorRegressionTests
         Assert.That(a, Is.EqualTo(0x10000UL));
         p.Exit();
     }
+
+    /// <summary>
+    /// fuzz host: p0 mmap m1 0x0 0x1000 rw- populate / p0 fork p1 / p1 mmap m2 0x0 0x1000 rw- -: the
+    /// child's copy of m1 has an anon_vma chained to its parent's, and mm/vma.c is_mergeable_anon_vma
+    /// refuses to merge such a fork child with a VMA that has none ("if (tgt_anon &amp;&amp; !src_anon) return
+    /// !vma_is_fork_child(tgt);", and the mirror case for src), so Linux shows two VMAs where the
+    /// emulator showed one. The parent's own VMA is no fork child and still merges.
+    /// </summary>
+    [Test]
+    public void A_fork_childs_faulted_vma_does_not_merge_with_a_new_neighbour()
+    {
+        using Kernel kernel = NewKernel();
+        Process parent = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        parent.Enter(cpu);
+        Assert.That(parent.Mmap(0, 2 * 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Populate, out ulong a), Is.EqualTo(Errno.Success));
+        Process child = parent.Fork();
+        child.Enter(cpu);
+        Assert.That(child.Mmap(0, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous, out ulong b), Is.EqualTo(Errno.Success));
+        Assert.That(b, Is.EqualTo(a - 4096));
+        Assert.That(child.Mm.Vmas.Count, Is.EqualTo(2), "the fork child's VMA stays apart");
+        // A fixed mapping over part of the forked VMA splits it and does not merge back.
+        Assert.That(child.Mmap(a + 4096, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out _), Is.EqualTo(Errno.Success));
+        Assert.That(child.Mm.Vmas.Count, Is.EqualTo(3));
+        child.Exit();
+
+        parent.Enter(cpu);
+        Assert.That(parent.Mmap(0, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous, out ulong c), Is.EqualTo(Errno.Success));
+        Assert.That(c, Is.EqualTo(a - 4096));
+        Assert.That(parent.Mm.Vmas.Count, Is.EqualTo(1), "the parent's VMA is no fork child: it merges");
+        parent.Exit();
+    }
 }
