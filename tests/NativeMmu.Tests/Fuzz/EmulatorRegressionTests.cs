@@ -162,4 +162,31 @@ public class EmulatorRegressionTests
         Assert.That(parent.Mm.Vmas.Count, Is.EqualTo(1), "the parent's VMA is no fork child: it merges");
         parent.Exit();
     }
+
+    /// <summary>
+    /// fuzz host: p0 mmap m10 0x0 0x2000 -wx - / p0 mmap m11 0x0 0x1000 rw- - / p0 store1 m11 0x0 /
+    /// p0 store1 m10+0x15b8 0x0 / p0 mprotect m11 0x2000 r--: m10's first fault finds m11 next to it,
+    /// differing only in VM_ACCESS_FLAGS, and __anon_vma_prepare takes m11's anon_vma
+    /// (mm/vma.c find_mergeable_anon_vma → reusable_anon_vma → anon_vma_compatible:
+    /// "!((a->vm_flags ^ b->vm_flags) &amp; ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY))"), so once mprotect makes
+    /// the protections equal the two merge: Linux shows one r-- VMA where the emulator showed two.
+    /// </summary>
+    [Test]
+    public void Neighbours_differing_only_in_protection_share_an_anon_vma_and_merge_after_mprotect()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(p.Mmap(0, 2 * 4096, Prot.Write | Prot.Exec, MapFlags.Private | MapFlags.Anonymous, out ulong m10), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mmap(0, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous, out ulong m11), Is.EqualTo(Errno.Success));
+        Assert.That(m11, Is.EqualTo(m10 - 4096));
+        cpu.Store<byte>(m11, 0);
+        cpu.Store<byte>(m10 + 0x15b8, 0);
+        Assert.That(p.Mm.Vmas.FindVma(m10)!.AnonVma, Is.SameAs(p.Mm.Vmas.FindVma(m11)!.AnonVma));
+        Assert.That(p.Mprotect(m11, 2 * 4096, Prot.Read), Is.EqualTo(Errno.Success));
+        Assert.That(p.ProcMaps(), Does.StartWith($"{m11:x8}-{m10 + 4096:x8} r--p"));
+        Assert.That(p.Mm.Vmas.Count, Is.EqualTo(2));
+        p.Exit();
+    }
 }
