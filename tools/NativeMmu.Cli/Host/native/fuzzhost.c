@@ -387,7 +387,7 @@ int main(int argc, char **argv)
     /* Everything the processes touch is resident before the layout is read: no page of the
      * executor's own faults in later (the stack grows once, here; the buffers are touched). */
     {
-        volatile char deep[256 * 1024];
+        volatile char deep[1024 * 1024];
         for (size_t i = 0; i < sizeof deep; i += 4096) deep[i] = 1;
     }
     memset(outbuf, 0, sizeof outbuf);
@@ -402,10 +402,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < MAXP; i++) {
         if (pipe(cmdfd[i]) || pipe(respfd[i])) { perror("pipe"); return 2; }
     }
+    /* Signal frames go on a resident alternate stack: delivering SIGSEGV never grows the real one. */
+    static char altstack[1 << 18];
+    memset(altstack, 0, sizeof altstack);
+    stack_t ss = { .ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0 };
+    sigaltstack(&ss, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = onfault;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
     sigaction(SIGSEGV, &sa, NULL);
     sigaction(SIGBUS, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
