@@ -54,10 +54,12 @@ static pid_t pids[MAXP];
 static int myid;
 static uint64_t base_rss, base_vm;
 
-static char inbuf[1 << 20];
-static char outbuf[1 << 20];
-static char procbuf[1 << 20];
-static unsigned char spanbuf[1 << 21];
+/* Every buffer a fuzz process writes is resident before the first fork (see main): a write to it is
+ * then a COW copy, which leaves RssAnon as it was. */
+#define MAXSPAN (64 << 10)
+static char inbuf[1 << 16];
+static char outbuf[(MAXSPAN * 2) + (1 << 17)];
+static char procbuf[1 << 19];
 static size_t outlen;
 
 static void out(const char *s) { size_t n = strlen(s); memcpy(outbuf + outlen, s, n); outlen += n; }
@@ -95,13 +97,6 @@ static size_t readfile(const char *path)
     return n;
 }
 
-static uint64_t status_kb(const char *key)
-{
-    char *p = strstr(procbuf, key);
-    if (!p) return 0;
-    return strtoull(p + strlen(key), NULL, 10);
-}
-
 static int is_own(uint64_t s, uint64_t e)
 {
     for (int i = 0; i < nown; i++) if (s < own[i].e && own[i].s < e) return 1;
@@ -115,11 +110,21 @@ static int reserved(uint64_t s, uint64_t e)
     return 0;
 }
 
+/* RssAnon and VmSize in kB from /proc/self/statm (size resident shared ...: anon = resident - shared). */
+static void statm(uint64_t *rss, uint64_t *vm)
+{
+    readfile("/proc/self/statm");
+    char *p = procbuf;
+    uint64_t size = strtoull(p, &p, 10), resident = strtoull(p, &p, 10), shared = strtoull(p, &p, 10);
+    *vm = size * 4;
+    *rss = (resident - shared) * 4;
+}
+
 /* " rss=<kB> vm=<kB>[ maps=...]" of the calling process, the executor's own mappings left out. */
 static void state(int withmaps)
 {
-    readfile("/proc/self/status");
-    uint64_t rss = status_kb("RssAnon:"), vm = status_kb("VmSize:");
+    uint64_t rss, vm;
+    statm(&rss, &vm);
     outf(" rss=%lu vm=%lu", (unsigned long)(rss - base_rss), (unsigned long)(vm - base_vm));
     if (!withmaps) return;
     readfile("/proc/self/smaps");
@@ -217,12 +222,12 @@ static void run_op(struct op *o)
                 for (uint64_t i = 0; i < o->len; i++) a[i] = (unsigned char)(o->value + i * 131);
                 out("ok");
             } else {
-                for (uint64_t i = 0; i < o->len; i++) spanbuf[i] = a[i];
                 out("v=");
                 static const char hex[] = "0123456789abcdef";
-                for (uint64_t i = 0; i < o->len; i++) { outbuf[outlen++] = hex[spanbuf[i] >> 4]; outbuf[outlen++] = hex[spanbuf[i] & 15]; }
+                for (uint64_t i = 0; i < o->len; i++) { unsigned char b = a[i]; outbuf[outlen++] = hex[b >> 4]; outbuf[outlen++] = hex[b & 15]; }
             }
         } else {
+            if (o->kind == K_READ) outlen = 2;
             fault_text(1, o->addr);
         }
         break;
@@ -252,11 +257,7 @@ static void run_op(struct op *o)
 
 static void child_loop(void)
 {
-    if (base_vm == 0) {
-        readfile("/proc/self/status");
-        base_rss = status_kb("RssAnon:");
-        base_vm = status_kb("VmSize:");
-    }
+    if (base_vm == 0) statm(&base_rss, &base_vm);
     for (;;) {
         struct op o;
         size_t got = 0;
@@ -309,6 +310,7 @@ static const char *cut_reason(struct op *o)
     case K_LOAD: case K_STORE: case K_TRYLOAD: case K_TRYSTORE:
         return reserved(a, a + (uint64_t)o->width) ? "access reaches the executor's own mappings or below 0x10000" : NULL;
     case K_READ: case K_WRITE:
+        if (o->len > MAXSPAN) return "span longer than the executor's 64 KiB";
         return reserved(a, a + o->len) ? "access reaches the executor's own mappings or below 0x10000" : NULL;
     }
     return NULL;
@@ -387,15 +389,12 @@ int main(int argc, char **argv)
     /* Everything the processes touch is resident before the layout is read: no page of the
      * executor's own faults in later (the stack grows once, here; the buffers are touched). */
     {
-        volatile char deep[1024 * 1024];
+        volatile char deep[128 * 1024];
         for (size_t i = 0; i < sizeof deep; i += 4096) deep[i] = 1;
     }
     memset(outbuf, 0, sizeof outbuf);
     memset(procbuf, 0, sizeof procbuf);
-    memset(spanbuf, 0, sizeof spanbuf);
     memset(inbuf, 0, sizeof inbuf);
-    static char warm[1 << 21];
-    memset(warm, 0, sizeof warm);
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     setvbuf(stdin, NULL, _IOFBF, 1 << 16);
     prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -403,7 +402,7 @@ int main(int argc, char **argv)
         if (pipe(cmdfd[i]) || pipe(respfd[i])) { perror("pipe"); return 2; }
     }
     /* Signal frames go on a resident alternate stack: delivering SIGSEGV never grows the real one. */
-    static char altstack[1 << 18];
+    static char altstack[1 << 16];
     memset(altstack, 0, sizeof altstack);
     stack_t ss = { .ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0 };
     sigaltstack(&ss, NULL);
