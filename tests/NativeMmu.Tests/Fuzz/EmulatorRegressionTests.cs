@@ -189,4 +189,41 @@ public class EmulatorRegressionTests
         Assert.That(p.Mm.Vmas.Count, Is.EqualTo(2));
         p.Exit();
     }
+
+    /// <summary>
+    /// fuzz host: p0 mmap m1 0x0 0x1000 r-- - / p0 madvise m1 0x1000 populate_write (host EINVAL,
+    /// emulator EFAULT); p0 mmap m1 0x0 0x1000 -w- - / populate_read (host EINVAL, emulator 0);
+    /// p0 mmap m1 0x10001000 0x1000 rw- - / p0 mmap m3 m1 ... / madvise m1 0x442000 populate_write over
+    /// a hole and another mapping (host ENOMEM with only m1 populated, emulator EFAULT or both
+    /// populated). mm/gup.c __get_user_pages with FOLL_MADV_POPULATE: "vma = vma_lookup(mm, start);
+    /// if (!vma) { ret = -ENOMEM; goto out; } if (check_vma_flags(vma, gup_flags)) { ret = -EINVAL;
+    /// goto out; }", over the whole range at once (madvise_populate), and check_vma_flags wants VM_READ
+    /// for a read without FOLL_FORCE.
+    /// </summary>
+    [Test]
+    public void Madv_populate_is_einval_without_the_access_and_stops_at_the_first_hole_with_enomem()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        ulong r = p.Mmap(4096, Prot.Read);
+        ulong w = p.Mmap(4096, Prot.Write);
+        ulong x = p.Mmap(4096, Prot.Exec);
+        ulong none = p.Mmap(4096, Prot.None);
+        Assert.That(p.Madvise(r, 4096, Advice.PopulateWrite), Is.EqualTo(Errno.EINVAL));
+        Assert.That(p.Madvise(r, 4096, Advice.PopulateRead), Is.EqualTo(Errno.Success));
+        Assert.That(p.Madvise(w, 4096, Advice.PopulateRead), Is.EqualTo(Errno.EINVAL));
+        Assert.That(p.Madvise(w, 4096, Advice.PopulateWrite), Is.EqualTo(Errno.Success));
+        Assert.That(p.Madvise(x, 4096, Advice.PopulateRead), Is.EqualTo(Errno.EINVAL));
+        Assert.That(p.Madvise(none, 4096, Advice.PopulateRead), Is.EqualTo(Errno.EINVAL));
+
+        Assert.That(p.Mmap(0x10003000, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out ulong m1), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mmap(0x10028000, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out _), Is.EqualTo(Errno.Success));
+        long before = p.Mm.GetMmCounter(MmCounter.AnonPages);
+        Assert.That(p.Madvise(m1, 0x442000, Advice.PopulateWrite), Is.EqualTo(Errno.ENOMEM));
+        Assert.That(p.Mm.GetMmCounter(MmCounter.AnonPages) - before, Is.EqualTo(1), "the mapping after the hole is not populated");
+        Assert.That(p.Madvise(m1 - 4096, 2 * 4096, Advice.PopulateRead), Is.EqualTo(Errno.ENOMEM), "a hole at the start");
+        p.Exit();
+    }
 }
