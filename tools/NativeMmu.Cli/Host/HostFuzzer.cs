@@ -62,7 +62,9 @@ internal sealed class HostConfig
             c.Exclusions.Add($"vm.max_map_count is {maxMap} on the host, {NativeMmu.Mm.Mmap.MaxMapCount} in the emulator: no program comes near either");
         c.Exclusions.Add("the executor's own mappings (image, heap, stack and its guard gap, vDSO, vvar) and the page next to each anonymous one: operations reaching them are cut; the emulator holds PROT_NONE placeholders there so that placement agrees");
         c.Exclusions.Add("KSM (MADV_MERGEABLE / MADV_UNMERGEABLE): the host accepts them (CONFIG_KSM), the emulator has no KSM and refuses them with EINVAL; they are taken out of every generated program");
-        c.Exclusions.Add("MADV_FREE, MADV_GUARD_INSTALL / MADV_GUARD_REMOVE (6.13), MADV_COLLAPSE, MADV_POPULATE_READ / _WRITE: not generated (the emulator does not implement them)");
+        c.Exclusions.Add("MADV_GUARD_INSTALL / MADV_GUARD_REMOVE (6.13): the host accepts them, the emulator does not implement guard regions and refuses them (EINVAL): not generated");
+        c.Exclusions.Add("MADV_FREE: by design the emulator frees at once (the outcome Linux reaches under memory pressure); the host keeps lazily freed pages mapped and counted in RssAnon until reclaim: not generated");
+        c.Exclusions.Add("MADV_COLLAPSE: the emulator has no khugepaged and refuses it (EINVAL); the host collapses: not generated");
         c.Exclusions.Add("VmRSS, RssFile: the executor's file pages; only RssAnon and VmSize are compared, both less the executor's own");
         c.Exclusions.Add("SIGBUS: anonymous private memory raises none on either side; si_code is compared for SIGSEGV only");
         return c;
@@ -389,6 +391,23 @@ internal sealed class HostFuzzer : IDisposable
     internal static SysProgram WithoutExcluded(SysProgram p)
         => p.Ops.Any(Excluded) ? p.WithOps(p.Ops.Where(o => !Excluded(o)).ToList()) : p;
 
+    /// <summary>Advice the emulator accepts that the system fuzzer's generator does not send.</summary>
+    private static readonly int[] ExtraAdvices = [Linux.MadvPopulateRead, Linux.MadvPopulateWrite];
+
+    /// <summary>
+    /// The session's index-th program: the system fuzzer's, with one madvise in six given an advice
+    /// from <see cref="ExtraAdvices"/> (chosen from the seed, so the session stays reproducible) and
+    /// the excluded operations taken out.
+    /// </summary>
+    internal static SysProgram Generate(ulong seed, ulong index)
+    {
+        ulong s = SplitMix64.Mix(seed, index);
+        SysProgram p = ProgramGenerator.Generate(s, fork: true);
+        var rng = new SplitMix64(s ^ 0x686f7374);
+        var ops = p.Ops.Select(o => o.Kind == SysOpKind.Madvise && rng.Below(6) == 0 ? o with { Advice = rng.Pick(ExtraAdvices) } : o).ToList();
+        return WithoutExcluded(p.WithOps(ops));
+    }
+
     /// <summary>Both sides of one program; the first difference, if any.</summary>
     internal RunResult RunProgram(SysProgram program)
     {
@@ -437,7 +456,7 @@ internal sealed class HostFuzzer : IDisposable
         var seen = new HashSet<string>();
         for (ulong i = 0; clock.Elapsed < duration; i++)
         {
-            SysProgram program = WithoutExcluded(ProgramGenerator.Generate(SplitMix64.Mix(seed, i), fork: true));
+            SysProgram program = Generate(seed, i);
             RunResult r = RunProgram(program);
             programs++;
             operations += r.OpsExecuted;
