@@ -20,7 +20,7 @@ internal readonly record struct HostObservation(string Line)
 /// process per emulated process from its own clean image (a real fork for each fork), issues the
 /// system calls raw and the loads and stores as real instructions, catching SIGSEGV and SIGBUS; after
 /// every operation it reads RssAnon and VmSize from /proc/self/statm and, after a mapping change, the
-/// maps and VmFlags from /proc/self/smaps, its own mappings left out. It runs with
+/// maps, VmFlags and AnonHugePages from /proc/self/smaps, its own mappings left out. It runs with
 /// ADDR_NO_RANDOMIZE. An operation that would touch its own image, heap, stack or vDSO (or their
 /// neighbouring page, where a fuzz mapping could merge with them) is cut: reported, not run.
 /// </summary>

@@ -317,6 +317,8 @@ internal sealed class HostEmulatorRunner(HostConfig config, IReadOnlyList<(ulong
             foreach (var (cs, ce) in Clip(s, e)) parts.Add($"{cs:x}-{ce:x}:{perms}:{flags}");
         }
         sb.Append(parts.Count == 0 ? "-" : string.Join(',', parts));
+        // AnonHugePages: PMD-mapped THPs (the placeholders hold none).
+        sb.Append(CultureInfo.InvariantCulture, $" thp={StatusKb(p.ProcSmapsRollup(), "AnonHugePages:")}");
         return sb.ToString();
     }
 

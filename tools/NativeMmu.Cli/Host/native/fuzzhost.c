@@ -120,7 +120,8 @@ static void statm(uint64_t *rss, uint64_t *vm)
     *rss = (resident - shared) * 4;
 }
 
-/* " rss=<kB> vm=<kB>[ maps=...]" of the calling process, the executor's own mappings left out. */
+/* " rss=<kB> vm=<kB>[ maps=... thp=<AnonHugePages kB>]" of the calling process, the executor's own
+ * mappings left out. */
 static void state(int withmaps)
 {
     uint64_t rss, vm;
@@ -130,6 +131,7 @@ static void state(int withmaps)
     readfile("/proc/self/smaps");
     out(" maps=");
     int first = 1, keep = 0;
+    unsigned long thp = 0;
     char *line = procbuf;
     while (*line) {
         char *nl = strchr(line, '\n');
@@ -139,6 +141,8 @@ static void state(int withmaps)
         if (sscanf(line, "%lx-%lx %4s", &s, &e, perms) == 3 && strchr(line, '-') && line[0] != 'V') {
             keep = s < TASK_SIZE && !is_own(s, e);
             if (keep) { outf("%s%lx-%lx:%s:", first ? "" : ",", s, e, perms); first = 0; }
+        } else if (keep && strncmp(line, "AnonHugePages:", 14) == 0) {
+            thp += strtoul(line + 14, NULL, 10);
         } else if (keep && strncmp(line, "VmFlags:", 8) == 0) {
             static const char *names[] = { "dc", "wf", "hg", "nh", "dd", "sr", "rr" };
             int any = 0;
@@ -154,6 +158,7 @@ static void state(int withmaps)
         line = nl + 1;
     }
     if (first) out("-");
+    outf(" thp=%lu", thp);
 }
 
 static sigjmp_buf jb;
