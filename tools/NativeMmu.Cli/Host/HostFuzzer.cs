@@ -418,6 +418,11 @@ internal sealed class HostFuzzer : IDisposable
         long t1 = Stopwatch.GetTimestamp();
         List<HostObservation> e = _emu.Run(program, h);
         if (Timing) Console.Error.WriteLine($"host {Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds:F1} ms, emulator {Stopwatch.GetElapsedTime(t1).TotalMilliseconds:F1} ms, {program.Ops.Count} ops");
+        return Compare(program, h, e);
+    }
+
+    private static RunResult Compare(SysProgram program, List<HostObservation> h, List<HostObservation> e)
+    {
         int executed = 0;
         for (int i = 0; i < program.Ops.Count; i++)
         {
@@ -450,25 +455,42 @@ internal sealed class HostFuzzer : IDisposable
 
     private static string Trim(string s, int max = 120) => s.Length <= max ? (s.Length == 0 ? "(nothing)" : s) : s[..max] + "…";
 
+    /// <summary>
+    /// Programs from <paramref name="seed"/> for <paramref name="duration"/>. The host runs program i+1
+    /// while the emulator runs program i (two processes, two cores); a shrink runs both sides in turn.
+    /// </summary>
     public SystemFuzzResult Run(ulong seed, TimeSpan duration)
     {
         var clock = Stopwatch.StartNew();
         long programs = 0, operations = 0;
         var failures = new List<SystemFailure>();
         var seen = new HashSet<string>();
-        for (ulong i = 0; clock.Elapsed < duration; i++)
+        SysProgram next = Generate(seed, 0);
+        Task<List<HostObservation>> hostNext = Task.Run(() => _host.Run(next));
+        for (ulong i = 0; ; i++)
         {
-            SysProgram program = Generate(seed, i);
-            RunResult r = RunProgram(program);
+            SysProgram program = next;
+            List<HostObservation> h = hostNext.Result;
+            bool more = clock.Elapsed < duration;
+            if (more)
+            {
+                next = Generate(seed, i + 1);
+                SysProgram n = next;
+                hostNext = Task.Run(() => _host.Run(n));
+            }
+            RunResult r = Compare(program, h, _emu.Run(program, h));
             programs++;
             operations += r.OpsExecuted;
             Progress?.Invoke(programs, operations);
-            if (r.Failure is not { } f || failures.Count >= SystemFuzzer.MaxFailures) continue;
-            if (!seen.Add(SystemFuzzer.Signature(f))) continue;
-            var shrinker = new Shrinker(RunProgram, ShrinkTrials, ShrinkTime);
-            (SysProgram small, RunFailure final) = shrinker.Shrink(program, f);
-            if (SystemFuzzer.Signature(final) != SystemFuzzer.Signature(f) && !seen.Add(SystemFuzzer.Signature(final))) continue;
-            failures.Add(new SystemFailure(SystemFuzzer.Describe(final), Replayable(small)));
+            if (r.Failure is { } f && failures.Count < SystemFuzzer.MaxFailures && seen.Add(SystemFuzzer.Signature(f)))
+            {
+                if (more) hostNext.Wait(); // the executor serves one program at a time
+                var shrinker = new Shrinker(RunProgram, ShrinkTrials, ShrinkTime);
+                (SysProgram small, RunFailure final) = shrinker.Shrink(program, f);
+                if (SystemFuzzer.Signature(final) == SystemFuzzer.Signature(f) || seen.Add(SystemFuzzer.Signature(final)))
+                    failures.Add(new SystemFailure(SystemFuzzer.Describe(final), Replayable(small)));
+            }
+            if (!more) break;
         }
         return new SystemFuzzResult(seed, programs, operations, failures);
     }
