@@ -400,15 +400,45 @@ internal static unsafe partial class Memory
         return VmFaultT.None;
     }
 
-    /// <summary>anon_vma_prepare: first anonymous page of a VMA. Racing CPUs agree on one anon_vma. No page-table lock.</summary>
+    /// <summary>
+    /// anon_vma_prepare: first anonymous page of a VMA. Racing CPUs agree on one anon_vma. No page-table
+    /// lock. As __anon_vma_prepare, it first tries find_mergeable_anon_vma, so that neighbours differing
+    /// only in protection share one anon_vma and can merge later.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static AnonVma AnonVmaPrepare(Vma vma)
     {
-        AnonVma fresh = AnonVma.Alloc();
+        AnonVma fresh;
+        if (FindMergeableAnonVma(vma) is { } shared)
+        {
+            Interlocked.Increment(ref shared.Users);
+            fresh = shared;
+        }
+        else
+        {
+            fresh = AnonVma.Alloc();
+        }
         AnonVma? winner = Interlocked.CompareExchange(ref vma.AnonVma, fresh, null);
         if (winner is null) return fresh;
         AnonVma.Put(fresh); // another CPU prepared it first
         return winner;
+    }
+
+    /// <summary>
+    /// find_mergeable_anon_vma (mm/vma.c): the next VMA's anon_vma, else the previous one's, when that VMA
+    /// is adjacent, differs only in VM_ACCESS_FLAGS and VM_SOFTDIRTY, continues the page offsets
+    /// (anon_vma_compatible) and is no fork child (reusable_anon_vma: list_is_singular of its chain).
+    /// Under mmap_lock for read: the neighbours are stable, their anon_vma is read once.
+    /// </summary>
+    private static AnonVma? FindMergeableAnonVma(Vma vma)
+    {
+        static bool Compatible(Vma a, Vma b)
+            => a.VmEnd == b.VmStart && ((a.VmFlags ^ b.VmFlags) & ~(VmFlags.AccessFlags | VmFlags.SoftDirty)) == 0
+               && b.VmPgoff == a.VmPgoff + ((b.VmStart - a.VmStart) >> Geometry.PageShift);
+        static AnonVma? Reusable(Vma old, Vma a, Vma b)
+            => Compatible(a, b) && Volatile.Read(ref old.AnonVma) is { Forked: false } av ? av : null;
+        if (vma.Next is { } next && Reusable(next, vma, next) is { } n) return n;
+        return vma.Prev is { } prev ? Reusable(prev, prev, vma) : null;
     }
 
     /// <summary>

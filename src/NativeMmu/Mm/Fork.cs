@@ -27,6 +27,7 @@ internal static class Fork
                 if (mpnt.AnonVma is not null)
                 {
                     tmp.AnonVma = AnonVma.Alloc(); // anon_vma_fork: the child's own anon_vma, chained to the parent's
+                    tmp.AnonVma.Forked = true;
                     Memory.CopyPageRange(cpu, tmp, mpnt);
                 }
             }

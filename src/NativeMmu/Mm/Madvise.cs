@@ -31,6 +31,8 @@ internal static unsafe class Madvise
         if (write) mm.MmapLock.WriteLock(); else mm.MmapLock.ReadLock(cpu.Id);
         try
         {
+            if (behavior is Advice.PopulateRead or Advice.PopulateWrite)
+                return MadvisePopulate(cpu, mm, start, end, behavior == Advice.PopulateWrite);
             Vma? vma = mm.Vmas.FindVmaPrev(start, out Vma? prev);
             if (vma is not null && start > vma.VmStart) prev = vma;
             Errno unmappedError = Errno.Success;
@@ -88,9 +90,6 @@ internal static unsafe class Madvise
             case Advice.Cold:
             case Advice.PageOut:
                 return Errno.Success; // no swap and no reclaim: nothing to read ahead or age
-            case Advice.PopulateRead:
-            case Advice.PopulateWrite:
-                return MadvisePopulate(cpu, mm, vma, start, end, behavior == Advice.PopulateWrite);
             case Advice.Remove:
             case Advice.Collapse:
                 return Errno.EINVAL; // anonymous private memory: no file to punch, no khugepaged here
@@ -121,17 +120,30 @@ internal static unsafe class Madvise
         return Errno.Success;
     }
 
-    private static Errno MadvisePopulate(Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, bool write)
+    /// <summary>
+    /// madvise_populate → faultin_page_range → __get_user_pages with FOLL_MADV_POPULATE, over the whole
+    /// range rather than VMA by VMA: it stops at the first hole with ENOMEM ("vma = vma_lookup(mm,
+    /// start); if (!vma) { ret = -ENOMEM; ...") and at the first VMA check_vma_flags refuses with EINVAL
+    /// ("if (check_vma_flags(vma, gup_flags)) { ret = -EINVAL; ...": a write needs VM_WRITE, a read
+    /// VM_READ, no FOLL_FORCE); what it faulted in before stays. A fault that fails is EFAULT, OOM ENOMEM.
+    /// </summary>
+    private static Errno MadvisePopulate(Cpu cpu, MmStruct mm, ulong start, ulong end, bool write)
     {
-        if (write && (vma.VmFlags & VmFlags.Write) == 0) return Errno.EFAULT;
-        if (!vma.IsAccessible) return Errno.EFAULT;
         FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
-        for (ulong a = start; a < end; a += Geometry.PageSize)
+        while (start < end)
         {
-            if (Gup.Populated(cpu, mm, a, write)) continue;
-            VmFaultT r = PageFaultHandler.HandleMmFault(cpu, vma, a, ff);
-            if ((r & VmFaultT.Oom) != 0) return Errno.ENOMEM;
-            if ((r & VmFaultT.Error) != 0) return Errno.EFAULT;
+            Vma? vma = mm.Vmas.FindVma(start);
+            if (vma is null || vma.VmStart > start) return Errno.ENOMEM;
+            if ((vma.VmFlags & (write ? VmFlags.Write : VmFlags.Read)) == 0 || (vma.VmFlags & VmFlags.PfnMap) != 0) return Errno.EINVAL;
+            ulong stop = Math.Min(end, vma.VmEnd);
+            for (ulong a = start; a < stop; a += Geometry.PageSize)
+            {
+                if (Gup.Populated(cpu, mm, a, write)) continue;
+                VmFaultT r = PageFaultHandler.HandleMmFault(cpu, vma, a, ff);
+                if ((r & VmFaultT.Oom) != 0) return Errno.ENOMEM;
+                if ((r & VmFaultT.Error) != 0) return Errno.EFAULT;
+            }
+            start = stop;
         }
         return Errno.Success;
     }

@@ -230,7 +230,7 @@ public static unsafe class Mmap
         Vma? next = prev is not null ? prev.Next : mm.Vmas.FindVma(addr);
         bool mergePrev = prev is not null && prev.VmEnd == addr && CanMerge(prev, vmFlags, null) && prev.VmPgoff + prev.Pages == pgoff;
         bool mergeNext = next is not null && next.VmStart == end && CanMerge(next, vmFlags, null) && pgoff + (len >> Geometry.PageShift) == next.VmPgoff;
-        if (mergePrev && mergeNext && !AnonVmaCompatible(prev!.AnonVma, next!.AnonVma)) mergeNext = false;
+        if (mergePrev && mergeNext && !NeighboursCompatible(prev!.AnonVma, next!.AnonVma)) mergeNext = false;
 
         if (mergePrev)
         {
@@ -258,7 +258,17 @@ public static unsafe class Mmap
     private static bool CanMerge(Vma vma, VmFlags flags, AnonVma? anonVma)
         => ((vma.VmFlags ^ flags) & ~VmFlags.SoftDirty) == 0 && (flags & VmFlags.Special) == 0 && AnonVmaCompatible(vma.AnonVma, anonVma);
 
-    private static bool AnonVmaCompatible(AnonVma? a, AnonVma? b) => a is null || b is null || ReferenceEquals(a, b);
+    /// <summary>
+    /// is_mergeable_anon_vma (mm/vma.c), target tgt and source src: when only one of them has an
+    /// anon_vma, the merged VMA takes it, which is refused if it is a fork child's
+    /// ("if (!tgt_anon &amp;&amp; src_anon) ... if (vma_is_fork_child(src)) return false;" and
+    /// "if (tgt_anon &amp;&amp; !src_anon) return !vma_is_fork_child(tgt);"); when both have one, they must be the same.
+    /// </summary>
+    private static bool AnonVmaCompatible(AnonVma? tgt, AnonVma? src)
+        => tgt is null ? src is null || !src.Forked : src is null ? !tgt.Forked : ReferenceEquals(tgt, src);
+
+    /// <summary>can_vma_merge_right: prev and next, both mergeable with the middle, must agree with each other too.</summary>
+    private static bool NeighboursCompatible(AnonVma? prev, AnonVma? next) => prev is null || next is null || ReferenceEquals(prev, next);
 
     private static void RemoveMergedNext(MmStruct mm, Vma prev, Vma next)
     {
@@ -369,7 +379,7 @@ public static unsafe class Mmap
         bool mergeNext = n is not null && n.VmStart == vma.VmEnd && CanMerge(n, vma.VmFlags, vma.AnonVma) && vma.VmPgoff + vma.Pages == n.VmPgoff;
         bool mergePrev = p is not null && p.VmEnd == vma.VmStart && CanMerge(p, vma.VmFlags, vma.AnonVma) && p.VmPgoff + p.Pages == vma.VmPgoff;
         // can_vma_merge_right: merging all three needs prev's and next's anon_vmas to agree; otherwise only prev merges.
-        if (mergePrev && mergeNext && !AnonVmaCompatible(p!.AnonVma, n!.AnonVma)) mergeNext = false;
+        if (mergePrev && mergeNext && !NeighboursCompatible(p!.AnonVma, n!.AnonVma)) mergeNext = false;
         if (mergeNext) RemoveMergedNext(mm, vma, n!);
         if (mergePrev)
         {

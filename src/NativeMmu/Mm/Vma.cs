@@ -117,6 +117,11 @@ public sealed class AnonVma
     public long Id { get; private set; } = Interlocked.Increment(ref s_nextId);
     /// <summary>How many VMAs point at this anon_vma; written under mmap_lock for write (or before publication).</summary>
     internal int Users;
+    /// <summary>
+    /// anon_vma_fork made it for a child VMA, whose anon_vma_chain then also links the parent's
+    /// anon_vma: vma_is_fork_child (mm/vma.c) holds for every VMA that points here.
+    /// </summary>
+    internal bool Forked;
 
     /// <summary>anon_vma_alloc from anon_vma_cachep (SLAB_TYPESAFE_BY_RCU there too: objects are reused).</summary>
     internal static AnonVma Alloc()
@@ -126,6 +131,7 @@ public sealed class AnonVma
         av ??= new AnonVma();
         av.Id = Interlocked.Increment(ref s_nextId);
         av.Users = 1;
+        av.Forked = false;
         return av;
     }
 

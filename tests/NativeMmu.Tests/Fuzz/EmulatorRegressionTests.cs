@@ -130,4 +130,100 @@ public class EmulatorRegressionTests
         Assert.That(a, Is.EqualTo(0x10000UL));
         p.Exit();
     }
+
+    /// <summary>
+    /// fuzz host: p0 mmap m1 0x0 0x1000 rw- populate / p0 fork p1 / p1 mmap m2 0x0 0x1000 rw- -: the
+    /// child's copy of m1 has an anon_vma chained to its parent's, and mm/vma.c is_mergeable_anon_vma
+    /// refuses to merge such a fork child with a VMA that has none ("if (tgt_anon &amp;&amp; !src_anon) return
+    /// !vma_is_fork_child(tgt);", and the mirror case for src), so Linux shows two VMAs where the
+    /// emulator showed one. The parent's own VMA is no fork child and still merges.
+    /// </summary>
+    [Test]
+    public void A_fork_childs_faulted_vma_does_not_merge_with_a_new_neighbour()
+    {
+        using Kernel kernel = NewKernel();
+        Process parent = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        parent.Enter(cpu);
+        Assert.That(parent.Mmap(0, 2 * 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Populate, out ulong a), Is.EqualTo(Errno.Success));
+        Process child = parent.Fork();
+        child.Enter(cpu);
+        Assert.That(child.Mmap(0, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous, out ulong b), Is.EqualTo(Errno.Success));
+        Assert.That(b, Is.EqualTo(a - 4096));
+        Assert.That(child.Mm.Vmas.Count, Is.EqualTo(2), "the fork child's VMA stays apart");
+        // A fixed mapping over part of the forked VMA splits it and does not merge back.
+        Assert.That(child.Mmap(a + 4096, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out _), Is.EqualTo(Errno.Success));
+        Assert.That(child.Mm.Vmas.Count, Is.EqualTo(3));
+        child.Exit();
+
+        parent.Enter(cpu);
+        Assert.That(parent.Mmap(0, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous, out ulong c), Is.EqualTo(Errno.Success));
+        Assert.That(c, Is.EqualTo(a - 4096));
+        Assert.That(parent.Mm.Vmas.Count, Is.EqualTo(1), "the parent's VMA is no fork child: it merges");
+        parent.Exit();
+    }
+
+    /// <summary>
+    /// fuzz host: p0 mmap m10 0x0 0x2000 -wx - / p0 mmap m11 0x0 0x1000 rw- - / p0 store1 m11 0x0 /
+    /// p0 store1 m10+0x15b8 0x0 / p0 mprotect m11 0x2000 r--: m10's first fault finds m11 next to it,
+    /// differing only in VM_ACCESS_FLAGS, and __anon_vma_prepare takes m11's anon_vma
+    /// (mm/vma.c find_mergeable_anon_vma → reusable_anon_vma → anon_vma_compatible:
+    /// "!((a->vm_flags ^ b->vm_flags) &amp; ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY))"), so once mprotect makes
+    /// the protections equal the two merge: Linux shows one r-- VMA where the emulator showed two.
+    /// </summary>
+    [Test]
+    public void Neighbours_differing_only_in_protection_share_an_anon_vma_and_merge_after_mprotect()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(p.Mmap(0, 2 * 4096, Prot.Write | Prot.Exec, MapFlags.Private | MapFlags.Anonymous, out ulong m10), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mmap(0, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous, out ulong m11), Is.EqualTo(Errno.Success));
+        Assert.That(m11, Is.EqualTo(m10 - 4096));
+        cpu.Store<byte>(m11, 0);
+        cpu.Store<byte>(m10 + 0x15b8, 0);
+        Assert.That(p.Mm.Vmas.FindVma(m10)!.AnonVma, Is.SameAs(p.Mm.Vmas.FindVma(m11)!.AnonVma));
+        Assert.That(p.Mprotect(m11, 2 * 4096, Prot.Read), Is.EqualTo(Errno.Success));
+        Assert.That(p.ProcMaps(), Does.StartWith($"{m11:x8}-{m10 + 4096:x8} r--p"));
+        Assert.That(p.Mm.Vmas.Count, Is.EqualTo(2));
+        p.Exit();
+    }
+
+    /// <summary>
+    /// fuzz host: p0 mmap m1 0x0 0x1000 r-- - / p0 madvise m1 0x1000 populate_write (host EINVAL,
+    /// emulator EFAULT); p0 mmap m1 0x0 0x1000 -w- - / populate_read (host EINVAL, emulator 0);
+    /// p0 mmap m1 0x10001000 0x1000 rw- - / p0 mmap m3 m1 ... / madvise m1 0x442000 populate_write over
+    /// a hole and another mapping (host ENOMEM with only m1 populated, emulator EFAULT or both
+    /// populated). mm/gup.c __get_user_pages with FOLL_MADV_POPULATE: "vma = vma_lookup(mm, start);
+    /// if (!vma) { ret = -ENOMEM; goto out; } if (check_vma_flags(vma, gup_flags)) { ret = -EINVAL;
+    /// goto out; }", over the whole range at once (madvise_populate), and check_vma_flags wants VM_READ
+    /// for a read without FOLL_FORCE.
+    /// </summary>
+    [Test]
+    public void Madv_populate_is_einval_without_the_access_and_stops_at_the_first_hole_with_enomem()
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        ulong r = p.Mmap(4096, Prot.Read);
+        ulong w = p.Mmap(4096, Prot.Write);
+        ulong x = p.Mmap(4096, Prot.Exec);
+        ulong none = p.Mmap(4096, Prot.None);
+        Assert.That(p.Madvise(r, 4096, Advice.PopulateWrite), Is.EqualTo(Errno.EINVAL));
+        Assert.That(p.Madvise(r, 4096, Advice.PopulateRead), Is.EqualTo(Errno.Success));
+        Assert.That(p.Madvise(w, 4096, Advice.PopulateRead), Is.EqualTo(Errno.EINVAL));
+        Assert.That(p.Madvise(w, 4096, Advice.PopulateWrite), Is.EqualTo(Errno.Success));
+        Assert.That(p.Madvise(x, 4096, Advice.PopulateRead), Is.EqualTo(Errno.EINVAL));
+        Assert.That(p.Madvise(none, 4096, Advice.PopulateRead), Is.EqualTo(Errno.EINVAL));
+
+        Assert.That(p.Mmap(0x10003000, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out ulong m1), Is.EqualTo(Errno.Success));
+        Assert.That(p.Mmap(0x10028000, 4096, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, out _), Is.EqualTo(Errno.Success));
+        long before = p.Mm.GetMmCounter(MmCounter.AnonPages);
+        Assert.That(p.Madvise(m1, 0x442000, Advice.PopulateWrite), Is.EqualTo(Errno.ENOMEM));
+        Assert.That(p.Mm.GetMmCounter(MmCounter.AnonPages) - before, Is.EqualTo(1), "the mapping after the hole is not populated");
+        Assert.That(p.Madvise(m1 - 4096, 2 * 4096, Advice.PopulateRead), Is.EqualTo(Errno.ENOMEM), "a hole at the start");
+        p.Exit();
+    }
 }

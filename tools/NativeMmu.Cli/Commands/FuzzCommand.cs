@@ -28,6 +28,7 @@ public static class FuzzCommand
         var fuzz = new Command("fuzz", "Differential fuzzers: the emulator against reference models");
         fuzz.Subcommands.Add(FuzzEncodingsCommand.Create());
         fuzz.Subcommands.Add(CreateSystem());
+        fuzz.Subcommands.Add(FuzzHostCommand.Create());
         fuzz.Subcommands.Add(FuzzAflCommand.Create());
         fuzz.Subcommands.Add(FuzzAflCommand.CreateTarget());
         fuzz.Subcommands.Add(FuzzRandomMeasureCommand.Create());
