@@ -381,7 +381,6 @@ internal sealed class HostFuzzer : IDisposable
     }
 
     public Action<long, long>? Progress { get; set; }
-    private static readonly bool Timing = Environment.GetEnvironmentVariable("NATIVEMMU_FUZZHOST_TIMING") == "1";
     internal int ShrinkTrials { get; set; } = 3000;
     internal TimeSpan ShrinkTime { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -413,11 +412,8 @@ internal sealed class HostFuzzer : IDisposable
     /// <summary>Both sides of one program; the first difference, if any.</summary>
     internal RunResult RunProgram(SysProgram program)
     {
-        long t0 = Stopwatch.GetTimestamp();
         List<HostObservation> h = _host.Run(program);
-        long t1 = Stopwatch.GetTimestamp();
         List<HostObservation> e = _emu.Run(program, h);
-        if (Timing) Console.Error.WriteLine($"host {Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds:F1} ms, emulator {Stopwatch.GetElapsedTime(t1).TotalMilliseconds:F1} ms, {program.Ops.Count} ops");
         return Compare(program, h, e);
     }
 
