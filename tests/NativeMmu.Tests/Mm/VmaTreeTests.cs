@@ -429,15 +429,7 @@ public class VmaTreeTests
             }
             else if (op < 80)
             {
-                // An in-place bound change that keeps the order, as split and merge do.
-                int i = rng.Next(model.Count);
-                var v = model[i];
-                ulong lo = i > 0 ? model[i - 1].VmEnd : 0;
-                ulong hi = i + 1 < model.Count ? model[i + 1].VmStart : (spacePages + 24) * Page;
-                ulong newStart = (ulong)rng.NextInt64((long)(lo / Page), (long)(v.VmEnd / Page)) * Page;
-                ulong newEnd = (ulong)rng.NextInt64((long)(newStart / Page) + 1, (long)(hi / Page) + 1) * Page;
-                v.VmStart = newStart;
-                v.VmEnd = newEnd;
+                MoveBoundsInPlace(model, rng, (spacePages + 24) * Page);
             }
             else
             {
@@ -535,15 +527,7 @@ public class VmaTreeTests
             }
             else if (op < 80)
             {
-                // Split, merge, expand and shrink move a linked VMA's bounds in place.
-                int i = rng.Next(model.Count);
-                var v = model[i];
-                ulong lo = i > 0 ? model[i - 1].VmEnd : 0;
-                ulong hi = i + 1 < model.Count ? model[i + 1].VmStart : (spacePages + 8) * Page;
-                ulong newStart = (ulong)rng.NextInt64((long)(lo / Page), (long)(v.VmEnd / Page)) * Page;
-                ulong newEnd = (ulong)rng.NextInt64((long)(newStart / Page) + 1, (long)(hi / Page) + 1) * Page;
-                v.VmStart = newStart;
-                v.VmEnd = newEnd;
+                MoveBoundsInPlace(model, rng, (spacePages + 8) * Page);
             }
             for (int q = 0; q < 4; q++)
             {
@@ -560,5 +544,21 @@ public class VmaTreeTests
         Assert.That(found, Is.GreaterThan(1000));
         Assert.That(missed, Is.GreaterThan(200), "the searches nearly always succeeded");
         tree.Validate();
+    }
+
+    /// <summary>
+    /// Split, merge, expand and shrink move a linked VMA's bounds in place: a random VMA of the sorted model
+    /// gets new bounds that keep it between its neighbours (and below <paramref name="top"/>).
+    /// </summary>
+    private static void MoveBoundsInPlace(List<Vma> model, Random rng, ulong top)
+    {
+        int i = rng.Next(model.Count);
+        var v = model[i];
+        ulong lo = i > 0 ? model[i - 1].VmEnd : 0;
+        ulong hi = i + 1 < model.Count ? model[i + 1].VmStart : top;
+        ulong newStart = (ulong)rng.NextInt64((long)(lo / Page), (long)(v.VmEnd / Page)) * Page;
+        ulong newEnd = (ulong)rng.NextInt64((long)(newStart / Page) + 1, (long)(hi / Page) + 1) * Page;
+        v.VmStart = newStart;
+        v.VmEnd = newEnd;
     }
 }
