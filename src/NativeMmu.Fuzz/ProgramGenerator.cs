@@ -160,6 +160,7 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
                 if (costs && (flags & Linux.MapNonBlock) == 0) _populateBudget -= (int)pages;
             }
         }
+        if (_rng.Chance(4)) flags |= Linux.MapStack;
         AddrExpr addr = (flags & (Linux.MapFixed | Linux.MapFixedNoReplace)) != 0 ? FixedAddr(len) : HintAddr(len);
         int label = _nextLabel++;
         var map = (label, len is > 0 and <= 64UL << 20 ? len : Page, proc);
@@ -192,7 +193,7 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
         if (r < 85) return Linux.ProtWrite;
         if (r < 90) return Linux.ProtExec;
         if (r < 93) return Linux.ProtWrite | Linux.ProtExec;
-        return _rng.Pick(new[] { Linux.ProtRead | Linux.ProtWrite | Linux.ProtSem, Linux.ProtSem, Linux.ProtRead | 0x10, 0x40, Linux.ProtRead | Linux.ProtWrite | 0x100 });
+        return _rng.Pick(new[] { Linux.ProtRead | Linux.ProtWrite | Linux.ProtSem, Linux.ProtSem, Linux.ProtRead | 0x10, 0x40, Linux.ProtRead | Linux.ProtWrite | 0x100, Linux.ProtRead | Linux.ProtWrite | Linux.ProtGrowsDown, Linux.ProtGrowsUp });
     }
 
     private AddrExpr HintAddr(ulong len)
@@ -295,12 +296,13 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
     {
         int r = _rng.Below(100);
         if (r < 90) return _rng.Pick(new[] { Linux.ProtNone, Linux.ProtRead, Linux.ProtRead | Linux.ProtWrite, Linux.ProtRead | Linux.ProtWrite, Linux.ProtWrite, Linux.ProtExec, Linux.ProtRead | Linux.ProtExec, Linux.ProtAccess });
-        return _rng.Pick(new[] { Linux.ProtRead | Linux.ProtSem, Linux.ProtSem, Linux.ProtRead | 0x10, 0x20, Linux.ProtRead | Linux.ProtWrite | 0x80 });
+        if (r < 95) return _rng.Pick(new[] { Linux.ProtRead | Linux.ProtSem, Linux.ProtSem, Linux.ProtRead | 0x10, 0x20, Linux.ProtRead | Linux.ProtWrite | 0x80 });
+        return _rng.Pick(new[] { Linux.ProtGrowsDown, Linux.ProtGrowsUp, Linux.ProtGrowsDown | Linux.ProtGrowsUp }) | _rng.Pick(new[] { Linux.ProtNone, Linux.ProtRead, Linux.ProtRead | Linux.ProtWrite });
     }
 
     private static readonly int[] Advices =
     [
-        Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeedLocked,
+        Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeedLocked, Linux.MadvFree, Linux.MadvFree,
         Linux.MadvDontFork, Linux.MadvDontFork, Linux.MadvDoFork, Linux.MadvWipeOnFork, Linux.MadvWipeOnFork, Linux.MadvKeepOnFork,
         Linux.MadvHugePage, Linux.MadvHugePage, Linux.MadvNoHugePage, Linux.MadvNoHugePage,
         Linux.MadvNormal, Linux.MadvRandom, Linux.MadvSequential, Linux.MadvWillNeed, Linux.MadvCold, Linux.MadvPageOut,

@@ -132,9 +132,11 @@ public sealed record SysOp
     private static readonly (int Bit, string Name)[] FlagNames =
     [
         (Linux.MapFixed, "fixed"), (Linux.MapFixedNoReplace, "noreplace"), (Linux.MapPopulate, "populate"), (Linux.MapNonBlock, "nonblock"),
+        (Linux.MapLocked, "locked"), (Linux.MapNoReserve, "noreserve"), (Linux.MapStack, "stack"), (Linux.MapGrowsDown, "growsdown"),
+        (Linux.MapDenyWrite, "denywrite"), (Linux.MapExecutable, "executable"), (Linux.MapSync, "sync"),
     ];
 
-    /// <summary>Comma-separated flag names (fixed, noreplace, populate, nonblock), "-" for none; other bits in hex.</summary>
+    /// <summary>Comma-separated flag names (fixed, noreplace, populate, nonblock, locked, noreserve, stack, growsdown, denywrite, executable, sync), "-" for none; other bits in hex.</summary>
     public static string FlagsText(int flags)
     {
         if (flags == 0) return "-";
@@ -173,7 +175,8 @@ public sealed record SysOp
 /// seed 0x5eed            (the program's generator seed; informational)
 /// processes 2            (p0 and p1 exist at the start)
 /// p0 mmap m1 0x0 0x3000 rw- populate      mmap(addr, len, prot, MAP_PRIVATE|MAP_ANONYMOUS|flags), result named m1
-/// p0 mmap m2 m1+0x1000 0x1000 r-- fixed   flags: '-' or a comma list of fixed, noreplace, populate, nonblock
+/// p0 mmap m2 m1+0x1000 0x1000 r-- fixed   flags: '-' or a comma list of fixed, noreplace, populate, nonblock,
+///                                         locked, noreserve, stack, growsdown, denywrite, executable, sync
 /// p0 munmap m1+0x2000 0x1000
 /// p0 mprotect m1 0x2000 r--               prot: rwx letters with '-' for missing bits, or hex (e.g. 0xb)
 /// p0 madvise m1 0x3000 dontneed           advice: MADV_ name in lower case without the prefix, or a number

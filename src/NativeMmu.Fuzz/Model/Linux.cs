@@ -45,8 +45,15 @@ public static class Linux
     public const int MapType = 0x0f;
     public const int MapFixed = 0x10;
     public const int MapAnonymous = 0x20;
+    public const int MapGrowsDown = 0x0100;
+    public const int MapDenyWrite = 0x0800;
+    public const int MapExecutable = 0x1000;
+    public const int MapLocked = 0x2000;
+    public const int MapNoReserve = 0x4000;
     public const int MapPopulate = 0x8000;
     public const int MapNonBlock = 0x10000;
+    public const int MapStack = 0x20000;
+    public const int MapSync = 0x80000;
     public const int MapFixedNoReplace = 0x100000;
 
     // madvise advice (include/uapi/asm-generic/mman-common.h)

@@ -35,12 +35,11 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 /// <remarks>
 /// <para>Modelled configuration: 4-level paging (TASK_SIZE = 2^47 - 4 KiB), vm.mmap_min_addr = 65536
 /// and a task without CAP_SYS_RAWIO, THP enabled (for MADV_HUGEPAGE and the 2 MiB placement of
-/// anonymous mappings), no KSM, no memory-failure, no swap, no reclaim, a CPU without protection keys
+/// anonymous mappings), no KSM, no memory-failure, no swap, no reclaim, no memory pressure (so MADV_FREE discards nothing), a CPU without protection keys
 /// (PROT_EXEC alone is readable, PROT_WRITE implies read, as x86 page tables can express no less).</para>
 /// <para>Not modelled (the fuzzer does not generate them; a replayed program that uses them fails with
 /// category "model"): shared or file mappings, MAP_LOCKED and mlock (so every page is DONTNEED-able),
-/// PROT_GROWSDOWN/PROT_GROWSUP, MADV_FREE (contents undefined until the next write),
-/// MADV_POPULATE_*, MADV_COLLAPSE, rlimits, overcommit accounting and vm.max_map_count.</para>
+/// MAP_GROWSDOWN (so no mapping grows; PROT_GROWSDOWN and PROT_GROWSUP are refused), MADV_POPULATE_*, MADV_COLLAPSE, rlimits, overcommit accounting and vm.max_map_count.</para>
 /// <para>Top-down placement is implementation-defined: for a mapping the kernel places, the model takes
 /// the address the emulator returned and checks that Linux could have returned it: page aligned,
 /// inside [mmap_min_addr, TASK_SIZE), free, the hint itself when the hint was usable, and 2 MiB aligned
@@ -103,10 +102,11 @@ public class ReferenceModel
         ModelProcess p = Live(pid);
         if ((flags & Linux.MapType) != Linux.MapPrivate || (flags & Linux.MapAnonymous) == 0)
             throw new NotSupportedException("model: only private anonymous mappings are modelled");
-        if ((prot & (Linux.ProtGrowsDown | Linux.ProtGrowsUp)) != 0)
-            throw new NotSupportedException("model: PROT_GROWSDOWN/PROT_GROWSUP are not modelled");
+        if ((flags & Linux.MapGrowsDown) != 0)
+            throw new NotSupportedException("model: MAP_GROWSDOWN is not modelled");
 
-        // do_mmap. Unknown prot bits are ignored (calc_vm_prot_bits takes R, W and X).
+        // do_mmap. Unknown prot bits, PROT_GROWSDOWN and PROT_GROWSUP among them, are ignored
+        // (calc_vm_prot_bits takes R, W and X).
         if (len == 0) return new(Linux.EINVAL, 0);
         if ((flags & Linux.MapFixedNoReplace) != 0) flags |= Linux.MapFixed;
         bool isFixed = (flags & Linux.MapFixed) != 0;
@@ -139,6 +139,8 @@ public class ReferenceModel
         // mmap_region: MAP_FIXED replaces whatever was there.
         p.Unmap(start, end);
         p.Map(start, end, prot);
+        // calc_vm_flag_bits: "_calc_vm_trans(flags, MAP_STACK, VM_NOHUGEPAGE)" (CONFIG_TRANSPARENT_HUGEPAGE).
+        if ((flags & Linux.MapStack) != 0) p.ChangeAttrs(start, end, a => a | PageAttrs.NoHugePage);
         bool populate = (flags & (Linux.MapPopulate | Linux.MapNonBlock)) == Linux.MapPopulate;
         if (populate && (prot & Linux.ProtWrite) != 0)
         {
@@ -183,13 +185,24 @@ public class ReferenceModel
     public virtual int Mprotect(int pid, ulong start, ulong len, int prot)
     {
         ModelProcess p = Live(pid);
-        if ((prot & (Linux.ProtGrowsDown | Linux.ProtGrowsUp)) != 0)
-            throw new NotSupportedException("model: PROT_GROWSDOWN/PROT_GROWSUP are not modelled");
+        // do_mprotect_pkey: PROT_GROWSDOWN | PROT_GROWSUP together are refused before anything else.
+        int grows = prot & (Linux.ProtGrowsDown | Linux.ProtGrowsUp);
+        prot &= ~(Linux.ProtGrowsDown | Linux.ProtGrowsUp);
+        if (grows == (Linux.ProtGrowsDown | Linux.ProtGrowsUp)) return Linux.EINVAL;
         if (!Linux.PageAligned(start)) return Linux.EINVAL;
         if (len == 0) return 0;
         ulong end = start + Linux.PageAlign(len);
         if (end <= start) return Linux.ENOMEM;
         if ((prot & ~(Linux.ProtAccess | Linux.ProtSem)) != 0) return Linux.EINVAL;
+        if (grows != 0)
+        {
+            // No mapping here grows: PROT_GROWSDOWN needs the first mapping in the range to be
+            // VM_GROWSDOWN, PROT_GROWSUP needs VM_GROWSUP (which x86 has not) at start; ENOMEM when
+            // there is none to ask.
+            if (p.RegionsIn(start, end).Count == 0) return Linux.ENOMEM;
+            if (grows == Linux.ProtGrowsUp && p.RegionAt(start) is null) return Linux.ENOMEM;
+            return Linux.EINVAL;
+        }
         ulong reach = p.MappedReach(start, end);
         if (reach == start) return Linux.ENOMEM;
         p.Protect(start, reach, prot);
@@ -241,6 +254,10 @@ public class ReferenceModel
             case Linux.MadvCold:
             case Linux.MadvPageOut:
                 return 0; // nothing to read ahead, age or swap out
+            case Linux.MadvFree:
+                // madvise_free_pte_range marks the pages clean and lazily freed but leaves them mapped:
+                // only reclaim discards them, and there is none. Contents and RssAnon stay.
+                return 0;
             case Linux.MadvNormal: Change(~(PageAttrs.SeqRead | PageAttrs.RandRead), 0); return 0;
             case Linux.MadvSequential: Change(~PageAttrs.RandRead, PageAttrs.SeqRead); return 0;
             case Linux.MadvRandom: Change(~PageAttrs.SeqRead, PageAttrs.RandRead); return 0;
@@ -253,7 +270,7 @@ public class ReferenceModel
             case Linux.MadvHugePage: Change(~PageAttrs.NoHugePage, PageAttrs.HugePage); return 0;
             case Linux.MadvNoHugePage: Change(~PageAttrs.HugePage, PageAttrs.NoHugePage); return 0;
             default:
-                // MADV_FREE (contents undefined until written), MADV_POPULATE_*, MADV_COLLAPSE: not modelled.
+                // MADV_POPULATE_*, MADV_COLLAPSE: not modelled.
                 throw new NotSupportedException($"model: madvise advice {Linux.AdviceName(advice)} is not modelled");
         }
 

@@ -18,7 +18,8 @@ internal static class Fork
             foreach (Vma mpnt in oldmm.Vmas)
             {
                 if ((mpnt.VmFlags & VmFlags.DontCopy) != 0) continue;
-                Vma tmp = VmAreaCache.Alloc(mm, mpnt.VmStart, mpnt.VmEnd, mpnt.VmFlags); // vm_area_dup
+                // vm_area_dup, then "vm_flags_clear(tmp, VM_LOCKED_MASK)": mlock is not inherited.
+                Vma tmp = VmAreaCache.Alloc(mm, mpnt.VmStart, mpnt.VmEnd, mpnt.VmFlags & ~(VmFlags.Locked | VmFlags.LockOnFault));
                 tmp.VmPageProt = mpnt.VmPageProt;
                 tmp.VmPgoff = mpnt.VmPgoff;
                 mm.Vmas.Insert(tmp);

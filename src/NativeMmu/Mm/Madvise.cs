@@ -1,5 +1,7 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
+using NativeMmu.Physical;
+using NativeMmu.Sync;
 
 namespace NativeMmu.Mm;
 
@@ -78,18 +80,27 @@ internal static unsafe class Madvise
             case Advice.DontNeedLocked:
             case Advice.Free:
             {
-                // madvise_dontneed_free_valid_vma. MADV_FREE frees at once here: with no reclaim to do it
-                // later, this is the outcome the kernel reaches under memory pressure.
+                // madvise_dontneed_free_valid_vma.
                 VmFlags forbidden = VmFlags.PfnMap | (behavior == Advice.DontNeedLocked ? 0 : VmFlags.Locked);
                 if ((vma.VmFlags & forbidden) != 0) return Errno.EINVAL;
+                if (behavior == Advice.Free)
+                {
+                    MadviseFreeSingleVma(cpu, vma, start, end);
+                    return Errno.Success;
+                }
                 // madvise_dontneed_single_vma: zap_details { .reclaim_pt = true, .even_cows = true }.
                 Memory.ZapPageRangeSingle(cpu, vma, start, end - start, reclaimPt: true);
                 return Errno.Success;
             }
             case Advice.WillNeed:
+                return Errno.Success; // no swap: nothing to read ahead
             case Advice.Cold:
             case Advice.PageOut:
-                return Errno.Success; // no swap and no reclaim: nothing to read ahead or age
+                // madvise_cold / madvise_pageout: "if (!can_madv_lru_vma(vma)) return -EINVAL;", which is
+                // "!(vma->vm_flags & (VM_LOCKED|VM_PFNMAP|VM_HUGETLB))"; then no reclaim: nothing to age.
+                if ((vma.VmFlags & (VmFlags.Locked | VmFlags.PfnMap | VmFlags.HugeTlb)) != 0) return Errno.EINVAL;
+                MadviseColdOrPageout(cpu, vma, start, end, behavior == Advice.PageOut);
+                return Errno.Success;
             case Advice.Remove:
             case Advice.Collapse:
                 return Errno.EINVAL; // anonymous private memory: no file to punch, no khugepaged here
@@ -118,6 +129,219 @@ internal static unsafe class Madvise
         }
         if (newFlags != vma.VmFlags) prev = Mmap.VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
         return Errno.Success;
+    }
+
+    /// <summary>
+    /// madvise_free_single_vma: the pages stay mapped, their contents readable, and count in RssAnon; each
+    /// exclusive or small anonymous folio is made clean and old (so that a later write marks it dirty
+    /// again) and lazily freed (folio_mark_lazyfree: off the swap-backed LRU). Only reclaim discards a
+    /// lazily freed folio that is still clean, and this kernel has none: what a program observes is what
+    /// Linux shows without memory pressure. mmap_lock held for read.
+    /// </summary>
+    private static void MadviseFreeSingleVma(Cpu cpu, Vma vma, ulong start, ulong end)
+    {
+        MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
+        vma.Mm.UpdateHiwaterRss();
+        var walk = new MadviseFreeWalk(cpu, tlb, vma);
+        PageWalk.WalkRange(cpu, vma.Mm, start, end, ref walk);
+        tlb.Finish();
+    }
+
+    /// <summary>madvise_free_pte_range (6.18) and madvise_free_huge_pmd as walk callbacks.</summary>
+    private struct MadviseFreeWalk(Cpu cpu, MmuGather tlb, Vma vma) : IPageWalkOps
+    {
+        private readonly Machine _m = vma.Mm.Machine;
+        private readonly Cpu cpu = cpu;
+        private readonly MmuGather tlb = tlb;
+        private readonly Vma vma = vma;
+
+        public readonly PteWalk PteWalk => PteWalk.Write;
+        public readonly MmuGather? Tlb => tlb;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>
+        /// madvise_free_huge_pmd: the huge zero PMD and a THP other processes may map stay as they are
+        /// ("if (folio_maybe_mapped_shared(folio)) goto out;"); a THP the range covers only in part is
+        /// split ("if (next - addr != HPAGE_PMD_SIZE) { ... split_folio(folio); ...") and its PTEs are
+        /// walked; a whole one is made clean and old and lazily freed.
+        /// </summary>
+        public readonly WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
+        {
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            int* ptl = PgTable.PmdTransHugeLock(_m, pmd);
+            if (ptl == null) return WalkAction.Again;
+            Pmd orig = PgTable.Get(pmd);
+            if (HugeMemory.IsHugeZeroPmd(_m, orig) || Folio.MaybeMappedShared(_m.Vmemmap.PfnToPage(orig.Pfn)))
+            {
+                Spin.Unlock(ptl);
+                return WalkAction.Continue; // pte_offset_map_lock finds no table under a huge PMD
+            }
+            if (next - addr != Geometry.PmdSize)
+            {
+                Spin.Unlock(ptl);
+                // split_folio remaps the THP by PTEs; the walk then deals with them one by one. Here the
+                // PMD is split and the folio stays large, as when split_folio fails: without reclaim the
+                // two differ in no observable way (AnonHugePages drops, RssAnon stays).
+                HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
+                return WalkAction.Again;
+            }
+            if (orig.Young || orig.Dirty)
+            {
+                Pmd old = PgTable.Exchange(pmd, orig.MkInvalid()); // pmdp_invalidate
+                PgTable.Set(pmd, old.MkOld().MkClean());
+                tlb.AdjustRange(addr, Geometry.PmdSize); // tlb_remove_pmd_tlb_entry
+            }
+            MarkLazyfree(_m.Vmemmap.PfnToPage(orig.Pfn));
+            Spin.Unlock(ptl);
+            return WalkAction.Continue;
+        }
+
+        /// <summary>
+        /// madvise_free_pte_range for one present entry: the zero page is skipped; a large folio the range
+        /// does not cover whole is left as it is (the kernel's path when split_folio fails; no reclaim
+        /// here tells the two apart); otherwise the entries lose young and dirty and the folio is lazily
+        /// freed. PTL held.
+        /// </summary>
+        public readonly int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
+        {
+            if (!ptent.Present) return 1;
+            ulong pfn = ptent.Pfn;
+            if (ptent.Special || pfn == _m.ZeroPfn) return 1; // vm_normal_folio() == NULL
+            Page* page = _m.Vmemmap.PfnToPage(pfn);
+            int nr = 1;
+            Page* head = page;
+            if (page->IsCompound)
+            {
+                ulong headPfn = Folio.HeadPfn(_m, pfn);
+                head = _m.Vmemmap.PfnToPage(headPfn);
+                int folioPages = Folio.NrPages(head);
+                // madvise_folio_pte_batch: young and dirty do not break the run.
+                nr = Memory.FolioPteBatch(pte, ptent, headPfn + (ulong)folioPages, (int)((end - addr) >> Geometry.PageShift), FpbFlags.None);
+                if (nr < folioPages) return nr;
+            }
+            for (int i = 0; i < nr; i++) // clear_young_dirty_ptes
+            {
+                Pte e = PgTable.Get(pte + i);
+                if (!e.Young && !e.Dirty) continue;
+                e = PgTable.GetAndClear(pte + i);
+                PgTable.Set(pte + i, e.MkOld().MkClean());
+                tlb.AdjustRange(addr + ((ulong)i << Geometry.PageShift), Geometry.PageSize); // tlb_remove_tlb_entries
+            }
+            MarkLazyfree(head);
+            return nr;
+        }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
+
+        /// <summary>folio_mark_lazyfree → lru_lazyfree: an anonymous swap-backed folio leaves the anonymous LRU.</summary>
+        private static void MarkLazyfree(Page* head)
+        {
+            if ((head->Mapping & PageTypes.MappingAnon) == 0 || !head->TestFlag(PG.Swapbacked) || head->TestFlag(PG.Unevictable)) return;
+            head->ClearFlagAtomic(PG.Active);
+            head->ClearFlagAtomic(PG.Referenced);
+            head->ClearFlagAtomic(PG.Swapbacked);
+        }
+    }
+
+    /// <summary>
+    /// madvise_cold / madvise_pageout over one VMA: madvise_cold_or_pageout_pte_range as a walk. There is
+    /// no swap, so of what MADV_PAGEOUT hands to reclaim only lazily freed folios go: shrink_folio_list →
+    /// try_to_unmap_one discards an anonymous folio that is not swap-backed when it is still clean
+    /// ("if (ref_count == 1 + map_count &amp;&amp; !folio_test_dirty(folio)) { dec_mm_counter(mm, MM_ANONPAGES);
+    /// goto discard; }") and makes it swap-backed again when a write dirtied it. MADV_COLD only ages,
+    /// which nothing here observes. mmap_lock held for read.
+    /// </summary>
+    private static void MadviseColdOrPageout(Cpu cpu, Vma vma, ulong start, ulong end, bool pageout)
+    {
+        MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(vma.Mm, fullmm: false);
+        var walk = new ColdOrPageoutWalk(cpu, tlb, vma, pageout);
+        PageWalk.WalkRange(cpu, vma.Mm, start, end, ref walk);
+        tlb.Finish();
+    }
+
+    /// <summary>madvise_cold_or_pageout_pte_range (6.18) as walk callbacks.</summary>
+    private struct ColdOrPageoutWalk(Cpu cpu, MmuGather tlb, Vma vma, bool pageout) : IPageWalkOps
+    {
+        private readonly Machine _m = vma.Mm.Machine;
+        private readonly Cpu cpu = cpu;
+        private readonly MmuGather tlb = tlb;
+        private readonly Vma vma = vma;
+        private readonly bool pageout = pageout;
+        private bool _forceFlush;
+
+        public readonly PteWalk PteWalk => PteWalk.Write;
+        public readonly MmuGather? Tlb => tlb;
+
+        public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
+        public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next) => WalkAction.Subtree;
+
+        /// <summary>
+        /// The huge-PMD part: the huge zero PMD and a THP other processes may map are left alone; a THP
+        /// the range covers only in part is split ("if (next - addr != HPAGE_PMD_SIZE) { ...
+        /// split_folio(folio); ... goto regular_folio;"), here by its PMD, the folio staying large as when
+        /// split_folio fails; a whole one is only aged (no swap, and a lazily freed THP is kept).
+        /// </summary>
+        public readonly WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
+        {
+            if (!pmdval.Leaf) return WalkAction.Subtree;
+            int* ptl = PgTable.PmdTransHugeLock(_m, pmd);
+            if (ptl == null) return WalkAction.Again;
+            Pmd orig = PgTable.Get(pmd);
+            bool split = next - addr != Geometry.PmdSize && !HugeMemory.IsHugeZeroPmd(_m, orig)
+                && !Folio.MaybeMappedShared(_m.Vmemmap.PfnToPage(orig.Pfn));
+            Spin.Unlock(ptl);
+            if (!split) return WalkAction.Continue;
+            HugeMemory.SplitHugePmd(cpu, vma, pmd, addr);
+            return WalkAction.Again;
+        }
+
+        /// <summary>One present entry: with MADV_PAGEOUT, a clean lazily freed small folio mapped only here is discarded. PTL held.</summary>
+        public int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
+        {
+            if (!pageout || !ptent.Present) return 1;
+            ulong pfn = ptent.Pfn;
+            if (ptent.Special || pfn == _m.ZeroPfn) return 1;
+            Page* page = _m.Vmemmap.PfnToPage(pfn);
+            // A large folio is reclaimed whole or not at all; without swap only a lazily freed one could
+            // go, and this kernel keeps those (see PmdEntry).
+            if (page->IsCompound) return 1;
+            if ((page->Mapping & PageTypes.MappingAnon) == 0 || page->TestFlag(PG.Swapbacked) || page->TestFlag(PG.Dirty)) return 1;
+            if (Folio.Mapcount(page) != 1 || Volatile.Read(ref page->RefCount) != 1 || ptent.Dirty) return 1;
+            Pte old = PgTable.GetAndClear(pte); // ptep_clear_flush's clear
+            if (old.Dirty)
+            {
+                // Written since MADV_FREE: remapped and swap-backed again.
+                PgTable.Set(pte, old);
+                page->SetFlagAtomic(PG.Swapbacked);
+                return 1;
+            }
+            tlb.AdjustRange(addr, Geometry.PageSize);
+            Rmap.FolioRemoveRmapPte(cpu, _m, pfn, vma.Mm);
+            vma.Mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, -1);
+            map.Entries--;
+            if (tlb.RemovePage(pfn))
+            {
+                _forceFlush = true;
+                map.Break = true;
+            }
+            return 1;
+        }
+
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end)
+        {
+            if (_forceFlush) tlb.FlushMmuTlbOnly(); // the TLB must be clean before the lock goes
+        }
+
+        public void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end)
+        {
+            if (_forceFlush) tlb.FlushMmuFree();
+            _forceFlush = false;
+        }
     }
 
     /// <summary>

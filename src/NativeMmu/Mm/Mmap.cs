@@ -117,6 +117,10 @@ public static unsafe class Mmap
             if ((flags & MapFlags.GrowsDown) != 0) vmFlags |= VmFlags.GrowsDown;
             if ((flags & MapFlags.Locked) != 0) vmFlags |= VmFlags.Locked;
             if ((flags & MapFlags.NoReserve) != 0) vmFlags |= VmFlags.NoReserve;
+            // calc_vm_flag_bits: "_calc_vm_trans(flags, MAP_SYNC, VM_SYNC) | _calc_vm_trans(flags, MAP_STACK,
+            // VM_NOHUGEPAGE)" (the latter with CONFIG_TRANSPARENT_HUGEPAGE), kept for private mappings too.
+            if ((flags & MapFlags.Sync) != 0) vmFlags |= VmFlags.Sync;
+            if ((flags & MapFlags.Stack) != 0) vmFlags |= VmFlags.NoHugePage;
             if ((vmFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.NoReserve)) == VmFlags.Write) vmFlags |= VmFlags.Account; // accountable_mapping
 
             err = MmapRegion(cpu, mm, start, alignedLen, vmFlags);

@@ -9,6 +9,11 @@ internal static unsafe class Mprotect
     /// <summary>mprotect(2) → do_mprotect_pkey: the VMAs before a hole are changed, then ENOMEM. Takes and drops mmap_lock for write.</summary>
     public static Errno DoMprotect(Cpu cpu, MmStruct mm, ulong start, ulong len, Prot prot)
     {
+        // "grows = prot & (PROT_GROWSDOWN|PROT_GROWSUP); prot &= ~(PROT_GROWSDOWN|PROT_GROWSUP);
+        // if (grows == (PROT_GROWSDOWN|PROT_GROWSUP)) return -EINVAL;": before the alignment check.
+        int grows = (int)prot & (ProtGrowsDown | ProtGrowsUp);
+        prot = (Prot)((int)prot & ~(ProtGrowsDown | ProtGrowsUp));
+        if (grows == (ProtGrowsDown | ProtGrowsUp)) return Errno.EINVAL;
         if ((start & (Geometry.PageSize - 1)) != 0) return Errno.EINVAL;
         if (len == 0) return Errno.Success;
         len = Geometry.PageAlign(len);
@@ -20,7 +25,19 @@ internal static unsafe class Mprotect
         try
         {
             Vma? vma = mm.Vmas.FindVmaIntersection(start, end);
-            if (vma is null || vma.VmStart > start) return Errno.ENOMEM;
+            if (vma is null) return Errno.ENOMEM;
+            if ((grows & ProtGrowsDown) != 0)
+            {
+                // PROT_GROWSDOWN: the range extends down to the start of the first VMA it meets, which
+                // must be VM_GROWSDOWN.
+                if ((vma.VmFlags & VmFlags.GrowsDown) == 0) return Errno.EINVAL;
+                start = vma.VmStart;
+            }
+            else
+            {
+                if (vma.VmStart > start) return Errno.ENOMEM;
+                if ((grows & ProtGrowsUp) != 0) return Errno.EINVAL; // x86 has no VM_GROWSUP
+            }
             MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(mm, fullmm: false);
             Errno error = Errno.Success;
             ulong nstart = start, tmp = vma.VmStart;
@@ -45,10 +62,33 @@ internal static unsafe class Mprotect
         }
     }
 
-    /// <summary>mprotect_fixup: new flags on [start, end), then change_protection over it. mmap_lock held for write.</summary>
+    private const int ProtGrowsDown = 0x01000000;
+    private const int ProtGrowsUp = 0x02000000;
+
+    /// <summary>
+    /// mprotect_fixup: new flags on [start, end), then change_protection over it; a locked private VMA
+    /// made writable is populated for writing at once. mmap_lock held for write.
+    /// </summary>
     private static Vma MprotectFixup(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
         if (newFlags == vma.VmFlags) return vma;
+        VmFlags oldFlags = vma.VmFlags;
+        vma = MprotectFixupFlags(cpu, tlb, mm, vma, start, end, newFlags);
+        // "if ((oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED && (newflags & VM_WRITE))
+        //      populate_vma_page_range(vma, start, end, NULL);"
+        if ((oldFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.Locked)) == VmFlags.Locked && (newFlags & VmFlags.Write) != 0)
+        {
+            for (ulong a = start; a < end; a += Geometry.PageSize)
+            {
+                if (Gup.Populated(cpu, mm, a, write: true)) continue;
+                if ((PageFaultHandler.HandleMmFault(cpu, vma, a, FaultFlags.Remote | FaultFlags.Write) & VmFaultT.Error) != 0) break;
+            }
+        }
+        return vma;
+    }
+
+    private static Vma MprotectFixupFlags(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    {
         // A private mapping made writable is charged (VM_ACCOUNT); one made read-only before it has an
         // anon_vma gives the charge back, as nothing can have been committed yet.
         if ((newFlags & VmFlags.Write) != 0)

@@ -63,7 +63,7 @@ internal sealed class HostConfig
         c.Exclusions.Add("the executor's own mappings (image, heap, stack and its guard gap, vDSO, vvar) and the page next to each anonymous one: operations reaching them are cut; the emulator holds PROT_NONE placeholders there so that placement agrees");
         c.Exclusions.Add("KSM (MADV_MERGEABLE / MADV_UNMERGEABLE): the host accepts them (CONFIG_KSM), the emulator has no KSM and refuses them with EINVAL; they are taken out of every generated program");
         c.Exclusions.Add("MADV_GUARD_INSTALL / MADV_GUARD_REMOVE (6.13): the host accepts them, the emulator does not implement guard regions and refuses them (EINVAL): not generated");
-        c.Exclusions.Add("MADV_FREE: by design the emulator frees at once (the outcome Linux reaches under memory pressure); the host keeps lazily freed pages mapped and counted in RssAnon until reclaim: not generated");
+        c.Exclusions.Add("MADV_FREE under memory pressure: reclaim discards clean lazily freed pages on the host (they then read as zeroes and leave RssAnon); the emulator has no reclaim and keeps them, as the host does without pressure");
         c.Exclusions.Add("MADV_COLLAPSE: the emulator has no khugepaged and refuses it (EINVAL); the host collapses: not generated");
         c.Exclusions.Add("VmRSS, RssFile: the executor's file pages; only RssAnon and VmSize are compared, both less the executor's own");
         c.Exclusions.Add("SIGBUS: anonymous private memory raises none on either side; si_code is compared for SIGSEGV only");
@@ -393,19 +393,41 @@ internal sealed class HostFuzzer : IDisposable
         => p.Ops.Any(Excluded) ? p.WithOps(p.Ops.Where(o => !Excluded(o)).ToList()) : p;
 
     /// <summary>Advice the emulator accepts that the system fuzzer's generator does not send.</summary>
-    private static readonly int[] ExtraAdvices = [Linux.MadvPopulateRead, Linux.MadvPopulateWrite];
+    internal static readonly int[] ExtraAdvices = [Linux.MadvPopulateRead, Linux.MadvPopulateWrite];
 
     /// <summary>
-    /// The session's index-th program: the system fuzzer's, with one madvise in six given an advice
-    /// from <see cref="ExtraAdvices"/> (chosen from the seed, so the session stays reproducible) and
-    /// the excluded operations taken out.
+    /// mmap flags the emulator parses that the system fuzzer's generator does not send (its model does
+    /// not know mlock or VM_SYNC). MAP_GROWSDOWN is an exclusion; MAP_SHARED and MAP_HUGETLB the
+    /// emulator refuses.
+    /// </summary>
+    internal static readonly int[] ExtraMmapFlags = [Linux.MapLocked, Linux.MapLocked, Linux.MapNoReserve, Linux.MapDenyWrite, Linux.MapExecutable, Linux.MapSync];
+
+    /// <summary>
+    /// The session's index-th program: the system fuzzer's, extended (from the seed, so the session
+    /// stays reproducible) with what that generator does not send because its model does not know it:
+    /// one madvise in six gets an advice from <see cref="ExtraAdvices"/>, one mmap in eight a flag from
+    /// <see cref="ExtraMmapFlags"/>; the excluded operations are taken out.
     /// </summary>
     internal static SysProgram Generate(ulong seed, ulong index)
     {
         ulong s = SplitMix64.Mix(seed, index);
         SysProgram p = ProgramGenerator.Generate(s, fork: true);
         var rng = new SplitMix64(s ^ 0x686f7374);
-        var ops = p.Ops.Select(o => o.Kind == SysOpKind.Madvise && rng.Below(6) == 0 ? o with { Advice = rng.Pick(ExtraAdvices) } : o).ToList();
+        var ops = new List<SysOp>(p.Ops.Count);
+        foreach (SysOp o in p.Ops)
+        {
+            SysOp op = o;
+            switch (o.Kind)
+            {
+                case SysOpKind.Madvise when rng.Below(6) == 0:
+                    op = o with { Advice = rng.Pick(ExtraAdvices) };
+                    break;
+                case SysOpKind.Mmap when rng.Below(8) == 0:
+                    op = o with { Flags = o.Flags | rng.Pick(ExtraMmapFlags) };
+                    break;
+            }
+            ops.Add(op);
+        }
         return WithoutExcluded(p.WithOps(ops));
     }
 
