@@ -111,4 +111,38 @@ public class HostFuzzerTests
         Assert.That(f.Category, Is.EqualTo("munmap:result"));
         Assert.That(f.Description, Does.Contain("host e=22, emulator e=0"));
     }
+
+    /// <summary>The differences fuzz host found in MADV_FREE, MADV_PAGEOUT/COLD, MAP_STACK, MAP_SYNC, MAP_LOCKED and PROT_GROWS*, as one program.</summary>
+    [Test]
+    public void Lazyfree_locked_stack_sync_and_grows_agree_with_the_kernel()
+    {
+        Agree(Run("""
+            processes 1
+            p0 mmap m1 0x0 0x3000 rw- -
+            p0 write m1+0x1373 0x11 0x22
+            p0 store1 m1+0x2010 0x44
+            p0 madvise m1+0x1000 0x2000 free
+            p0 load1 m1+0x1373
+            p0 store1 m1+0x2011 0x55
+            p0 madvise m1+0x1000 0x2000 pageout
+            p0 read m1+0x1370 0x20
+            p0 load2 m1+0x2010
+            p0 mmap m2 0x0 0x1000 rw- locked
+            p0 madvise m2 0x1000 pageout
+            p0 madvise m2 0x1000 cold
+            p0 mmap m3 0x0 0x1000 --- locked
+            p0 mprotect m3 0x1000 rwx
+            p0 mmap m4 0x0 0x1000 rw- stack
+            p0 mmap m5 0x0 0x1000 r-- sync
+            p0 mmap m6 0x0 0x1000 r-- -
+            p0 mprotect m6-0x100000 0x1000 0x2000001
+            p0 mprotect m6 0x1000 0x1000001
+            p0 mprotect m6+0x1 0x1000 0x3000000
+            p0 mmap m7 0x0 0x1000 r-- locked
+            p0 fork p1
+            p1 mmap m8 0x0 0x1000 r-- -
+            p1 store1 m1 0x1
+            p0 store1 m1 0x2
+            """));
+    }
 }

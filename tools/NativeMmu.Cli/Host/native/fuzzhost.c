@@ -136,14 +136,19 @@ static void state(int withmaps)
     while (*line) {
         char *nl = strchr(line, '\n');
         if (nl) *nl = 0;
-        unsigned long s, e;
-        char perms[8];
-        if (sscanf(line, "%lx-%lx %4s", &s, &e, perms) == 3 && strchr(line, '-') && line[0] != 'V') {
-            keep = s < TASK_SIZE && !is_own(s, e);
-            if (keep) { outf("%s%lx-%lx:%s:", first ? "" : ",", s, e, perms); first = 0; }
-        } else if (keep && strncmp(line, "AnonHugePages:", 14) == 0) {
+        /* A VMA's header line starts with its start address in lower-case hex; every field line
+         * ("Size:", "VmFlags:", ...) with an upper-case letter. No sscanf: this runs for every line of
+         * every syscall's smaps. */
+        if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) {
+            char *q;
+            unsigned long s = strtoul(line, &q, 16), e = *q == '-' ? strtoul(q + 1, &q, 16) : 0;
+            keep = *q == ' ' && s < TASK_SIZE && !is_own(s, e);
+            if (keep) { outf("%s%lx-%lx:%.4s:", first ? "" : ",", s, e, q + 1); first = 0; }
+        } else if (!keep) {
+            /* a field of a VMA that is not shown */
+        } else if (strncmp(line, "AnonHugePages:", 14) == 0) {
             thp += strtoul(line + 14, NULL, 10);
-        } else if (keep && strncmp(line, "VmFlags:", 8) == 0) {
+        } else if (strncmp(line, "VmFlags:", 8) == 0) {
             static const char *names[] = { "dc", "wf", "hg", "nh", "dd", "sr", "rr" };
             int any = 0;
             for (int i = 0; i < 7; i++) {
