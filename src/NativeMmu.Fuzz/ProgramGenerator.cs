@@ -302,7 +302,7 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
 
     private static readonly int[] Advices =
     [
-        Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeedLocked, Linux.MadvFree, Linux.MadvFree,
+        Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeed, Linux.MadvDontNeedLocked,
         Linux.MadvDontFork, Linux.MadvDontFork, Linux.MadvDoFork, Linux.MadvWipeOnFork, Linux.MadvWipeOnFork, Linux.MadvKeepOnFork,
         Linux.MadvHugePage, Linux.MadvHugePage, Linux.MadvNoHugePage, Linux.MadvNoHugePage,
         Linux.MadvNormal, Linux.MadvRandom, Linux.MadvSequential, Linux.MadvWillNeed, Linux.MadvCold, Linux.MadvPageOut,

@@ -46,6 +46,8 @@ public sealed class ModelPage
     public byte[]? Data;
     /// <summary>A store completed on this page since it was mapped or last discarded: it is resident for sure.</summary>
     public bool Written;
+    /// <summary>MADV_FREE since the last completed store: reclaim (MADV_PAGEOUT) may discard it.</summary>
+    public bool Lazyfree;
 }
 
 /// <summary>One line of the model's view of /proc/PID/maps: maximal runs with equal protection and attributes.</summary>
@@ -290,6 +292,22 @@ public sealed class ModelProcess
         return pg;
     }
 
+    /// <summary>The pages that may hold a frame in [start, end), in no particular order.</summary>
+    public IEnumerable<(ulong PageNumber, ModelPage Page)> PagesIn(ulong start, ulong end)
+    {
+        ulong first = start >> Linux.PageShift, last = (end - 1) >> Linux.PageShift;
+        foreach (var kv in _pages)
+            if (kv.Key >= first && kv.Key <= last) yield return (kv.Key, kv.Value);
+    }
+
+    /// <summary>A page that may hold a frame is no longer certain to (it may have gone to the zero page).</summary>
+    public void Unwritten(ModelPage pg)
+    {
+        if (!pg.Written) return;
+        pg.Written = false;
+        _written--;
+    }
+
     /// <summary>Marks a page as certainly holding a frame.</summary>
     public ModelPage MarkWritten(ulong pageNumber)
     {
@@ -315,6 +333,7 @@ public sealed class ModelProcess
     public void WritePage(ulong address, ReadOnlySpan<byte> src)
     {
         ModelPage pg = MarkWritten(address >> Linux.PageShift);
+        pg.Lazyfree = false;
         pg.Data ??= new byte[Linux.PageSize];
         src.CopyTo(pg.Data.AsSpan((int)(address & (Linux.PageSize - 1))));
     }
@@ -341,7 +360,7 @@ public sealed class ModelProcess
         {
             ModelRegion r = RegionAt(kv.Key << Linux.PageShift) ?? throw new InvalidOperationException("model: a page outside every region");
             if ((r.Attrs & (PageAttrs.DontFork | PageAttrs.WipeOnFork)) != 0) continue;
-            var copy = new ModelPage { Data = kv.Value.Data is { } d ? (byte[])d.Clone() : null, Written = kv.Value.Written };
+            var copy = new ModelPage { Data = kv.Value.Data is { } d ? (byte[])d.Clone() : null, Written = kv.Value.Written, Lazyfree = kv.Value.Lazyfree };
             child._pages.Add(kv.Key, copy);
             if (copy.Written) child._written++;
         }

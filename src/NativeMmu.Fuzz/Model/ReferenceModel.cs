@@ -39,7 +39,7 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 /// (PROT_EXEC alone is readable, PROT_WRITE implies read, as x86 page tables can express no less).</para>
 /// <para>Not modelled (the fuzzer does not generate them; a replayed program that uses them fails with
 /// category "model"): shared or file mappings, MAP_LOCKED and mlock (so every page is DONTNEED-able),
-/// MAP_GROWSDOWN (so no mapping grows; PROT_GROWSDOWN and PROT_GROWSUP are refused), MADV_POPULATE_*, MADV_COLLAPSE, rlimits, overcommit accounting and vm.max_map_count.</para>
+/// MAP_GROWSDOWN (so no mapping grows; PROT_GROWSDOWN and PROT_GROWSUP are refused), MADV_POPULATE_*, MADV_COLLAPSE, MADV_PAGEOUT of pages MADV_FREE lazily freed, rlimits, overcommit accounting and vm.max_map_count.</para>
 /// <para>Top-down placement is implementation-defined: for a mapping the kernel places, the model takes
 /// the address the emulator returned and checks that Linux could have returned it: page aligned,
 /// inside [mmap_min_addr, TASK_SIZE), free, the hint itself when the hint was usable, and 2 MiB aligned
@@ -239,6 +239,20 @@ public class ReferenceModel
         return covered < end - start ? Linux.ENOMEM : 0;
     }
 
+    /// <summary>
+    /// MADV_FREE, MADV_COLD and MADV_PAGEOUT split a THP they cover in part, and the split maps every
+    /// subpage whose contents are all zero to the shared zero page (RMP_USE_SHARED_ZEROPAGE): such a page,
+    /// in a 2 MiB extent the range reaches, is no longer certain to hold a frame. (Whether it was a THP
+    /// is not modelled, so the lower RssAnon bound only loosens.)
+    /// </summary>
+    private static void SplitThps(ModelProcess p, ulong start, ulong end)
+    {
+        ulong lo = start & ~(Linux.PmdSize - 1), hi = Math.Min(Linux.PageAlign(end) + Linux.PmdSize - 1, Linux.CanonicalEnd) & ~(Linux.PmdSize - 1);
+        if (hi <= lo) return;
+        foreach (var (_, pg) in p.PagesIn(lo, hi).ToList())
+            if (pg.Data is null || pg.Data.AsSpan().IndexOfAnyExcept((byte)0) < 0) p.Unwritten(pg);
+    }
+
     /// <summary>madvise_vma_behavior for one mapped part [start, end) of an anonymous private mapping.</summary>
     private static int Advise(ModelProcess p, ulong start, ulong end, int advice)
     {
@@ -251,12 +265,21 @@ public class ReferenceModel
             case Linux.MadvRemove:
                 return Linux.EINVAL; // madvise_remove: no file behind anonymous memory
             case Linux.MadvWillNeed:
+                return 0; // nothing to read ahead
             case Linux.MadvCold:
             case Linux.MadvPageOut:
-                return 0; // nothing to read ahead, age or swap out
+                // Nothing to age, no swap to page out to. Reclaim would discard a clean lazily freed page:
+                // whether the kernel may (is the page still shared with a fork relative, part of a THP?)
+                // is not modelled.
+                if (advice == Linux.MadvPageOut && p.PagesIn(start, end).Any(x => x.Page.Lazyfree))
+                    throw new NotSupportedException("model: MADV_PAGEOUT of lazily freed (MADV_FREE) pages is not modelled");
+                SplitThps(p, start, end);
+                return 0;
             case Linux.MadvFree:
                 // madvise_free_pte_range marks the pages clean and lazily freed but leaves them mapped:
                 // only reclaim discards them, and there is none. Contents and RssAnon stay.
+                foreach (var (_, pg) in p.PagesIn(start, end)) pg.Lazyfree = true;
+                SplitThps(p, start, end);
                 return 0;
             case Linux.MadvNormal: Change(~(PageAttrs.SeqRead | PageAttrs.RandRead), 0); return 0;
             case Linux.MadvSequential: Change(~PageAttrs.RandRead, PageAttrs.SeqRead); return 0;

@@ -154,6 +154,7 @@ internal static unsafe class Madvise
         private readonly Cpu cpu = cpu;
         private readonly MmuGather tlb = tlb;
         private readonly Vma vma = vma;
+        private bool _forceFlush;
 
         public readonly PteWalk PteWalk => PteWalk.Write;
         public readonly MmuGather? Tlb => tlb;
@@ -201,11 +202,11 @@ internal static unsafe class Madvise
 
         /// <summary>
         /// madvise_free_pte_range for one present entry: the zero page is skipped; a large folio the range
-        /// does not cover whole is left as it is (the kernel's path when split_folio fails; no reclaim
-        /// here tells the two apart); otherwise the entries lose young and dirty and the folio is lazily
-        /// freed. PTL held.
+        /// does not cover whole is split as far as anything observes it (<see cref="SplitFolioZeroSubpages"/>)
+        /// and otherwise left as it is; other entries lose young and dirty and their folio is lazily freed.
+        /// PTL held.
         /// </summary>
-        public readonly int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
+        public int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
         {
             if (!ptent.Present) return 1;
             ulong pfn = ptent.Pfn;
@@ -220,7 +221,16 @@ internal static unsafe class Madvise
                 int folioPages = Folio.NrPages(head);
                 // madvise_folio_pte_batch: young and dirty do not break the run.
                 nr = Memory.FolioPteBatch(pte, ptent, headPfn + (ulong)folioPages, (int)((end - addr) >> Geometry.PageShift), FpbFlags.None);
-                if (nr < folioPages) return nr;
+                if (nr < folioPages)
+                {
+                    // "if (folio_maybe_mapped_shared(folio)) continue; ... err = split_folio(folio);"
+                    if (!Folio.MaybeMappedShared(head) && SplitFolioZeroSubpages(cpu, tlb, vma, pte, addr, pfn, headPfn, folioPages))
+                    {
+                        _forceFlush = true;
+                        map.Break = true;
+                    }
+                    return nr;
+                }
             }
             for (int i = 0; i < nr; i++) // clear_young_dirty_ptes
             {
@@ -234,8 +244,16 @@ internal static unsafe class Madvise
             return nr;
         }
 
-        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
-        public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
+        public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end)
+        {
+            if (_forceFlush) tlb.FlushMmuTlbOnly();
+        }
+
+        public void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end)
+        {
+            if (_forceFlush) tlb.FlushMmuFree();
+            _forceFlush = false;
+        }
 
         /// <summary>folio_mark_lazyfree → lru_lazyfree: an anonymous swap-backed folio leaves the anonymous LRU.</summary>
         private static void MarkLazyfree(Page* head)
@@ -303,13 +321,31 @@ internal static unsafe class Madvise
         /// <summary>One present entry: with MADV_PAGEOUT, a clean lazily freed small folio mapped only here is discarded. PTL held.</summary>
         public int PteEntry(ref PteMapping map, Pte* pte, Pte ptent, ulong addr, ulong end)
         {
-            if (!pageout || !ptent.Present) return 1;
+            if (!ptent.Present) return 1;
             ulong pfn = ptent.Pfn;
             if (ptent.Special || pfn == _m.ZeroPfn) return 1;
             Page* page = _m.Vmemmap.PfnToPage(pfn);
-            // A large folio is reclaimed whole or not at all; without swap only a lazily freed one could
-            // go, and this kernel keeps those (see PmdEntry).
-            if (page->IsCompound) return 1;
+            if (page->IsCompound)
+            {
+                // A large folio the range does not cover whole is split ("if (nr < folio_nr_pages(folio))
+                // { ... err = split_folio(folio); ...", unless other processes may map it); one covered
+                // whole is reclaimed whole or not at all, and without swap only a lazily freed one could
+                // go, which this kernel keeps (see PmdEntry).
+                ulong headPfn = Folio.HeadPfn(_m, pfn);
+                Page* head = _m.Vmemmap.PfnToPage(headPfn);
+                int folioPages = Folio.NrPages(head);
+                int nr = Memory.FolioPteBatch(pte, ptent, headPfn + (ulong)folioPages, (int)((end - addr) >> Geometry.PageShift), FpbFlags.None);
+                if (nr < folioPages && !Folio.MaybeMappedShared(head))
+                {
+                    if (SplitFolioZeroSubpages(cpu, tlb, vma, pte, addr, pfn, headPfn, folioPages))
+                    {
+                        _forceFlush = true;
+                        map.Break = true;
+                    }
+                }
+                return nr;
+            }
+            if (!pageout) return 1;
             if ((page->Mapping & PageTypes.MappingAnon) == 0 || page->TestFlag(PG.Swapbacked) || page->TestFlag(PG.Dirty)) return 1;
             if (Folio.Mapcount(page) != 1 || Volatile.Read(ref page->RefCount) != 1 || ptent.Dirty) return 1;
             Pte old = PgTable.GetAndClear(pte); // ptep_clear_flush's clear
@@ -342,6 +378,45 @@ internal static unsafe class Madvise
             if (_forceFlush) tlb.FlushMmuFree();
             _forceFlush = false;
         }
+    }
+
+    /// <summary>
+    /// What split_folio of an anonymous folio leaves for anyone to observe: remap_page with
+    /// RMP_USE_SHARED_ZEROPAGE ("try_to_map_unused_to_zeropage": a subpage whose contents are all zero,
+    /// in a VMA that is not VM_LOCKED, is mapped by the shared zero page instead and leaves MM_ANONPAGES).
+    /// The folio itself stays large here, PTE-mapped where it is still mapped, as when split_folio fails
+    /// after the remap; the subpages no one maps are freed with it (or by the deferred split). Covers the
+    /// folio's entries in this PTE table, whose lock is held; <paramref name="pte"/> maps
+    /// <paramref name="pfn"/> at <paramref name="addr"/>. True when references went to the gather (the
+    /// caller flushes before the lock goes).
+    /// </summary>
+    private static bool SplitFolioZeroSubpages(Cpu cpu, MmuGather tlb, Vma vma, Pte* pte, ulong addr, ulong pfn, ulong headPfn, int folioPages)
+    {
+        Machine m = vma.Mm.Machine;
+        if ((vma.VmFlags & VmFlags.Locked) != 0) return false;
+        long index = (long)Geometry.PteIndex(addr);
+        int remapped = 0;
+        for (int i = 0; i < folioPages; i++)
+        {
+            long delta = (long)(headPfn + (ulong)i) - (long)pfn;
+            if (index + delta < 0 || index + delta >= 512) continue; // mapped through another table, if at all
+            ulong va = unchecked(addr + (ulong)(delta << Geometry.PageShift));
+            if (va < vma.VmStart || va >= vma.VmEnd) continue;
+            Pte* e = pte + delta;
+            Pte cur = PgTable.Get(e);
+            if (!cur.Present || cur.Pfn != headPfn + (ulong)i) continue;
+            if (m.Vmemmap.PfnToPage(headPfn + (ulong)i)->TestFlag(PG.Mlocked)) continue;
+            if (m.Memory.Frame(headPfn + (ulong)i).IndexOfAnyExcept((byte)0) >= 0) continue;
+            PgTable.GetAndClear(e);
+            PgTable.Set(e, Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial());
+            tlb.AdjustRange(va, Geometry.PageSize);
+            Folio.RemoveRmapPtes(cpu, m, headPfn, headPfn + (ulong)i, 1, vma.Mm);
+            remapped++;
+        }
+        if (remapped == 0) return false;
+        vma.Mm.AddMmCounter(cpu.Id, MmCounter.AnonPages, -remapped);
+        tlb.RemoveFolioPages(headPfn, remapped);
+        return true;
     }
 
     /// <summary>

@@ -312,4 +312,59 @@ public class ReferenceModelTests
         Assert.That(m.Process(1), Is.Null);
         Assert.That(m.RssBounds(0), Is.EqualTo((3L, 3L)));
     }
+
+    // ---------------------------------------------------------------------------------------------
+    // What fuzz host found (Host/HostDifferenceRegressionTests pins the emulator)
+    // ---------------------------------------------------------------------------------------------
+
+    [Test]
+    public void Madv_free_keeps_contents_and_rss_and_pageout_of_lazily_freed_pages_is_not_modelled()
+    {
+        var (m, p) = NewModel();
+        ulong a = MapFixedAt(m, Zone, 0x2000);
+        Store(m, a + 0x1373, 1, 0x22);
+        Assert.That(m.Madvise(0, a + 0x1000, 0x1000, MadvFree), Is.Zero);
+        Assert.That(Load(m, a + 0x1373, 1, out _), Is.EqualTo(0x22));
+        Assert.That(m.RssBounds(0), Is.EqualTo((1L, 1L)));
+        Assert.Throws<NotSupportedException>(() => m.Madvise(0, a, 0x2000, MadvPageOut));
+        Store(m, a + 0x1374, 1, 0x33); // written again: no longer lazily freed
+        Assert.That(m.Madvise(0, a, 0x2000, MadvPageOut), Is.Zero);
+        Assert.That(Load(m, a + 0x1373, 2, out _), Is.EqualTo(0x3322));
+        Assert.That(p.WrittenPages, Is.EqualTo(1));
+    }
+
+    [Test]
+    public void Madv_cold_may_take_a_zero_filled_page_of_a_thp_to_the_zero_page()
+    {
+        var (m, p) = NewModel();
+        ulong a = MapFixedAt(m, Zone, 0x400000);
+        Store(m, a, 8, 0);         // written, but all zero: a THP split maps it to the zero page
+        Store(m, a + 0x1000, 8, 5);
+        Assert.That(m.RssBounds(0), Is.EqualTo((2L, 2L)));
+        Assert.That(m.Madvise(0, a + 0x3000, 0x1000, MadvCold), Is.Zero);
+        Assert.That(m.RssBounds(0), Is.EqualTo((1L, 2L)));
+        Assert.That(Load(m, a + 0x1000, 8, out _), Is.EqualTo(5));
+    }
+
+    [Test]
+    public void Map_stack_gives_nohugepage()
+    {
+        var (m, p) = NewModel();
+        MmapOutcome o = m.Mmap(0, Zone, 0x1000, Rw, Anon | MapFixed | MapStack, null);
+        Assert.That(o.Errno, Is.Zero);
+        Assert.That(p.RegionAt(Zone)!.Attrs, Is.EqualTo(PageAttrs.NoHugePage));
+    }
+
+    [Test]
+    public void Mprotect_grows_bits_are_refused_after_the_vma_is_looked_up()
+    {
+        var (m, _) = NewModel();
+        ulong a = MapFixedAt(m, Zone, 0x1000);
+        Assert.That(m.Mprotect(0, a - 0x1000, 0x1000, ProtGrowsUp | ProtRead), Is.EqualTo(ENOMEM));
+        Assert.That(m.Mprotect(0, a - 0x1000, 0x1000, ProtGrowsDown | ProtRead), Is.EqualTo(ENOMEM));
+        Assert.That(m.Mprotect(0, a, 0x1000, ProtGrowsDown | ProtRead), Is.EqualTo(EINVAL));
+        Assert.That(m.Mprotect(0, a, 0x1000, ProtGrowsUp | ProtRead), Is.EqualTo(EINVAL));
+        Assert.That(m.Mprotect(0, a + 1, 0x1000, ProtGrowsUp | ProtGrowsDown), Is.EqualTo(EINVAL));
+        Assert.That(m.Mprotect(0, a, 0, ProtGrowsUp), Is.Zero);
+    }
 }

@@ -210,4 +210,44 @@ public class HostDifferenceRegressionTests
         p.Enter(cpu);
         p.Exit();
     }
+
+    /// <summary>
+    /// p0 mmap m1 0x0 0x600000 rw- - / madvise m1 0x600000 hugepage / store8 m1, m1+0x200000, m1+0x400000 /
+    /// madvise m1+0x1000 0x1000 free: host rss=4100 kB, emulator 6144. madvise_free_huge_pmd splits a THP
+    /// the range covers in part ("split_folio(folio)"), and the split remaps every zero-filled subpage to
+    /// the shared zero page (remap_page with RMP_USE_SHARED_ZEROPAGE, try_to_map_unused_to_zeropage),
+    /// which leaves RssAnon: of the 2 MiB only the written page stays. MADV_COLD over part of a THP does
+    /// the same; a THP another process maps is left alone.
+    /// </summary>
+    [TestCase(Advice.Free)]
+    [TestCase(Advice.Cold)]
+    [TestCase(Advice.PageOut)]
+    public void Madvise_over_part_of_a_thp_splits_it_and_maps_its_zero_subpages_to_the_zero_page(Advice advice)
+    {
+        using Kernel kernel = NewKernel();
+        Process p = kernel.CreateProcess();
+        using Cpu cpu = kernel.AttachCpu();
+        p.Enter(cpu);
+        Assert.That(Map(p, 0x400000, Prot.ReadWrite, 0, out ulong a), Is.EqualTo(Errno.Success));
+        Assert.That(a % 0x200000, Is.Zero);
+        Assert.That(p.Madvise(a, 0x400000, Advice.HugePage), Is.EqualTo(Errno.Success));
+        cpu.Store<ulong>(a, 1);
+        cpu.Store<ulong>(a + 0x200000, 2);
+        Assert.That((RssAnonKb(p), Kb(p.ProcSmapsRollup(), "AnonHugePages:")), Is.EqualTo((4096L, 4096L)));
+        Assert.That(p.Madvise(a + 0x1000, 0x1000, advice), Is.EqualTo(Errno.Success));
+        Assert.That((RssAnonKb(p), Kb(p.ProcSmapsRollup(), "AnonHugePages:")), Is.EqualTo((2052L, 2048L)));
+        Assert.That((cpu.Load<ulong>(a), cpu.Load<ulong>(a + 0x1000), cpu.Load<ulong>(a + 0x1ff000)), Is.EqualTo((1UL, 0UL, 0UL)));
+        cpu.Store<ulong>(a + 0x1000, 3); // a write to a zero-page subpage faults in a page of its own
+        Assert.That((RssAnonKb(p), cpu.Load<ulong>(a + 0x1000)), Is.EqualTo((2056L, 3UL)));
+
+        // Shared with a fork child: "if (folio_maybe_mapped_shared(folio)) goto out;" — nothing changes.
+        Process child = p.Fork();
+        Assert.That(p.Madvise(a + 0x201000, 0x1000, advice), Is.EqualTo(Errno.Success));
+        Assert.That((RssAnonKb(p), Kb(p.ProcSmapsRollup(), "AnonHugePages:")), Is.EqualTo((2056L, 2048L)));
+        child.Enter(cpu);
+        child.Exit();
+        p.Enter(cpu);
+        Assert.That(kernel.CheckInvariants(), Is.Empty);
+        p.Exit();
+    }
 }

@@ -145,4 +145,29 @@ public class HostFuzzerTests
             p0 store1 m1 0x2
             """));
     }
+
+    /// <summary>MADV_FREE, MADV_COLD and MADV_PAGEOUT over whole and partial THPs, before and after fork.</summary>
+    [Test]
+    public void Lazyfree_and_cold_over_thps_agree_with_the_kernel()
+    {
+        Agree(Run("""
+            processes 1
+            p0 mmap m1 0x0 0x600000 rw- -
+            p0 madvise m1 0x600000 hugepage
+            p0 store8 m1 0x1
+            p0 store8 m1+0x200000 0x2
+            p0 store8 m1+0x400000 0x3
+            p0 madvise m1+0x1000 0x1000 free
+            p0 load8 m1
+            p0 madvise m1+0x200000 0x200000 free
+            p0 load8 m1+0x200000
+            p0 madvise m1+0x401000 0x1000 cold
+            p0 load8 m1+0x400000
+            p0 madvise m1+0x1000 0x1000 pageout
+            p0 load8 m1+0x1000
+            p0 fork p1
+            p1 madvise m1+0x200000 0x1000 free
+            p1 load8 m1+0x200000
+            """));
+    }
 }

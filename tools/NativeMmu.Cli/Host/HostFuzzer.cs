@@ -394,8 +394,11 @@ internal sealed class HostFuzzer : IDisposable
     internal static SysProgram WithoutExcluded(SysProgram p)
         => p.Ops.Any(Excluded) ? p.WithOps(p.Ops.Where(o => !Excluded(o)).ToList()) : p;
 
-    /// <summary>Advice the emulator accepts that the system fuzzer's generator does not send.</summary>
-    internal static readonly int[] ExtraAdvices = [Linux.MadvPopulateRead, Linux.MadvPopulateWrite];
+    /// <summary>
+    /// Advice the emulator accepts that the system fuzzer's generator does not send (its model has no
+    /// MADV_POPULATE_*, and cannot tell what MADV_PAGEOUT does to lazily freed pages).
+    /// </summary>
+    internal static readonly int[] ExtraAdvices = [Linux.MadvPopulateRead, Linux.MadvPopulateWrite, Linux.MadvFree, Linux.MadvFree];
 
     /// <summary>
     /// mmap flags the emulator parses that the system fuzzer's generator does not send (its model does
@@ -407,7 +410,7 @@ internal sealed class HostFuzzer : IDisposable
     /// <summary>
     /// The session's index-th program: the system fuzzer's, extended (from the seed, so the session
     /// stays reproducible) with what that generator does not send because its model does not know it:
-    /// one madvise in six gets an advice from <see cref="ExtraAdvices"/>, one mmap in eight a flag from
+    /// one madvise in five gets an advice from <see cref="ExtraAdvices"/>, one mmap in eight a flag from
     /// <see cref="ExtraMmapFlags"/>; the excluded operations are taken out.
     /// </summary>
     internal static SysProgram Generate(ulong seed, ulong index)
@@ -421,7 +424,7 @@ internal sealed class HostFuzzer : IDisposable
             SysOp op = o;
             switch (o.Kind)
             {
-                case SysOpKind.Madvise when rng.Below(6) == 0:
+                case SysOpKind.Madvise when rng.Below(5) == 0:
                     op = o with { Advice = rng.Pick(ExtraAdvices) };
                     break;
                 case SysOpKind.Mmap when rng.Below(8) == 0:
