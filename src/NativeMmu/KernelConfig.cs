@@ -54,6 +54,11 @@ public sealed record KernelConfig
     /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
     public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
 
+    /// <summary>hugepages=N (with hugepagesz=2M, the default size): 2 MiB pages put in the pool at boot.</summary>
+    public int HugePages2M { get; init; }
+    /// <summary>hugepagesz=1G hugepages=N: 1 GiB pages taken from contiguous memory at boot.</summary>
+    public int HugePages1G { get; init; }
+
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 
     internal void Validate()
@@ -62,6 +67,7 @@ public sealed record KernelConfig
         if (Cpus is < 1 or > 64) throw new ArgumentException("Cpus must be 1..64");
         if (TlbEntries < 1 || (TlbEntries & (TlbEntries - 1)) != 0) throw new ArgumentException("TlbEntries must be a power of two");
         if (TlbHugeEntries < 1 || (TlbHugeEntries & (TlbHugeEntries - 1)) != 0) throw new ArgumentException("TlbHugeEntries must be a power of two");
+        if (HugePages2M < 0 || HugePages1G < 0) throw new ArgumentException("HugePages2M and HugePages1G must not be negative");
         if (PcpBatch < 1 || PcpHigh < PcpBatch) throw new ArgumentException("PcpHigh must be at least PcpBatch >= 1");
     }
 }

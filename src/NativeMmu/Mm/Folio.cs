@@ -335,8 +335,9 @@ internal static unsafe class Folio
     }
 
     /// <summary>
-    /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: off the deferred
-    /// list, out of the mTHP nr_anon count, off the LRU, back to the allocator at its order). No lock
+    /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: a hugetlb folio to
+    /// free_huge_folio; any other off the deferred list, out of the mTHP nr_anon count, off the LRU, back
+    /// to the allocator at its order). No lock
     /// needed or held: after the last reference nobody else can reach the folio (the split-queue lock is
     /// taken inside to unqueue it).
     /// </summary>
@@ -346,6 +347,12 @@ internal static unsafe class Folio
         int after = Interlocked.Add(ref head->RefCount, -nr);
         if (after > 0) return;
         Bug.On(after < 0, "folio {0:x}: refcount underflow", headPfn);
+        // __folio_put: a hugetlb folio goes back to its pool (free_huge_folio), not to the allocator.
+        if (Huge.Hugetlb.FolioTestHugetlb(head))
+        {
+            m.Hugetlb.FreeHugeFolio(cpu.Id, headPfn);
+            return;
+        }
         int order = Order(head);
         if (order > 0)
         {

@@ -36,6 +36,26 @@ public static class Stats
         yield return new("nativemmu_tlb_flush_barrier_fallback", c.Sum(VmEvent.TlbFlushBarrierFallback));
     }
 
+    /// <summary>
+    /// /proc/meminfo (meminfo_proc_show) for what this kernel keeps: MemTotal (managed pages), MemFree,
+    /// AnonPages, AnonHugePages, PageTables, then hugetlb_report_meminfo's HugePages_Total/Free/Rsvd/Surp,
+    /// Hugepagesize and Hugetlb. show_val_kb's layout: the label padded to 16 columns, the value in 8.
+    /// </summary>
+    public static string RenderMeminfo(Machine m)
+    {
+        PerCpuCounters c = m.Counters;
+        const int kbPerPage = (int)(Geometry.PageSize >> 10);
+        var sb = new StringBuilder();
+        void Kb(string name, long pages) => sb.Append((name + ":").PadRight(16)).Append($"{pages * kbPerPage,8}").Append(" kB\n");
+        Kb("MemTotal", (long)m.Allocator.ManagedPages);
+        Kb("MemFree", m.Allocator.FreeFrames);
+        Kb("AnonPages", c.Sum(VmStat.NrAnonPages));
+        Kb("PageTables", c.Sum(VmStat.NrPageTablePages));
+        Kb("AnonHugePages", c.Sum(VmStat.NrAnonThps));
+        m.Hugetlb.ReportMeminfo(sb);
+        return sb.ToString();
+    }
+
     public static string RenderVmstat(Machine m)
     {
         var sb = new StringBuilder();

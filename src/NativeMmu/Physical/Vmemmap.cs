@@ -27,6 +27,9 @@ public sealed unsafe class Vmemmap : IDisposable
     // nothing for the store to publish and two CPUs filling one slot write the same value. The vmemmap
     // remapping code clears slots (FlushKernelRange, Volatile) after changing the tables.
     private byte** _cache;
+    // Whether the kernel PTE (or PMD) of each vmemmap page allows writes (_PAGE_RW), filled by the same
+    // walk as _cache and read by the checked write path only; a slot is valid while its _cache slot is set.
+    private byte* _writable;
     private readonly ulong _cachePages;
 
     /// <summary>Builds the vmemmap and the kernel page table that maps it, taking frames from <paramref name="boot"/>.</summary>
@@ -55,6 +58,7 @@ public sealed unsafe class Vmemmap : IDisposable
         }
 
         _cache = (byte**)NativeMemory.AllocZeroed((nuint)(_cachePages * (ulong)sizeof(byte*)));
+        _writable = (byte*)NativeMemory.AllocZeroed((nuint)_cachePages);
         // Every struct page starts as the kernel's memmap_init leaves it: _mapcount -1, no refs.
         byte* first = phys.FrameAddress(firstPfn);
         for (ulong pfn = 0; pfn < phys.Frames; pfn++)
@@ -90,6 +94,35 @@ public sealed unsafe class Vmemmap : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal Page* PfnToPage(Pfn pfn) => PfnToPage(pfn.Value);
 
+    /// <summary>
+    /// pfn_to_page for a store into the struct page: the access the MMU checks against the kernel
+    /// PTE's _PAGE_RW. A store into a vmemmap page mapped read-only (a tail page under HVO) is the
+    /// kernel's "unable to handle page fault ... permissions violation" oops, thrown here.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal Page* PfnToPageForWrite(ulong pfn)
+    {
+        Page* page = PfnToPage(pfn);
+        if (_writable[pfn / PagesPerVmemmapPage] == 0) WriteFault(pfn);
+        return page;
+    }
+
+    /// <summary>Whether the vmemmap page holding pfn's struct page is mapped writable (a fresh walk when not cached).</summary>
+    public bool StructPageWritable(ulong pfn)
+    {
+        _ = PfnToPage(pfn);
+        return _writable[pfn / PagesPerVmemmapPage] != 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void WriteFault(ulong pfn)
+    {
+        ulong v = pfn / PagesPerVmemmapPage;
+        Translate(v); // the cached bit may predate a remap: the MMU walks again before it faults
+        if (_writable[v] != 0) return;
+        throw new KernelBugException($"BUG: unable to handle page fault for address: {PageVaddr(pfn):x} (#PF: error_code(0x0003) - permissions violation: write to the read-only struct page of pfn {pfn:x})");
+    }
+
     /// <summary>flush_tlb_kernel_range over vmemmap addresses: forget cached translations.</summary>
     public void FlushKernelRange(ulong start, ulong end)
     {
@@ -120,9 +153,11 @@ public sealed unsafe class Vmemmap : IDisposable
         var pmd = new Pmd(Volatile.Read(ref table[va.PmdIndex]));
         Bug.On((pmd.Value & PageTableBits.Present) == 0, "vmemmap: PMD entry not present");
         ulong pfn;
+        bool writable;
         if (pmd.Leaf)
         {
             pfn = pmd.Pfn + (ulong)va.PteIndex;
+            writable = (pmd.Value & PageTableBits.Rw) != 0;
         }
         else
         {
@@ -130,8 +165,11 @@ public sealed unsafe class Vmemmap : IDisposable
             var pte = new Pte(Volatile.Read(ref table[va.PteIndex]));
             Bug.On((pte.Value & PageTableBits.Present) == 0, "vmemmap: PTE not present");
             pfn = pte.Pfn;
+            writable = (pte.Value & PageTableBits.Rw) != 0;
         }
         byte* host = _phys.FrameAddress(pfn);
+        // The permission before the address: a checked writer that sees the new address also sees its bit.
+        Volatile.Write(ref _writable[vmemmapPage], writable ? (byte)1 : (byte)0);
         _cache[vmemmapPage] = host;
         return host;
     }
@@ -160,6 +198,8 @@ public sealed unsafe class Vmemmap : IDisposable
         {
             NativeMemory.Free(_cache);
             _cache = null;
+            NativeMemory.Free(_writable);
+            _writable = null;
         }
     }
 }
