@@ -90,7 +90,8 @@ public static class Stats
         Line(sb, "VmLib", 0);
         Line(sb, "VmPTE", mm.PgtablesBytes >> 10);
         Line(sb, "VmSwap", mm.GetMmCounter(MmCounter.SwapEnts) * kbPerPage);
-        sb.Append("HugetlbPages:\t").Append($"{0,8}").Append(" kB\n");
+        // hugetlb_report_usage: mm->hugetlb_usage, which RSS does not include.
+        sb.Append("HugetlbPages:\t").Append($"{Volatile.Read(ref mm.HugetlbUsage) * kbPerPage,8}").Append(" kB\n");
         return sb.ToString();
     }
 
@@ -108,6 +109,7 @@ public static class Stats
         ulong lo = ulong.MaxValue, hi = 0;
         using CpuScope scope = m.EnterCpu();
         var walk = new SmapsWalk(m);
+        long privateHugetlb = 0, sharedHugetlb = 0;
         mm.MmapLock.ReadLock(scope.Cpu.Id);
         try
         {
@@ -115,7 +117,10 @@ public static class Stats
             {
                 lo = Math.Min(lo, vma.VmStart);
                 hi = Math.Max(hi, vma.VmEnd);
-                if (vma.VmStart < vma.VmEnd) PageWalk.WalkRange(scope.Cpu, mm, vma.VmStart, vma.VmEnd, ref walk);
+                if (vma.VmStart >= vma.VmEnd) continue;
+                // walk_page_vma: a hugetlb VMA goes to smaps_hugetlb_range, which counts nothing in Rss.
+                if ((vma.VmFlags & VmFlags.HugeTlb) != 0) Huge.HugetlbMapping.SmapsHugetlbRange(vma, ref privateHugetlb, ref sharedHugetlb);
+                else PageWalk.WalkRange(scope.Cpu, mm, vma.VmStart, vma.VmEnd, ref walk);
             }
         }
         finally
@@ -145,8 +150,8 @@ public static class Stats
         Field("AnonHugePages", anonHuge);
         Field("ShmemPmdMapped", 0);
         Field("FilePmdMapped", 0);
-        Field("Shared_Hugetlb", 0);
-        Field("Private_Hugetlb", 0);
+        Field("Shared_Hugetlb", sharedHugetlb);
+        Field("Private_Hugetlb", privateHugetlb);
         Field("Swap", 0);
         Field("SwapPss", 0);
         Field("Locked", 0);
