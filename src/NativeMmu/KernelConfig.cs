@@ -24,6 +24,19 @@ public enum LargeFolioWp
     ReuseWholeFolio,
 }
 
+/// <summary>HugeTLB Vmemmap Optimization: which design frees the tail struct pages of a hugetlb folio.</summary>
+public enum HvoMode
+{
+    /// <summary>No HVO (CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP unset): every struct page keeps its own frame.</summary>
+    Off,
+    /// <summary>The 2020 RFC: vmemmap pages 0 and 1 kept, pages 2.. remapped writable onto page 1 (6 freed per 2 MiB, 4094 per 1 GiB).</summary>
+    KeepTwo,
+    /// <summary>5.18 to 7.0: only the head vmemmap page kept, every tail page mapped read-only onto it (7 / 4095 freed), with fake heads.</summary>
+    KeepHead,
+    /// <summary>The 2026 design: tails carry a compound_info mask, so all tail vmemmap pages of one zone and order map read-only onto one shared page.</summary>
+    SharedTails,
+}
+
 /// <summary>
 /// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
 /// Defaults are the kernel's defaults where the kernel has one.
@@ -58,6 +71,12 @@ public sealed record KernelConfig
     public int HugePages2M { get; init; }
     /// <summary>hugepagesz=1G hugepages=N: 1 GiB pages taken from contiguous memory at boot.</summary>
     public int HugePages1G { get; init; }
+
+    /// <summary>
+    /// HVO design (Off by default, as CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON is). Any other
+    /// value boots with vm.hugetlb_optimize_vmemmap = 1 (hugetlb_free_vmemmap=on).
+    /// </summary>
+    public HvoMode Hvo { get; init; } = HvoMode.Off;
 
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 

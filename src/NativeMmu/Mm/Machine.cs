@@ -14,6 +14,9 @@ public sealed class Machine : Platform
     {
         SplitQueue = new DeferredSplitQueue(this);
         HugeZero = new HugeZeroFolio(this);
+        // memmap_boot_pages_add: every vmemmap frame came from the boot allocator.
+        Counters.Add(0, Physical.VmStat.NrMemmapBootPages, (long)Vmemmap.FrameCount);
+        if (config.Hvo == HvoMode.SharedTails) Vmemmap.SetTailInfoMask(); // before the first compound page
         Hugetlb = new Hugetlb(this);
         // hugetlb_init: the boot command line's pools, before any process runs (CPU 0's lists).
         Hugetlb.BootInit(cpu: 0, config.HugePages2M, config.HugePages1G);

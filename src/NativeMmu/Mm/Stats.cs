@@ -17,6 +17,8 @@ public static class Stats
         yield return new("nr_anon_pages", c.Sum(VmStat.NrAnonPages));
         yield return new("nr_anon_transparent_hugepages", c.Sum(VmStat.NrAnonThps) / HugeMemory.HpagePmdNr);
         yield return new("nr_page_table_pages", c.Sum(VmStat.NrPageTablePages));
+        yield return new("nr_memmap_pages", c.Sum(VmStat.NrMemmapPages));
+        yield return new("nr_memmap_boot_pages", c.Sum(VmStat.NrMemmapBootPages));
         yield return new("pgalloc_normal", c.Sum(VmEvent.PgallocNormal));
         yield return new("pgfree", c.Sum(VmEvent.Pgfree));
         yield return new("pgfault", c.Sum(VmEvent.Pgfault));

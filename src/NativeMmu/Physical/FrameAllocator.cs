@@ -353,14 +353,15 @@ public sealed unsafe class FrameAllocator : IDisposable
         if (order > 0 && (gfp & Gfp.Comp) != 0) PrepCompoundPage(pfn, order);
     }
 
-    /// <summary>prep_compound_page: PG_head on the head, compound_head on every tail, then the folio fields.</summary>
+    /// <summary>prep_compound_page: PG_head on the head, compound_head (or compound_info) on every tail, then the folio fields.</summary>
     private void PrepCompoundPage(ulong pfn, int order)
     {
         Page* head = Page(pfn);
         head->SetFlag(PG.Head); // __SetPageHead: nobody else can see the block yet
         ulong headVaddr = _vmemmap.PageVaddr(pfn);
+        ulong info = _vmemmap.TailInfo(headVaddr, order); // head | 1, or the compound_info mask
         for (ulong i = 1; i < (1UL << order); i++)
-            Page(pfn + i)->CompoundHead = headVaddr | 1;
+            Page(pfn + i)->CompoundHead = info;
         PrepCompoundHead(LargeFolio.Of(head), headVaddr, order);
     }
 

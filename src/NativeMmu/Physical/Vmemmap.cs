@@ -129,7 +129,125 @@ public sealed unsafe class Vmemmap : IDisposable
         ulong first = (start - Start) >> Geometry.PageShift;
         ulong last = Math.Min((end - Start + Geometry.PageSize - 1) >> Geometry.PageShift, _cachePages);
         for (ulong i = first; i < last; i++) Volatile.Write(ref *(nint*)&_cache[i], 0);
+        Interlocked.Increment(ref _kernelTlbFlushes);
     }
+
+    // ---------------------------------------------------------------------------------------------
+    // Remapping the vmemmap (mm/hugetlb_vmemmap.c's page-table half): split a 2 MiB leaf into a PTE
+    // table, point PTEs at other frames, flush. The callers serialise remaps of one struct-page range
+    // (the folio is theirs); PTE stores are single aligned 8-byte Volatile writes, so the lockless
+    // Translate walk sees either the old or the new entry.
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// The static key of compound_head (hugetlb_optimize_vmemmap_key and the compound_info encoding):
+    /// 0 while no tail needs more than the head-pointer decode; bit 0 while some folio has fake heads
+    /// (KeepHead), bit 1 when tails carry a compound_info mask (SharedTails). Read on every
+    /// page_folio; written by the vmemmap optimizer.
+    /// </summary>
+    public int CompoundHeadKey;
+    public const int KeyFakeHeads = 1;
+    public const int KeyTailMask = 2;
+    private int _fakeHeadFolios;
+
+    /// <summary>Tails carry compound_info = mask | 1 (the 2026 design) instead of head | 1; fixed at boot.</summary>
+    public bool TailInfoIsMask => (Volatile.Read(ref CompoundHeadKey) & KeyTailMask) != 0;
+
+    internal void SetTailInfoMask() => CompoundHeadKey |= KeyTailMask;
+
+    /// <summary>static_branch_inc / _dec of the fake-head key: one per folio whose tails alias its head.</summary>
+    internal void FakeHeadKey(int delta)
+    {
+        int n = Interlocked.Add(ref _fakeHeadFolios, delta);
+        Bug.On(n < 0, "hugetlb_optimize_vmemmap_key underflow");
+        if (n > 0) Interlocked.Or(ref CompoundHeadKey, KeyFakeHeads);
+        else Interlocked.And(ref CompoundHeadKey, ~KeyFakeHeads);
+    }
+
+    /// <summary>compound_info for a tail of an order-<paramref name="order"/> folio whose head is at headVaddr.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong TailInfo(ulong headVaddr, int order)
+        => (CompoundHeadKey & KeyTailMask) != 0 ? ~(((ulong)Page.Size << order) - 1) | 1 : headVaddr | 1;
+
+    /// <summary>The head's struct page address a tail's compound_info names (the tail's own address needed for a mask).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal ulong DecodeTailInfo(ulong info, ulong tailPfn)
+        => (CompoundHeadKey & KeyTailMask) != 0 ? PageVaddr(tailPfn) & info : info & ~1UL;
+
+    /// <summary>Kernel TLB flushes of vmemmap translations so far (flush_tlb_all and flush_tlb_kernel_range).</summary>
+    public long KernelTlbFlushes => Volatile.Read(ref _kernelTlbFlushes);
+    private long _kernelTlbFlushes;
+
+    /// <summary>Vmemmap PMDs split into PTE tables so far (each cost one frame that stays as long as the split does).</summary>
+    public long SplitPmds => Volatile.Read(ref _splitPmds);
+    private long _splitPmds;
+
+    /// <summary>flush_tlb_all for the vmemmap: forget every cached translation.</summary>
+    public void FlushTlbAll()
+    {
+        for (ulong i = 0; i < _cachePages; i++) Volatile.Write(ref *(nint*)&_cache[i], 0);
+        Interlocked.Increment(ref _kernelTlbFlushes);
+    }
+
+    /// <summary>The PMD entry that maps vmemmap page v (in init_mm's tables).</summary>
+    private ulong* PmdSlot(ulong vmemmapPage)
+    {
+        var va = new VirtAddr(Start + (vmemmapPage << Geometry.PageShift));
+        ulong* table = (ulong*)_phys.FrameAddress(PgdPfn);
+        ulong entry = Volatile.Read(ref table[va.PgdIndex(_mode)]);
+        if (_mode.L5Enabled)
+        {
+            table = (ulong*)_phys.FrameAddress(new Pgd(entry).Pfn);
+            entry = Volatile.Read(ref table[va.P4dIndex]);
+        }
+        table = (ulong*)_phys.FrameAddress(new P4d(entry).Pfn);
+        table = (ulong*)_phys.FrameAddress(new Pud(Volatile.Read(ref table[va.PudIndex])).Pfn);
+        return &table[va.PmdIndex];
+    }
+
+    /// <summary>Whether vmemmap page v is mapped by a 2 MiB leaf (not split yet).</summary>
+    public bool IsPmdMapped(ulong vmemmapPage) => new Pmd(Volatile.Read(ref *PmdSlot(vmemmapPage))).Leaf;
+
+    /// <summary>
+    /// split_vmemmap_huge_pmd without its flush: the 2 MiB leaf mapping vmemmap page v becomes a PTE
+    /// table in <paramref name="tablePfn"/> (a zeroed frame the caller allocated) mapping the same frames
+    /// PAGE_KERNEL. False, leaving the frame unused, when the PMD was split already.
+    /// </summary>
+    internal bool SplitVmemmapHugePmd(ulong vmemmapPage, ulong tablePfn)
+    {
+        ulong* pmdp = PmdSlot(vmemmapPage);
+        var pmd = new Pmd(Volatile.Read(ref *pmdp));
+        if (!pmd.Leaf) return false;
+        ulong* pte = (ulong*)_phys.FrameAddress(tablePfn);
+        for (int i = 0; i < Geometry.PtrsPerTable; i++)
+            pte[i] = Pte.PfnPte(pmd.Pfn + (ulong)i, PgProt.PageKernel).Value;
+        // Publish the filled table: a walker that sees the new PMD sees every PTE in it.
+        Volatile.Write(ref *pmdp, Pmd.MkKernelTable(tablePfn).Value);
+        Interlocked.Increment(ref _splitPmds);
+        return true;
+    }
+
+    /// <summary>The frame the PTE of vmemmap page v points at (the PMD must be split).</summary>
+    internal ulong PtePfn(ulong vmemmapPage)
+    {
+        var pmd = new Pmd(Volatile.Read(ref *PmdSlot(vmemmapPage)));
+        if (pmd.Leaf) return pmd.Pfn + (vmemmapPage & 511UL);
+        ulong* table = (ulong*)_phys.FrameAddress(pmd.Pfn);
+        return new Pte(Volatile.Read(ref table[vmemmapPage & 511UL])).Pfn;
+    }
+
+    /// <summary>set_pte_at(&amp;init_mm) for vmemmap page v: map it to frame pfn, read-only or writable. No flush.</summary>
+    internal void SetPte(ulong vmemmapPage, ulong pfn, bool writable)
+    {
+        var pmd = new Pmd(Volatile.Read(ref *PmdSlot(vmemmapPage)));
+        Bug.On(pmd.Leaf, "vmemmap remap of page {0:x} under an unsplit PMD", vmemmapPage);
+        ulong* table = (ulong*)_phys.FrameAddress(pmd.Pfn);
+        Volatile.Write(ref table[vmemmapPage & 511UL],
+            Pte.PfnPte(pfn, writable ? PgProt.PageKernel : PgProt.PageKernelRo).Value);
+    }
+
+    /// <summary>The host address of a frame, for copying vmemmap pages.</summary>
+    internal byte* FrameHost(ulong pfn) => _phys.FrameAddress(pfn);
 
     /// <summary>Walks init_mm's tables for one vmemmap page, as the MMU would, and caches the result.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]

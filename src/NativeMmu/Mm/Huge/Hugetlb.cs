@@ -87,6 +87,7 @@ public sealed unsafe partial class Hugetlb
     {
         _m = m;
         Hstates = [new Hstate(PmdOrder), new Hstate(PudOrder)];
+        _optimizeVmemmap = m.Config.Hvo != HvoMode.Off ? 1 : 0; // hugetlb_free_vmemmap=on with the design built in
     }
 
     /// <summary>hstates[]: 2 MiB first (default_hstate), then 1 GiB.</summary>
@@ -261,7 +262,8 @@ public sealed unsafe partial class Hugetlb
     }
 
     /// <summary>
-    /// __update_and_free_hugetlb_folio for a folio already out of the pool's accounting: clear the
+    /// __update_and_free_hugetlb_folio for a folio out of the pool's accounting whose vmemmap is whole
+    /// again (<see cref="UpdateAndFreePagesBulk"/> restored it): clear the
     /// hugetlb type, move the poison onto the raw error pages, and hand the frames back to the page
     /// allocator (taking poisoned pages back off it). No lock held on entry.
     /// </summary>
@@ -279,10 +281,21 @@ public sealed unsafe partial class Hugetlb
             foreach (ulong bad in poisoned) _m.Allocator.TakePageOffBuddy(bad);
     }
 
-    /// <summary>update_and_free_pages_bulk: every folio of the list back to the page allocator (no lock held).</summary>
+    /// <summary>
+    /// update_and_free_pages_bulk: restore the vmemmap of the whole list (one kernel TLB flush), then
+    /// every restored folio back to the page allocator. A folio whose vmemmap cannot be restored goes
+    /// back into the pool as a surplus page (bulk_vmemmap_restore_error → add_hugetlb_folio(h, folio,
+    /// true)), so a later shrink or unreserve can free it. Folios out of the pool's accounting, frozen;
+    /// no lock held.
+    /// </summary>
     private void UpdateAndFreePagesBulk(int cpu, Hstate h, List<ulong> folios)
     {
-        foreach (ulong pfn in folios) UpdateAndFreeHugetlbFolio(cpu, h, pfn);
+        List<ulong> failed = RestoreFolios(cpu, h, folios);
+        if (failed.Count > 0)
+            lock (_lock)
+                foreach (ulong pfn in failed) AddHugetlbFolio(h, pfn, adjustSurplus: true);
+        foreach (ulong pfn in folios)
+            if (!failed.Contains(pfn)) UpdateAndFreeHugetlbFolio(cpu, h, pfn);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -314,6 +327,8 @@ public sealed unsafe partial class Hugetlb
             if (pfn == 0) break;
             fresh.Add(pfn);
         }
+        // prep_and_add_allocated_folios: the batch's vmemmap optimized together, then into the pool.
+        AfterAllocBatch(cpu, h, fresh);
         var release = new List<ulong>();
         lock (_lock)
         {
@@ -364,6 +379,7 @@ public sealed unsafe partial class Hugetlb
             if (h.surplus_huge_pages >= h.nr_overcommit_huge_pages) return 0;
         ulong pfn = AllocFreshHugetlbFolio(cpu, h);
         if (pfn == 0) return 0;
+        AfterAllocBatch(cpu, h, [pfn]); // prep_new_hugetlb_folio → hugetlb_vmemmap_optimize_folio
         bool over;
         lock (_lock)
         {
@@ -375,7 +391,7 @@ public sealed unsafe partial class Hugetlb
         }
         if (over)
         {
-            UpdateAndFreeHugetlbFolio(cpu, h, pfn);
+            UpdateAndFreePagesBulk(cpu, h, [pfn]);
             return 0;
         }
         Volatile.Write(ref Head(pfn)->RefCount, 1);
@@ -552,7 +568,7 @@ public sealed unsafe partial class Hugetlb
 
     /// <summary>
     /// dissolve_free_hugetlb_folio: a free pool folio leaves the pool for the page allocator. When its
-    /// vmemmap cannot be restored it stays in the pool as a surplus page and the call fails (-ENOMEM);
+    /// vmemmap cannot be restored it stays in the pool, as it was, and the call fails (-ENOMEM);
     /// -EBUSY when the folio is in use; 0 when dissolved (or the page is not hugetlb at all).
     /// </summary>
     public int DissolveFreeHugetlbFolio(int cpu, ulong pfn)
@@ -570,7 +586,18 @@ public sealed unsafe partial class Hugetlb
             RemoveHugetlbFolio(h, headPfn, adjustSurplus: false);
             h.max_huge_pages--;
         }
-        UpdateAndFreePagesBulk(cpu, h, [headPfn]);
+        // hugetlb_vmemmap_restore_folio: on failure the folio goes back as it was (add_hugetlb_folio(h,
+        // folio, false): dissolve, unlike the bulk free, does not turn it into a surplus page).
+        if (RestoreFolios(cpu, h, [headPfn]).Count != 0)
+        {
+            lock (_lock)
+            {
+                AddHugetlbFolio(h, headPfn, adjustSurplus: false);
+                h.max_huge_pages++;
+            }
+            return -(int)Errno.ENOMEM;
+        }
+        UpdateAndFreeHugetlbFolio(cpu, h, headPfn);
         return 0;
     }
 }

@@ -72,7 +72,7 @@ public sealed unsafe partial class Hugetlb
     /// SIGBUS, BUS_MCEERR_AR), and the last put dissolves the folio instead of queueing it.
     /// Returns 0 when handled, -EHWPOISON when the page was already poisoned, -EBUSY when the folio in
     /// use must wait for its last reference, -ENOMEM when the free folio could not be dissolved (its
-    /// vmemmap could not be restored; it stays in the pool as a surplus page, never handed out),
+    /// vmemmap could not be restored; it stays on the free list, where dequeue skips a poisoned folio),
     /// -EINVAL when the page is not part of a hugetlb folio.
     /// </summary>
     public int MemoryFailure(int cpu, ulong pfn)
