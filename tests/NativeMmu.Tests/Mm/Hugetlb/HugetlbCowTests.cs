@@ -13,7 +13,7 @@ namespace NativeMmu.Tests.Mm.Hugetlb;
 /// hugetlb_wp reuses a page whose only mapping is the writer's, whatever references GUP holds, so the
 /// leak is asserted as Linux has it. The invariant checks run after each step and must report nothing.
 /// </summary>
-public abstract class HugetlbCowRows(ulong size)
+public abstract class HugetlbCowRows(ulong size, HvoMode hvo)
 {
     private Kernel _k = null!;
     private Process _parent = null!;
@@ -23,7 +23,7 @@ public abstract class HugetlbCowRows(ulong size)
 
     /// <summary>One kernel per fixture: a 1 GiB pool's memory is touched once, not once per test.</summary>
     [OneTimeSetUp]
-    public void Boot() => _k = HugetlbSupport.Boot(size, 2);
+    public void Boot() => _k = HugetlbSupport.Boot(size, 2, hvo);
 
     [OneTimeTearDown]
     public void ShutDown() => _k.Dispose();
@@ -207,7 +207,8 @@ public abstract class HugetlbCowRows(ulong size)
 }
 
 /// <summary>Every hugetlb row of cow.c with 2 MiB pages (see <see cref="HugetlbCowRows"/>).</summary>
-public class HugetlbCowTests() : HugetlbCowRows(Size2M)
+[TestFixtureSource(typeof(HugetlbSupport), nameof(Modes))]
+public class HugetlbCowTests(HvoMode hvo) : HugetlbCowRows(Size2M, hvo)
 {
     [Test] public void Basic_COW_after_fork() => BasicCowAfterFork();
     [Test] public void Basic_COW_after_fork_with_mprotect_optimization() => BasicCowAfterForkWithMprotect();
@@ -226,7 +227,8 @@ public class HugetlbCowTests() : HugetlbCowRows(Size2M)
 /// The 1 GiB rows: one of each kind (COW, the GUP-reference leak, the R/O pin's unshare, the pinned
 /// page copied at fork), as every byte of a 1 GiB page zeroed or copied costs the host real memory.
 /// </summary>
-public class HugetlbCowGiganticTests() : HugetlbCowRows(Size1G)
+[TestFixtureSource(typeof(HugetlbSupport), nameof(Modes))]
+public class HugetlbCowGiganticTests(HvoMode hvo) : HugetlbCowRows(Size1G, hvo)
 {
     [Test] public void Basic_COW_after_fork() => BasicCowAfterFork();
     [Test] public void Vmsplice_and_unmap_in_child_leaks_the_parents_write_as_linux_does() => VmspliceInChild();

@@ -9,7 +9,8 @@ namespace NativeMmu.Tests.Mm.Hugetlb;
 /// default huge page size, MIN_FREE_PAGES 20 and NR_HUGE_PAGES 10, validate_free_pages after each step;
 /// and the other advices' answers on a hugetlb VMA (mm/madvise.c). Invariant mode on and silent.
 /// </summary>
-public class HugetlbMadviseTests
+[TestFixtureSource(typeof(HugetlbSupport), nameof(Modes))]
+public class HugetlbMadviseTests(HvoMode hvo)
 {
     private const int MinFreePages = 20, NrHugePages = 10;
     private const ulong HugePageSize = Size2M, BasePageSize = 4096;
@@ -21,7 +22,7 @@ public class HugetlbMadviseTests
     [SetUp]
     public void SetUp()
     {
-        _k = Boot(Size2M, MinFreePages);
+        _k = Boot(Size2M, MinFreePages, hvo);
         _p = _k.CreateProcess("hugetlb-madvise");
         _cpu = _k.AttachCpu();
         _p.Enter(_cpu);

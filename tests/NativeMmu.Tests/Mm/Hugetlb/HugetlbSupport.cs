@@ -13,7 +13,7 @@ internal static class HugetlbSupport
     /// A kernel with <paramref name="pages"/> huge pages of <paramref name="size"/> in the pool and the
     /// invariant mode on. A 1 GiB pool needs the gigantic pages and some memory besides.
     /// </summary>
-    public static Kernel Boot(ulong size, int pages, int cpus = 2)
+    public static Kernel Boot(ulong size, int pages, HvoMode hvo, int cpus = 2)
     {
         ulong memory = size == Size1G ? (ulong)(pages + 1) * Size1G : 64UL << 20;
         return new Kernel(new KernelConfig
@@ -23,8 +23,12 @@ internal static class HugetlbSupport
             DebugVm = true,
             HugePages2M = size == Size2M ? pages : 0,
             HugePages1G = size == Size1G ? pages : 0,
+            Hvo = hvo,
         });
     }
+
+    /// <summary>Every HugeTLB Vmemmap Optimization design: each hugetlb test runs in all of them.</summary>
+    public static IEnumerable<HvoMode> Modes => Enum.GetValues<HvoMode>();
 
     public static Hstate Hstate(Kernel k, ulong size) => k.Machine.Hugetlb.ForSize(size)!;
 
