@@ -85,6 +85,8 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
     private int _nextProc;
     private int _nextLabel = 1;
     private int _populateBudget = PopulateBudgetPages;
+    /// <summary>One MAP_HUGETLB page per program: with every forked copy it stays inside the runner's pool.</summary>
+    private bool _hugetlbMapped;
 
     internal ProgramGenerator(TChoices choices, bool fork)
     {
@@ -159,6 +161,15 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
                 if (_rng.Chance(10)) flags |= Linux.MapNonBlock;
                 if (costs && (flags & Linux.MapNonBlock) == 0) _populateBudget -= (int)pages;
             }
+        }
+        if (!_hugetlbMapped && _rng.Chance(8))
+        {
+            // MAP_HUGETLB with the default size, MAP_HUGE_2MB, or now and then a size with no hstate.
+            _hugetlbMapped = true;
+            int r2 = _rng.Below(100);
+            int log = r2 < 40 ? 0 : r2 < 92 ? 21 : 24;
+            flags = (flags & ~Linux.MapPopulate) | Linux.MapHugeTlb | (log << Linux.MapHugeShift);
+            len = _rng.Chance(70) ? Linux.PmdSize : (ulong)_rng.Range(1, 2 * (int)Page);
         }
         AddrExpr addr = (flags & (Linux.MapFixed | Linux.MapFixedNoReplace)) != 0 ? FixedAddr(len) : HintAddr(len);
         int label = _nextLabel++;

@@ -107,9 +107,7 @@ public static unsafe class Mmap
             Hstate? hs = HugetlbMapping.HstateSizelog(mm.Machine, ((int)flags >> HugetlbMapping.MapHugeShift) & HugetlbMapping.MapHugeMask);
             if (hs is null) return Errno.EINVAL;
             ulong hsz = HugetlbMapping.HugePageSize(hs);
-            ulong aligned = (len + hsz - 1) & ~(hsz - 1);
-            if (aligned < len) return Errno.ENOMEM;
-            len = aligned;
+            len = unchecked(len + hsz - 1) & ~(hsz - 1); // ALIGN: a length that wraps becomes 0, and do_mmap's EINVAL
             hugetlbFile = new HugetlbFile(hs);
         }
         // prot bits other than R/W/X are ignored, not refused: calc_vm_prot_bits takes only those three.
