@@ -119,6 +119,30 @@ public class MapHugetlbTests(ulong size, HvoMode hvo)
     }
 
     [Test]
+    public void One_leaf_maps_the_whole_huge_page_and_one_TLB_entry_translates_it_until_the_munmap_flush()
+    {
+        ulong a = MapHugetlb(_p, size, size);
+        _cpu.Store<long>(a, 1);
+        ulong far = a + size - 4096;
+        _cpu.Store<long>(far, 2);
+        Assert.That(_cpu.TlbHolds(a, out ulong pfn0, out bool huge0), Is.True);
+        Assert.That(huge0, Is.True, size == Size1G ? "a 1 GiB PUD leaf fills a 1 GiB TLB entry" : "a 2 MiB PMD leaf fills a 2 MiB TLB entry");
+        Assert.That(_cpu.TlbHolds(far, out ulong pfnFar, out _), Is.True, "the same entry translates the last 4 KiB");
+        Assert.That(pfnFar - pfn0, Is.EqualTo((size >> 12) - 1), "physically contiguous: never split into smaller leaves");
+        Assert.That(LeafOf(a), Is.True, size == Size1G ? "a PUD entry with PSE maps it" : "a PMD entry with PSE maps it");
+        Assert.That(_p.Munmap(a, size), Is.EqualTo(Errno.Success));
+        Assert.That(_cpu.TlbHolds(far, out _, out _), Is.False, "the munmap flush dropped the huge translation");
+        var ex = Assert.Throws<NativeMmu.Cpus.SegmentationFault>(() => _cpu.Load<long>(far));
+        Assert.That(ex!.Code, Is.EqualTo(NativeMmu.Cpus.SegvCode.MapErr));
+    }
+
+    private unsafe bool LeafOf(ulong a)
+    {
+        NativeMmu.Arch.X86.Pte* slot = NativeMmu.Mm.Huge.HugetlbMapping.HugePteOffset(_p.Mm, a, size);
+        return slot != null && PgTable.Get(slot) is var e && e.Present && e.Huge;
+    }
+
+    [Test]
     public void A_mapping_smaller_than_a_huge_page_is_rounded_up_to_one()
     {
         Errno e = MmapHugetlb(_p, 4096, size, out ulong addr);
