@@ -36,9 +36,12 @@ internal struct SplitMix64(ulong seed) : IProgramChoices
 /// </summary>
 internal static class ProgramGenerator
 {
-    /// <summary>The program of a seed (what <c>fuzz system</c> runs).</summary>
-    public static SysProgram Generate(ulong seed, bool fork)
-        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork).Build(seed);
+    /// <summary>
+    /// The program of a seed (what <c>fuzz system</c> runs, with <paramref name="hugetlb"/>: MAP_HUGETLB
+    /// mappings in the mix, for a machine with a 2 MiB pool; without it, the same programs as before them).
+    /// </summary>
+    public static SysProgram Generate(ulong seed, bool fork, bool hugetlb = false)
+        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork, hugetlb).Build(seed);
 
     /// <summary>
     /// The program a byte string stands for: the bytes are the generator's choices (see
@@ -88,10 +91,13 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
     /// <summary>One MAP_HUGETLB page per program: with every forked copy it stays inside the runner's pool.</summary>
     private bool _hugetlbMapped;
 
-    internal ProgramGenerator(TChoices choices, bool fork)
+    private readonly bool _hugetlb;
+
+    internal ProgramGenerator(TChoices choices, bool fork, bool hugetlb = false)
     {
         _rng = choices;
         _fork = fork;
+        _hugetlb = hugetlb;
         // With fork every live process may end up holding its own copy of the populated memory.
         if (fork) _populateBudget = PopulateBudgetPages / MaxLiveProcesses;
     }
@@ -162,7 +168,7 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
                 if (costs && (flags & Linux.MapNonBlock) == 0) _populateBudget -= (int)pages;
             }
         }
-        if (!_hugetlbMapped && _rng.Chance(8))
+        if (_hugetlb && !_hugetlbMapped && _rng.Chance(8))
         {
             // MAP_HUGETLB with the default size, MAP_HUGE_2MB, or now and then a size with no hstate.
             _hugetlbMapped = true;
