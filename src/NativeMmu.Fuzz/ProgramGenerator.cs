@@ -38,7 +38,8 @@ internal static class ProgramGenerator
 {
     /// <summary>
     /// The program of a seed (what <c>fuzz system</c> runs, with <paramref name="hugetlb"/>: MAP_HUGETLB
-    /// mappings in the mix, for a machine with a 2 MiB pool; without it, the same programs as before them).
+    /// mappings in the mix, for a machine with a 2 MiB pool; without it, the same programs as before them,
+    /// which fuzz host runs). Decode and Record, the byte form of fuzz system's programs, have them.
     /// </summary>
     public static SysProgram Generate(ulong seed, bool fork, bool hugetlb = false)
         => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork, hugetlb).Build(seed);
@@ -49,13 +50,13 @@ internal static class ProgramGenerator
     /// and the program ends where the bytes do. Its seed is a hash of the bytes (informational).
     /// </summary>
     public static SysProgram Decode(byte[] data, int length, bool fork)
-        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork).Build(Fnv1a(data.AsSpan(0, length)));
+        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork, hugetlb: true).Build(Fnv1a(data.AsSpan(0, length)));
 
     /// <summary>The program of a seed together with its choices as bytes: <see cref="Decode"/> of the bytes gives the same program.</summary>
     public static (SysProgram Program, byte[] Bytes) Record(ulong seed, bool fork)
     {
         var bytes = new List<byte>(256);
-        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork).Build(seed);
+        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork, hugetlb: true).Build(seed);
         return (p, bytes.ToArray());
     }
 
