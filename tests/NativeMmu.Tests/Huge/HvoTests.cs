@@ -247,4 +247,92 @@ public unsafe class HvoTests
         using Kernel off = Boot(HvoMode.Off);
         Assert.That(() => off.Machine.Hugetlb.ReadSysctl(), Throws.TypeOf<FileNotFoundException>(), "not registered without HVO");
     }
+
+    [TestCase(HvoMode.Off, 0, 0)]
+    [TestCase(HvoMode.KeepTwo, 4094, 6)]
+    [TestCase(HvoMode.KeepHead, 4095, 7)]
+    [TestCase(HvoMode.SharedTails, 4095, 7)]
+    public void Demoting_a_1GiB_page_restores_its_vmemmap_and_optimizes_the_512_new_pages(HvoMode mode, int per1G, int per2M)
+    {
+        using Kernel k = Boot(mode, memoryBytes: 2UL << 30);
+        Machine m = k.Machine;
+        long free0 = TestSupport.SettledFreeFrames(k), memmap0 = Memmap(k);
+        m.Hugetlb.Write("hugepages-1048576kB/nr_hugepages", "1");
+        Assert.That(m.Hugetlb.VmemmapFramesFreed, Is.EqualTo(per1G));
+        Assert.That(m.Hugetlb.Read("hugepages-1048576kB/demote_size"), Is.EqualTo("2048kB\n"));
+        Assert.That(() => m.Hugetlb.Read("hugepages-1048576kB/demote"), Throws.TypeOf<UnauthorizedAccessException>());
+        Assert.That(() => m.Hugetlb.Read("hugepages-2048kB/demote"), Throws.TypeOf<FileNotFoundException>(), "nothing smaller than 2 MiB");
+        m.Hugetlb.Write("hugepages-1048576kB/demote", "1");
+        Hstate g = m.Hugetlb.ForSize(1UL << 30)!, h = m.Hugetlb.Default;
+        Assert.That((g.NrHugepages, h.NrHugepages, h.FreeHugepages), Is.EqualTo((0L, 512L, 512L)));
+        Assert.That(m.Hugetlb.VmemmapFramesFreed, Is.EqualTo(512L * per2M), "the new pages are optimized as a batch");
+        long shared = mode == HvoMode.SharedTails ? 1 : 0;
+        Assert.That(Memmap(k), Is.EqualTo(memmap0 - 512L * per2M + shared));
+        foreach (ulong head in PoolFolios(m, h).Take(3))
+            for (ulong i = 0; i < 512; i++)
+                if (Folio.HeadPfn(m, head + i) != head) Assert.Fail($"compound_head of subpage {i} of the demoted {head:x}");
+        m.Hugetlb.Write("hugepages-2048kB/nr_hugepages", "0");
+        Assert.That(Memmap(k), Is.EqualTo(memmap0));
+        Assert.That(TestSupport.SettledFreeFrames(k), Is.EqualTo(free0 - m.Vmemmap.SplitPmds), "every frame back but the split PMDs' PTE tables");
+    }
+
+    [Test]
+    public void A_failed_restore_before_demotion_leaves_the_1GiB_page_in_its_pool()
+    {
+        using Kernel k = Boot(HvoMode.KeepHead, memoryBytes: 2UL << 30, pages1G: 1);
+        Machine m = k.Machine;
+        m.Allocator.FailPageAlloc = _ => true;
+        m.Hugetlb.Write("hugepages-1048576kB/demote", "1");
+        m.Allocator.FailPageAlloc = null;
+        Hstate g = m.Hugetlb.ForSize(1UL << 30)!;
+        Assert.That((g.NrHugepages, g.FreeHugepages, g.SurplusHugepages, m.Hugetlb.Default.NrHugepages), Is.EqualTo((1L, 1L, 0L, 0L)));
+        m.Hugetlb.Write("hugepages-1048576kB/demote", "1");
+        Assert.That((g.NrHugepages, m.Hugetlb.Default.NrHugepages), Is.EqualTo((0L, 512L)));
+    }
+
+    [Test]
+    public void Pool_folios_allocated_and_freed_on_two_cpus_while_a_third_resizes_the_pool_keep_their_heads()
+    {
+        using Kernel k = Boot(HvoMode.KeepHead, memoryBytes: 128UL << 20, pages2M: 4);
+        Machine m = k.Machine;
+        Hstate h = m.Hugetlb.Default;
+        long freeWithPool = TestSupport.SettledFreeFrames(k);
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var stop = new CancellationTokenSource();
+        void Worker(int seed)
+        {
+            using Cpu cpu = m.AttachCpu();
+            var rng = new Random(seed);
+            for (int iter = 0; iter < 300; iter++)
+            {
+                ulong head = m.Hugetlb.AllocHugetlbFolio(h, cpu.Id, useReserve: false);
+                if (head == 0) continue;
+                for (int j = 0; j < 16; j++)
+                {
+                    ulong sub = (ulong)rng.Next(512);
+                    if (Folio.HeadPfn(m, head + sub) != head) failures.Enqueue($"subpage {sub} of {head:x}");
+                }
+                Rmap.FolioPut(cpu, m, head + (ulong)rng.Next(512));
+            }
+        }
+        var resizer = new Thread(() =>
+        {
+            using Cpu cpu = m.AttachCpu();
+            for (int i = 0; !stop.IsCancellationRequested && i < 200; i++) m.Hugetlb.SetMaxHugePages(cpu.Id, h, 2 + i % 5);
+        });
+        var workers = new[] { new Thread(() => Worker(1)), new Thread(() => Worker(2)) };
+        resizer.Start();
+        foreach (Thread t in workers) t.Start();
+        foreach (Thread t in workers) Assert.That(t.Join(TestSupport.HandshakeTimeout), Is.True, "worker finished");
+        stop.Cancel();
+        Assert.That(resizer.Join(TestSupport.HandshakeTimeout), Is.True);
+        Assert.That(failures, Is.Empty);
+        Assert.That((h.FreeHugepages, h.SurplusHugepages, h.ResvHugepages), Is.EqualTo((h.NrHugepages, 0L, 0L)), "every folio back in the pool");
+        m.Hugetlb.Write("hugepages-2048kB/nr_hugepages", "0");
+        Assert.That(m.Hugetlb.VmemmapFramesFreed, Is.Zero);
+        Assert.That(m.Vmemmap.CompoundHeadKey, Is.Zero);
+        Assert.That(m.Vmemmap.SplitPmds, Is.EqualTo(1), "128 MiB of struct pages: one vmemmap PMD, split at boot");
+        Assert.That(TestSupport.SettledFreeFrames(k), Is.EqualTo(freeWithPool + 4 * 512 - 4 * 7),
+            "the boot pool's frames are back, less the 7 vmemmap frames per page it had given back");
+    }
 }
