@@ -335,4 +335,50 @@ public unsafe class HvoTests
         Assert.That(TestSupport.SettledFreeFrames(k), Is.EqualTo(freeWithPool + 4 * 512 - 4 * 7),
             "the boot pool's frames are back, less the 7 vmemmap frames per page it had given back");
     }
+
+    [TestCase(HvoMode.Off)]
+    [TestCase(HvoMode.KeepTwo)]
+    [TestCase(HvoMode.KeepHead)]
+    [TestCase(HvoMode.SharedTails)]
+    public void A_pin_taken_on_subpage_5_and_released_through_it_finds_the_head_after_the_remap(HvoMode mode)
+    {
+        // Matthew Wilcox's case: GUP returns head+5, and the release later runs compound_head(head+5).
+        using Kernel k = Boot(mode, pages2M: 1);
+        Machine m = k.Machine;
+        Hstate h = m.Hugetlb.Default;
+        using CpuScope s = m.EnterCpu();
+        ulong head = m.Hugetlb.AllocHugetlbFolio(h, s.Cpu.Id, useReserve: false);
+        Page* folio = m.Vmemmap.PfnToPage(head);
+        foreach (ulong sub in new ulong[] { 5, 64, 130, 300, 511 })
+        {
+            Gup.Grab(m.Vmemmap.PfnToPage(Folio.HeadPfn(m, head + sub)), Foll.Pin); // try_grab_folio on page_folio(head+sub)
+            Assert.That(Folio.Pincount(folio), Is.EqualTo(1), $"the pin of subpage {sub} landed on the head");
+            Gup.Release(s.Cpu, m, head + sub, Foll.Pin);                             // unpin_user_page(head+sub)
+            Assert.That((Folio.Pincount(folio), folio->RefCount), Is.EqualTo((0, 1)), $"and its release found the head from subpage {sub}");
+        }
+        Gup.Grab(folio, Foll.Get);
+        Rmap.FolioPut(s.Cpu, m, head);
+        Gup.Release(s.Cpu, m, head + 5, Foll.Get); // the last reference goes through subpage 5
+        Assert.That(h.FreeHugepages, Is.EqualTo(1), "free_huge_folio reached from the subpage's put");
+    }
+
+    [Test]
+    public void Shared_tails_tails_carry_the_orders_mask_so_every_tail_vmemmap_page_reads_the_same()
+    {
+        using Kernel k = Boot(HvoMode.SharedTails, pages2M: 2);
+        Machine m = k.Machine;
+        List<ulong> heads = PoolFolios(m, m.Hugetlb.Default);
+        ulong mask = ~((64UL << 9) - 1) | 1;
+        foreach (ulong head in heads)
+            Assert.That(m.Vmemmap.PfnToPage(head + 7)->CompoundHead, Is.EqualTo(mask), "compound_info: the mask, not a head pointer");
+        byte* a = (byte*)m.Vmemmap.PfnToPage(heads[0] + 64), b = (byte*)m.Vmemmap.PfnToPage(heads[1] + 448);
+        Assert.That(new ReadOnlySpan<byte>(a, 4096).SequenceEqual(new ReadOnlySpan<byte>(b, 4096)), Is.True,
+            "tail vmemmap pages of two folios are one shared page");
+        Assert.That(a == b, Is.True, "mapped onto the same frame");
+        using CpuScope s = m.EnterCpu();
+        ulong thp = m.Allocator.AllocPages(s.Cpu.Id, 4, Gfp.Comp);
+        Assert.That(m.Vmemmap.PfnToPage(thp + 3)->CompoundHead, Is.EqualTo(~((64UL << 4) - 1) | 1), "every compound page uses the encoding");
+        Assert.That(Folio.HeadPfn(m, thp + 15), Is.EqualTo(thp));
+        m.Allocator.FreePages(s.Cpu.Id, thp, 4);
+    }
 }
