@@ -50,7 +50,7 @@ public static class Stats
         var sb = new StringBuilder();
         void Kb(string name, long pages) => sb.Append((name + ":").PadRight(16)).Append($"{pages * kbPerPage,8}").Append(" kB\n");
         Kb("MemTotal", (long)m.Allocator.ManagedPages);
-        Kb("MemFree", m.Allocator.FreeFrames);
+        Kb("MemFree", m.Allocator.BuddyFreePages); // NR_FREE_PAGES: pcp pages are not counted
         Kb("AnonPages", c.Sum(VmStat.NrAnonPages));
         Kb("PageTables", c.Sum(VmStat.NrPageTablePages));
         Kb("AnonHugePages", c.Sum(VmStat.NrAnonThps));

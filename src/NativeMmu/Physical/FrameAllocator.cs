@@ -520,6 +520,19 @@ public sealed unsafe class FrameAllocator : IDisposable
     }
 
     /// <summary>
+    /// The page-allocator half of demote_free_hugetlb_folios: the naturally aligned 2^order frames at
+    /// pfn, part of a larger compound page being demoted, become a compound page of their own
+    /// (clear_compound_head on its first page, then prep_compound_page). The caller owns every frame.
+    /// </summary>
+    internal void PrepCompoundPageForDemote(ulong pfn, int order)
+    {
+        Page* head = Page(pfn);
+        head->CompoundHead = 0; // clear_compound_head: it was a tail of the bigger folio
+        head->Mapping = 0;
+        PrepCompoundPage(pfn, order);
+    }
+
+    /// <summary>
     /// take_page_off_buddy: the free block holding pfn is split down (break_down_buddy_pages) and the
     /// page taken out, so a hardware-poisoned page is never handed out. False when the page is not on the
     /// buddy lists (in use, or on a pcp list).

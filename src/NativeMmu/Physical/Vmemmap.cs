@@ -155,14 +155,26 @@ public sealed unsafe class Vmemmap : IDisposable
 
     internal void SetTailInfoMask() => CompoundHeadKey |= KeyTailMask;
 
-    /// <summary>static_branch_inc / _dec of the fake-head key: one per folio whose tails alias its head.</summary>
+    /// <summary>
+    /// static_branch_inc / _dec of the fake-head key: one per folio whose tails alias its head. The
+    /// count and the bit change together under the key's mutex (jump_label_mutex), so a decrement
+    /// racing an increment cannot leave the bit clear while a folio has fake heads. The increment is
+    /// made before the folio's tails are remapped and the decrement after they are restored.
+    /// </summary>
     internal void FakeHeadKey(int delta)
     {
-        int n = Interlocked.Add(ref _fakeHeadFolios, delta);
-        Bug.On(n < 0, "hugetlb_optimize_vmemmap_key underflow");
-        if (n > 0) Interlocked.Or(ref CompoundHeadKey, KeyFakeHeads);
-        else Interlocked.And(ref CompoundHeadKey, ~KeyFakeHeads);
+        lock (_keyLock)
+        {
+            _fakeHeadFolios += delta;
+            Bug.On(_fakeHeadFolios < 0, "hugetlb_optimize_vmemmap_key underflow");
+            if (_fakeHeadFolios > 0) Interlocked.Or(ref CompoundHeadKey, KeyFakeHeads);
+            else Interlocked.And(ref CompoundHeadKey, ~KeyFakeHeads);
+        }
     }
+
+    private readonly Lock _keyLock = new();
+    /// <summary>init_mm.page_table_lock for the vmemmap: installing a PTE table under a PMD.</summary>
+    private readonly Lock _pageTableLock = new();
 
     /// <summary>compound_info for a tail of an order-<paramref name="order"/> folio whose head is at headVaddr.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -216,6 +228,9 @@ public sealed unsafe class Vmemmap : IDisposable
     internal bool SplitVmemmapHugePmd(ulong vmemmapPage, ulong tablePfn)
     {
         ulong* pmdp = PmdSlot(vmemmapPage);
+        // Two folios under one vmemmap PMD may be optimized at once: the check and the install are one
+        // step under init_mm's page_table_lock, as split_vmemmap_huge_pmd does it.
+        using Lock.Scope _ = _pageTableLock.EnterScope();
         var pmd = new Pmd(Volatile.Read(ref *pmdp));
         if (!pmd.Leaf) return false;
         ulong* pte = (ulong*)_phys.FrameAddress(tablePfn);

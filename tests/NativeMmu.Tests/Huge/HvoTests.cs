@@ -247,4 +247,138 @@ public unsafe class HvoTests
         using Kernel off = Boot(HvoMode.Off);
         Assert.That(() => off.Machine.Hugetlb.ReadSysctl(), Throws.TypeOf<FileNotFoundException>(), "not registered without HVO");
     }
+
+    [TestCase(HvoMode.Off, 0, 0)]
+    [TestCase(HvoMode.KeepTwo, 4094, 6)]
+    [TestCase(HvoMode.KeepHead, 4095, 7)]
+    [TestCase(HvoMode.SharedTails, 4095, 7)]
+    public void Demoting_a_1GiB_page_restores_its_vmemmap_and_optimizes_the_512_new_pages(HvoMode mode, int per1G, int per2M)
+    {
+        using Kernel k = Boot(mode, memoryBytes: 2UL << 30);
+        Machine m = k.Machine;
+        long free0 = TestSupport.SettledFreeFrames(k), memmap0 = Memmap(k);
+        m.Hugetlb.Write("hugepages-1048576kB/nr_hugepages", "1");
+        Assert.That(m.Hugetlb.VmemmapFramesFreed, Is.EqualTo(per1G));
+        Assert.That(m.Hugetlb.Read("hugepages-1048576kB/demote_size"), Is.EqualTo("2048kB\n"));
+        Assert.That(() => m.Hugetlb.Read("hugepages-1048576kB/demote"), Throws.TypeOf<UnauthorizedAccessException>());
+        Assert.That(() => m.Hugetlb.Read("hugepages-2048kB/demote"), Throws.TypeOf<FileNotFoundException>(), "nothing smaller than 2 MiB");
+        m.Hugetlb.Write("hugepages-1048576kB/demote", "1");
+        Hstate g = m.Hugetlb.ForSize(1UL << 30)!, h = m.Hugetlb.Default;
+        Assert.That((g.NrHugepages, h.NrHugepages, h.FreeHugepages), Is.EqualTo((0L, 512L, 512L)));
+        Assert.That(m.Hugetlb.VmemmapFramesFreed, Is.EqualTo(512L * per2M), "the new pages are optimized as a batch");
+        long shared = mode == HvoMode.SharedTails ? 1 : 0;
+        Assert.That(Memmap(k), Is.EqualTo(memmap0 - 512L * per2M + shared));
+        foreach (ulong head in PoolFolios(m, h).Take(3))
+            for (ulong i = 0; i < 512; i++)
+                if (Folio.HeadPfn(m, head + i) != head) Assert.Fail($"compound_head of subpage {i} of the demoted {head:x}");
+        m.Hugetlb.Write("hugepages-2048kB/nr_hugepages", "0");
+        Assert.That(Memmap(k), Is.EqualTo(memmap0));
+        Assert.That(TestSupport.SettledFreeFrames(k), Is.EqualTo(free0 - m.Vmemmap.SplitPmds), "every frame back but the split PMDs' PTE tables");
+    }
+
+    [Test]
+    public void A_failed_restore_before_demotion_leaves_the_1GiB_page_in_its_pool()
+    {
+        using Kernel k = Boot(HvoMode.KeepHead, memoryBytes: 2UL << 30, pages1G: 1);
+        Machine m = k.Machine;
+        m.Allocator.FailPageAlloc = _ => true;
+        m.Hugetlb.Write("hugepages-1048576kB/demote", "1");
+        m.Allocator.FailPageAlloc = null;
+        Hstate g = m.Hugetlb.ForSize(1UL << 30)!;
+        Assert.That((g.NrHugepages, g.FreeHugepages, g.SurplusHugepages, m.Hugetlb.Default.NrHugepages), Is.EqualTo((1L, 1L, 0L, 0L)));
+        m.Hugetlb.Write("hugepages-1048576kB/demote", "1");
+        Assert.That((g.NrHugepages, m.Hugetlb.Default.NrHugepages), Is.EqualTo((0L, 512L)));
+    }
+
+    [Test]
+    public void Pool_folios_allocated_and_freed_on_two_cpus_while_a_third_resizes_the_pool_keep_their_heads()
+    {
+        using Kernel k = Boot(HvoMode.KeepHead, memoryBytes: 128UL << 20, pages2M: 4);
+        Machine m = k.Machine;
+        Hstate h = m.Hugetlb.Default;
+        long freeWithPool = TestSupport.SettledFreeFrames(k);
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var stop = new CancellationTokenSource();
+        void Worker(int seed)
+        {
+            using Cpu cpu = m.AttachCpu();
+            var rng = new Random(seed);
+            for (int iter = 0; iter < 300; iter++)
+            {
+                ulong head = m.Hugetlb.AllocHugetlbFolio(h, cpu.Id, useReserve: false);
+                if (head == 0) continue;
+                for (int j = 0; j < 16; j++)
+                {
+                    ulong sub = (ulong)rng.Next(512);
+                    if (Folio.HeadPfn(m, head + sub) != head) failures.Enqueue($"subpage {sub} of {head:x}");
+                }
+                Rmap.FolioPut(cpu, m, head + (ulong)rng.Next(512));
+            }
+        }
+        var resizer = new Thread(() =>
+        {
+            using Cpu cpu = m.AttachCpu();
+            for (int i = 0; !stop.IsCancellationRequested && i < 200; i++) m.Hugetlb.SetMaxHugePages(cpu.Id, h, 2 + i % 5);
+        });
+        var workers = new[] { new Thread(() => Worker(1)), new Thread(() => Worker(2)) };
+        resizer.Start();
+        foreach (Thread t in workers) t.Start();
+        foreach (Thread t in workers) Assert.That(t.Join(TestSupport.HandshakeTimeout), Is.True, "worker finished");
+        stop.Cancel();
+        Assert.That(resizer.Join(TestSupport.HandshakeTimeout), Is.True);
+        Assert.That(failures, Is.Empty);
+        Assert.That((h.FreeHugepages, h.SurplusHugepages, h.ResvHugepages), Is.EqualTo((h.NrHugepages, 0L, 0L)), "every folio back in the pool");
+        m.Hugetlb.Write("hugepages-2048kB/nr_hugepages", "0");
+        Assert.That(m.Hugetlb.VmemmapFramesFreed, Is.Zero);
+        Assert.That(m.Vmemmap.CompoundHeadKey, Is.Zero);
+        Assert.That(m.Vmemmap.SplitPmds, Is.EqualTo(1), "128 MiB of struct pages: one vmemmap PMD, split at boot");
+        Assert.That(TestSupport.SettledFreeFrames(k), Is.EqualTo(freeWithPool + 4 * 512 - 4 * 7),
+            "the boot pool's frames are back, less the 7 vmemmap frames per page it had given back");
+    }
+
+    [TestCase(HvoMode.Off)]
+    [TestCase(HvoMode.KeepTwo)]
+    [TestCase(HvoMode.KeepHead)]
+    [TestCase(HvoMode.SharedTails)]
+    public void A_pin_taken_on_subpage_5_and_released_through_it_finds_the_head_after_the_remap(HvoMode mode)
+    {
+        // Matthew Wilcox's case: GUP returns head+5, and the release later runs compound_head(head+5).
+        using Kernel k = Boot(mode, pages2M: 1);
+        Machine m = k.Machine;
+        Hstate h = m.Hugetlb.Default;
+        using CpuScope s = m.EnterCpu();
+        ulong head = m.Hugetlb.AllocHugetlbFolio(h, s.Cpu.Id, useReserve: false);
+        Page* folio = m.Vmemmap.PfnToPage(head);
+        foreach (ulong sub in new ulong[] { 5, 64, 130, 300, 511 })
+        {
+            Gup.Grab(m.Vmemmap.PfnToPage(Folio.HeadPfn(m, head + sub)), Foll.Pin); // try_grab_folio on page_folio(head+sub)
+            Assert.That(Folio.Pincount(folio), Is.EqualTo(1), $"the pin of subpage {sub} landed on the head");
+            Gup.Release(s.Cpu, m, head + sub, Foll.Pin);                             // unpin_user_page(head+sub)
+            Assert.That((Folio.Pincount(folio), folio->RefCount), Is.EqualTo((0, 1)), $"and its release found the head from subpage {sub}");
+        }
+        Gup.Grab(folio, Foll.Get);
+        Rmap.FolioPut(s.Cpu, m, head);
+        Gup.Release(s.Cpu, m, head + 5, Foll.Get); // the last reference goes through subpage 5
+        Assert.That(h.FreeHugepages, Is.EqualTo(1), "free_huge_folio reached from the subpage's put");
+    }
+
+    [Test]
+    public void Shared_tails_tails_carry_the_orders_mask_so_every_tail_vmemmap_page_reads_the_same()
+    {
+        using Kernel k = Boot(HvoMode.SharedTails, pages2M: 2);
+        Machine m = k.Machine;
+        List<ulong> heads = PoolFolios(m, m.Hugetlb.Default);
+        ulong mask = ~((64UL << 9) - 1) | 1;
+        foreach (ulong head in heads)
+            Assert.That(m.Vmemmap.PfnToPage(head + 7)->CompoundHead, Is.EqualTo(mask), "compound_info: the mask, not a head pointer");
+        byte* a = (byte*)m.Vmemmap.PfnToPage(heads[0] + 64), b = (byte*)m.Vmemmap.PfnToPage(heads[1] + 448);
+        Assert.That(new ReadOnlySpan<byte>(a, 4096).SequenceEqual(new ReadOnlySpan<byte>(b, 4096)), Is.True,
+            "tail vmemmap pages of two folios are one shared page");
+        Assert.That(a == b, Is.True, "mapped onto the same frame");
+        using CpuScope s = m.EnterCpu();
+        ulong thp = m.Allocator.AllocPages(s.Cpu.Id, 4, Gfp.Comp);
+        Assert.That(m.Vmemmap.PfnToPage(thp + 3)->CompoundHead, Is.EqualTo(~((64UL << 4) - 1) | 1), "every compound page uses the encoding");
+        Assert.That(Folio.HeadPfn(m, thp + 15), Is.EqualTo(thp));
+        m.Allocator.FreePages(s.Cpu.Id, thp, 4);
+    }
 }

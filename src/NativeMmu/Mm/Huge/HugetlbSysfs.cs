@@ -7,6 +7,7 @@ namespace NativeMmu.Mm.Huge;
 /// <summary>
 /// /sys/kernel/mm/hugepages/hugepages-&lt;size&gt;kB/ (hugetlb_sysfs_init): nr_hugepages and
 /// nr_overcommit_hugepages writable, free_hugepages, resv_hugepages and surplus_hugepages read-only,
+/// demote (write-only) and demote_size where a smaller size exists,
 /// and the HugePages_* lines of /proc/meminfo (hugetlb_report_meminfo).
 /// </summary>
 public sealed partial class Hugetlb
@@ -22,6 +23,11 @@ public sealed partial class Hugetlb
     /// <summary>Reads a file below /sys/kernel/mm/hugepages/ ("hugepages-2048kB/nr_hugepages"), as the kernel prints it.</summary>
     public string Read(string path)
     {
+        if (ResolveDemote(path) is ({ } src, var demote))
+        {
+            if (demote == "demote") throw new UnauthorizedAccessException($"EACCES: /sys/kernel/mm/hugepages/{path} is write-only");
+            return $"{DemoteTarget(src)!.SizeBytes >> 10}kB\n";
+        }
         (Hstate h, string file) = Resolve(path);
         long value = file switch
         {
@@ -41,6 +47,15 @@ public sealed partial class Hugetlb
     /// </summary>
     public void Write(string path, string value)
     {
+        if (ResolveDemote(path) is ({ } src, "demote"))
+        {
+            if (!long.TryParse(value.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long n))
+                throw new ArgumentException($"EINVAL: /sys/kernel/mm/hugepages/{path} <- {value}");
+            using CpuScope s = _m.EnterCpu();
+            Demote(s.Cpu.Id, src, n);
+            return;
+        }
+        if (ResolveDemote(path) is (_, "demote_size")) throw new ArgumentException("EINVAL: only the one smaller size exists");
         (Hstate h, string file) = Resolve(path);
         if (!long.TryParse(value.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long count))
             throw new ArgumentException($"EINVAL: /sys/kernel/mm/hugepages/{path} <- {value}");
@@ -55,6 +70,16 @@ public sealed partial class Hugetlb
             default:
                 throw new UnauthorizedAccessException($"EACCES: /sys/kernel/mm/hugepages/{path} is read-only");
         }
+    }
+
+    /// <summary>demote and demote_size exist only for sizes with a smaller one to demote to (1 GiB here).</summary>
+    private (Hstate?, string?) ResolveDemote(string path)
+    {
+        string[] parts = path.Trim('/').Split('/');
+        if (parts.Length == 2 && parts[1] is "demote" or "demote_size")
+            foreach (Hstate h in Hstates)
+                if (h.Name == parts[0] && DemoteTarget(h) != null) return (h, parts[1]);
+        return (null, null);
     }
 
     private (Hstate, string) Resolve(string path)

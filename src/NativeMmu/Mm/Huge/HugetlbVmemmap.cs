@@ -185,13 +185,14 @@ public sealed unsafe partial class Hugetlb
                 if (reuse == 0) return false;
                 break;
         }
+        // static_branch_inc(&hugetlb_optimize_vmemmap_key) before any fake head can be seen.
+        if (Hvo == HvoMode.KeepHead) vm.FakeHeadKey(+1);
         for (ulong v = first; v < end; v++)
         {
             freed.Add(vm.PtePfn(v));
             vm.SetPte(v, reuse, writable);
         }
         SetHpg(Head(headPfn), Hpg.VmemmapOptimized);
-        if (Hvo == HvoMode.KeepHead) vm.FakeHeadKey(+1); // static_branch_inc(&hugetlb_optimize_vmemmap_key)
         Interlocked.Add(ref _vmemmapFramesFreed, (long)(end - first));
         return true;
     }
@@ -279,8 +280,7 @@ public sealed unsafe partial class Hugetlb
             vm.SetPte(first + (ulong)i, frames[i], writable: true);
         }
         _m.Counters.Add(cpu, VmStat.NrMemmapPages, need);
-        ClearHpg(head, Hpg.VmemmapOptimized);
-        if (Hvo == HvoMode.KeepHead) vm.FakeHeadKey(-1);
+        ClearHpg(head, Hpg.VmemmapOptimized); // the fake-head key drops after the batch's flush
         if (Hvo == HvoMode.SharedTails) sharedToFree = SharedTailPut(h);
         Interlocked.Add(ref _vmemmapFramesFreed, -need);
         return true;
@@ -298,15 +298,18 @@ public sealed unsafe partial class Hugetlb
     {
         var failed = new List<ulong>();
         var sharedFree = new List<ulong>();
-        bool any = false;
+        int restored = 0;
         foreach (ulong pfn in folios)
         {
             if (!VmemmapOptimized(pfn)) continue;
-            if (RestoreFolio(cpu, h, pfn, out ulong shared)) any = true;
+            if (RestoreFolio(cpu, h, pfn, out ulong shared)) restored++;
             else failed.Add(pfn);
             if (shared != 0) sharedFree.Add(shared);
         }
-        if (any) _m.Vmemmap.FlushTlbAll();
+        if (restored > 0) _m.Vmemmap.FlushTlbAll();
+        // static_branch_dec once no stale translation can show a fake head any more.
+        if (Hvo == HvoMode.KeepHead)
+            for (int i = 0; i < restored; i++) _m.Vmemmap.FakeHeadKey(-1);
         foreach (ulong pfn in sharedFree)
         {
             _m.Counters.Add(cpu, VmStat.NrMemmapPages, -1);
