@@ -36,9 +36,13 @@ internal struct SplitMix64(ulong seed) : IProgramChoices
 /// </summary>
 internal static class ProgramGenerator
 {
-    /// <summary>The program of a seed (what <c>fuzz system</c> runs).</summary>
-    public static SysProgram Generate(ulong seed, bool fork)
-        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork).Build(seed);
+    /// <summary>
+    /// The program of a seed (what <c>fuzz system</c> runs, with <paramref name="hugetlb"/>: MAP_HUGETLB
+    /// mappings in the mix, for a machine with a 2 MiB pool; without it, the same programs as before them,
+    /// which fuzz host runs). Decode and Record, the byte form of fuzz system's programs, have them.
+    /// </summary>
+    public static SysProgram Generate(ulong seed, bool fork, bool hugetlb = false)
+        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork, hugetlb).Build(seed);
 
     /// <summary>
     /// The program a byte string stands for: the bytes are the generator's choices (see
@@ -46,13 +50,13 @@ internal static class ProgramGenerator
     /// and the program ends where the bytes do. Its seed is a hash of the bytes (informational).
     /// </summary>
     public static SysProgram Decode(byte[] data, int length, bool fork)
-        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork).Build(Fnv1a(data.AsSpan(0, length)));
+        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork, hugetlb: true).Build(Fnv1a(data.AsSpan(0, length)));
 
     /// <summary>The program of a seed together with its choices as bytes: <see cref="Decode"/> of the bytes gives the same program.</summary>
     public static (SysProgram Program, byte[] Bytes) Record(ulong seed, bool fork)
     {
         var bytes = new List<byte>(256);
-        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork).Build(seed);
+        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork, hugetlb: true).Build(seed);
         return (p, bytes.ToArray());
     }
 
@@ -85,11 +89,16 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
     private int _nextProc;
     private int _nextLabel = 1;
     private int _populateBudget = PopulateBudgetPages;
+    /// <summary>One MAP_HUGETLB page per program: with every forked copy it stays inside the runner's pool.</summary>
+    private bool _hugetlbMapped;
 
-    internal ProgramGenerator(TChoices choices, bool fork)
+    private readonly bool _hugetlb;
+
+    internal ProgramGenerator(TChoices choices, bool fork, bool hugetlb = false)
     {
         _rng = choices;
         _fork = fork;
+        _hugetlb = hugetlb;
         // With fork every live process may end up holding its own copy of the populated memory.
         if (fork) _populateBudget = PopulateBudgetPages / MaxLiveProcesses;
     }
@@ -161,6 +170,15 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
             }
         }
         if (_rng.Chance(4)) flags |= Linux.MapStack;
+        if (_hugetlb && !_hugetlbMapped && _rng.Chance(8))
+        {
+            // MAP_HUGETLB with the default size, MAP_HUGE_2MB, or now and then a size with no hstate.
+            _hugetlbMapped = true;
+            int r2 = _rng.Below(100);
+            int log = r2 < 40 ? 0 : r2 < 92 ? 21 : 24;
+            flags = (flags & ~Linux.MapPopulate) | Linux.MapHugeTlb | (log << Linux.MapHugeShift);
+            len = _rng.Chance(70) ? Linux.PmdSize : (ulong)_rng.Range(1, 2 * (int)Page);
+        }
         AddrExpr addr = (flags & (Linux.MapFixed | Linux.MapFixedNoReplace)) != 0 ? FixedAddr(len) : HintAddr(len);
         int label = _nextLabel++;
         var map = (label, len is > 0 and <= 64UL << 20 ? len : Page, proc);

@@ -22,7 +22,8 @@ internal readonly record struct RunResult(int OpsExecuted, RunFailure? Failure);
 internal sealed class ProgramRunner
 {
     /// <summary>The kernel each program boots: small, four CPUs, CONFIG_DEBUG_VM.</summary>
-    public static readonly KernelConfig Config = new() { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true };
+    /// <summary>The machine every program runs on; its 2 MiB hugetlb pool covers the one MAP_HUGETLB page a program maps, in every process it forks.</summary>
+    public static readonly KernelConfig Config = new() { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, HugePages2M = 10 };
 
     private readonly Func<ReferenceModel> _modelFactory;
     private readonly Func<Process, Process>? _fork;
@@ -420,6 +421,7 @@ internal sealed class ProgramRunner
             if ((v.VmFlags & VmFlags.DontDump) != 0) a |= PageAttrs.DontDump;
             if ((v.VmFlags & VmFlags.SeqRead) != 0) a |= PageAttrs.SeqRead;
             if ((v.VmFlags & VmFlags.RandRead) != 0) a |= PageAttrs.RandRead;
+            if ((v.VmFlags & VmFlags.HugeTlb) != 0) a |= PageAttrs.Hugetlb;
             if (list.Count > 0 && list[^1] is var last && last.End == v.VmStart && last.Prot == prot && last.Attrs == a)
                 list[^1] = last with { End = v.VmEnd };
             else

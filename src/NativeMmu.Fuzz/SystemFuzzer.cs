@@ -73,7 +73,7 @@ public sealed partial class SystemFuzzer
     }
 
     /// <summary>The program the session with this seed runs as its index-th.</summary>
-    public SysProgram Generate(ulong seed, ulong index) => ProgramGenerator.Generate(SplitMix64.Mix(seed, index), CanFork);
+    public SysProgram Generate(ulong seed, ulong index) => ProgramGenerator.Generate(SplitMix64.Mix(seed, index), CanFork, hugetlb: true);
 
     /// <summary>Runs a program given as text (the format of <see cref="SysProgram"/>) once and reports what differs.</summary>
     public SystemFuzzResult Replay(string programText)

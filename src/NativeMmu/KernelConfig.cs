@@ -24,6 +24,19 @@ public enum LargeFolioWp
     ReuseWholeFolio,
 }
 
+/// <summary>HugeTLB Vmemmap Optimization: which design frees the tail struct pages of a hugetlb folio.</summary>
+public enum HvoMode
+{
+    /// <summary>No HVO (CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP unset): every struct page keeps its own frame.</summary>
+    Off,
+    /// <summary>The 2020 RFC: vmemmap pages 0 and 1 kept, pages 2.. remapped writable onto page 1 (6 freed per 2 MiB, 4094 per 1 GiB).</summary>
+    KeepTwo,
+    /// <summary>5.18 to 7.0: only the head vmemmap page kept, every tail page mapped read-only onto it (7 / 4095 freed), with fake heads.</summary>
+    KeepHead,
+    /// <summary>The 2026 design: tails carry a compound_info mask, so all tail vmemmap pages of one zone and order map read-only onto one shared page.</summary>
+    SharedTails,
+}
+
 /// <summary>
 /// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
 /// Defaults are the kernel's defaults where the kernel has one.
@@ -54,6 +67,17 @@ public sealed record KernelConfig
     /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
     public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
 
+    /// <summary>hugepages=N (with hugepagesz=2M, the default size): 2 MiB pages put in the pool at boot.</summary>
+    public int HugePages2M { get; init; }
+    /// <summary>hugepagesz=1G hugepages=N: 1 GiB pages taken from contiguous memory at boot.</summary>
+    public int HugePages1G { get; init; }
+
+    /// <summary>
+    /// HVO design (Off by default, as CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP_DEFAULT_ON is). Any other
+    /// value boots with vm.hugetlb_optimize_vmemmap = 1 (hugetlb_free_vmemmap=on).
+    /// </summary>
+    public HvoMode Hvo { get; init; } = HvoMode.Off;
+
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 
     internal void Validate()
@@ -62,6 +86,7 @@ public sealed record KernelConfig
         if (Cpus is < 1 or > 64) throw new ArgumentException("Cpus must be 1..64");
         if (TlbEntries < 1 || (TlbEntries & (TlbEntries - 1)) != 0) throw new ArgumentException("TlbEntries must be a power of two");
         if (TlbHugeEntries < 1 || (TlbHugeEntries & (TlbHugeEntries - 1)) != 0) throw new ArgumentException("TlbHugeEntries must be a power of two");
+        if (HugePages2M < 0 || HugePages1G < 0) throw new ArgumentException("HugePages2M and HugePages1G must not be negative");
         if (PcpBatch < 1 || PcpHigh < PcpBatch) throw new ArgumentException("PcpHigh must be at least PcpBatch >= 1");
     }
 }

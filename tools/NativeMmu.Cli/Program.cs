@@ -17,6 +17,7 @@ public static class Program
             ForkCommand.Create(),
             MthpReuseCommand.Create(),
             ScalingCommand.Create(),
+            HvoCommand.Create(),
             FuzzCommand.Create(),
         };
         return root.Parse(args).Invoke();

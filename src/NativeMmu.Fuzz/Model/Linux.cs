@@ -26,6 +26,7 @@ public static class Linux
     // errno (include/uapi/asm-generic/errno-base.h)
     public const int EPERM = 1;
     public const int ENOMEM = 12;
+    public const int EACCES = 13;
     public const int EEXIST = 17;
     public const int EINVAL = 22;
 
@@ -55,6 +56,10 @@ public static class Linux
     public const int MapStack = 0x20000;
     public const int MapSync = 0x80000;
     public const int MapFixedNoReplace = 0x100000;
+    /// <summary>MAP_HUGETLB, with the log2 of the huge page size at MAP_HUGE_SHIFT (26); 0 is the default 2 MiB.</summary>
+    public const int MapHugeTlb = 0x40000;
+    public const int MapHugeShift = 26;
+    public const int MapHugeMask = 0x3f;
 
     // madvise advice (include/uapi/asm-generic/mman-common.h)
     public const int MadvNormal = 0;

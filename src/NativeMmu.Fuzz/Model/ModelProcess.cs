@@ -22,6 +22,8 @@ public enum PageAttrs
     SeqRead = 32,
     /// <summary>MADV_RANDOM ("rr").</summary>
     RandRead = 64,
+    /// <summary>A MAP_HUGETLB mapping of 2 MiB pages (VM_HUGETLB, "ht"): never in RssAnon.</summary>
+    Hugetlb = 128,
 }
 
 /// <summary>A run of mapped pages [Start, End) with one protection and one set of attributes.</summary>
@@ -75,10 +77,13 @@ public sealed class ModelProcess
     public bool Exited { get; private set; }
     public IReadOnlyList<ModelRegion> Regions => _regions;
     public IReadOnlyDictionary<ulong, ModelPage> Pages => _pages;
-    /// <summary>Pages that may hold a frame: an upper bound on RssAnon.</summary>
-    public long MaybeResidentPages => _pages.Count;
+    /// <summary>Pages that may hold a frame: an upper bound on RssAnon (hugetlb pages count in HugetlbPages instead).</summary>
+    public long MaybeResidentPages => HasHugetlb ? _pages.Keys.Count(pn => !InHugetlb(pn)) : _pages.Count;
     /// <summary>Pages written (and not discarded since) that are still mapped: a lower bound on RssAnon.</summary>
-    public long WrittenPages => _written;
+    public long WrittenPages => HasHugetlb ? _pages.Count(kv => kv.Value.Written && !InHugetlb(kv.Key)) : _written;
+
+    private bool HasHugetlb => _regions.Exists(r => (r.Attrs & PageAttrs.Hugetlb) != 0);
+    private bool InHugetlb(ulong pageNumber) => RegionAt(pageNumber << Linux.PageShift) is { } r && (r.Attrs & PageAttrs.Hugetlb) != 0;
     /// <summary>Mapped pages: total_vm (VmSize).</summary>
     public long MappedPages => _mappedPages;
 
@@ -210,11 +215,11 @@ public sealed class ModelProcess
     }
 
     /// <summary>Maps [start, end), which must be free, with fresh zero pages.</summary>
-    public void Map(ulong start, ulong end, int prot)
+    public void Map(ulong start, ulong end, int prot, PageAttrs attrs = PageAttrs.None)
     {
         if (!IsFree(start, end)) throw new InvalidOperationException($"model: mapping over a mapped range {start:x}-{end:x}");
         int i = Find(start);
-        _regions.Insert(~i, new ModelRegion(start, end, prot & Linux.ProtAccess, PageAttrs.None));
+        _regions.Insert(~i, new ModelRegion(start, end, prot & Linux.ProtAccess, attrs));
         _mappedPages += (long)((end - start) >> Linux.PageShift);
         Coalesce();
     }

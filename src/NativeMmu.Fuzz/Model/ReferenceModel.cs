@@ -105,6 +105,16 @@ public class ReferenceModel
         if ((flags & Linux.MapGrowsDown) != 0)
             throw new NotSupportedException("model: MAP_GROWSDOWN is not modelled");
 
+        // ksys_mmap_pgoff: MAP_HUGETLB takes its hstate (2 MiB by default or with MAP_HUGE_2MB; this
+        // machine has no other pool a mapping could reserve from) and rounds the length up to a huge page.
+        bool hugetlb = (flags & Linux.MapHugeTlb) != 0;
+        if (hugetlb)
+        {
+            int log = (flags >> Linux.MapHugeShift) & Linux.MapHugeMask;
+            if (log == 30) return new(Linux.ENOMEM, 0); // the 1 GiB hstate exists, its pool is empty: no reservation
+            if (log is not (0 or 21)) return new(Linux.EINVAL, 0); // hstate_sizelog
+            len = unchecked(len + Linux.PmdSize - 1) & ~(Linux.PmdSize - 1);
+        }
         // do_mmap. Unknown prot bits, PROT_GROWSDOWN and PROT_GROWSUP among them, are ignored
         // (calc_vm_prot_bits takes R, W and X).
         if (len == 0) return new(Linux.EINVAL, 0);
@@ -119,14 +129,17 @@ public class ReferenceModel
         ulong start;
         if (isFixed)
         {
+            if (hugetlb && (addr & (Linux.PmdSize - 1)) != 0) return new(Linux.EINVAL, 0); // prepare_hugepage_range
             start = addr;
         }
         else
         {
+            if (hugetlb) addr = unchecked(addr + Linux.PmdSize - 1) & ~(Linux.PmdSize - 1); // hugetlb_get_unmapped_area
             bool hintUsable = addr != 0 && addr <= Linux.TaskSize - alen && p.IsFree(addr, addr + alen);
             if (!hintUsable && !p.HasGap(alen, Linux.MmapMinAddr, Linux.TaskSize)) return new(Linux.ENOMEM, 0);
             if (placed is not { } chosen) return new(0, 0); // success expected; the caller reports the emulator's errno
-            string? why = CheckPlacement(p, addr, alen, hintUsable, chosen);
+            string? why = CheckPlacement(p, addr, alen, hintUsable, chosen)
+                ?? (hugetlb && (chosen & (Linux.PmdSize - 1)) != 0 ? $"a hugetlb mapping went to {chosen:x}, which is not 2 MiB aligned" : null);
             if (why is not null) return new(0, chosen, why);
             start = chosen;
         }
@@ -136,9 +149,10 @@ public class ReferenceModel
         ulong end = start + alen;
         if ((flags & Linux.MapFixedNoReplace) != 0 && !p.IsFree(start, end)) return new(Linux.EEXIST, 0);
 
-        // mmap_region: MAP_FIXED replaces whatever was there.
+        // mmap_region: MAP_FIXED replaces whatever was there (its munmap refuses to split a huge page).
+        if (SplitsInsideHugePage(p, start) || SplitsInsideHugePage(p, end)) return new(Linux.EINVAL, 0);
         p.Unmap(start, end);
-        p.Map(start, end, prot);
+        p.Map(start, end, prot, hugetlb ? PageAttrs.Hugetlb : PageAttrs.None);
         // calc_vm_flag_bits: "_calc_vm_trans(flags, MAP_STACK, VM_NOHUGEPAGE)" (CONFIG_TRANSPARENT_HUGEPAGE).
         if ((flags & Linux.MapStack) != 0) p.ChangeAttrs(start, end, a => a | PageAttrs.NoHugePage);
         bool populate = (flags & (Linux.MapPopulate | Linux.MapNonBlock)) == Linux.MapPopulate;
@@ -173,9 +187,16 @@ public class ReferenceModel
         if (!Linux.PageAligned(start) || start > Linux.TaskSize || len > Linux.TaskSize - start) return Linux.EINVAL;
         ulong end = start + Linux.PageAlign(len);
         if (end == start) return Linux.EINVAL;
+        // hugetlb_vm_op_split: a hugetlb VMA splits only at a huge-page boundary (the split at start, if
+        // made, is not observable in the maps, which show maximal runs).
+        if (SplitsInsideHugePage(p, start) || SplitsInsideHugePage(p, end)) return Linux.EINVAL;
         p.Unmap(start, end);
         return 0;
     }
+
+    /// <summary>Whether a VMA split at addr falls inside a huge page of a hugetlb mapping.</summary>
+    private static bool SplitsInsideHugePage(ModelProcess p, ulong addr)
+        => (addr & (Linux.PmdSize - 1)) != 0 && p.RegionAt(addr) is { } r && r.Start < addr && (r.Attrs & PageAttrs.Hugetlb) != 0;
 
     /// <summary>
     /// mprotect: EINVAL for an unaligned start, 0 for a zero length, ENOMEM when the rounded range wraps,
@@ -205,6 +226,15 @@ public class ReferenceModel
         }
         ulong reach = p.MappedReach(start, end);
         if (reach == start) return Linux.ENOMEM;
+        // mprotect_fixup splits only a VMA whose flags change; a hugetlb split inside a huge page is
+        // EINVAL: at start before anything changed, at end after the VMAs before it changed.
+        int newProt = prot & Linux.ProtAccess;
+        if (p.RegionAt(start) is { } first && first.Prot != newProt && SplitsInsideHugePage(p, start)) return Linux.EINVAL;
+        if (reach == end && p.RegionAt(end) is { } last && last.Start < end && last.Prot != newProt && SplitsInsideHugePage(p, end))
+        {
+            if (last.Start > start) p.Protect(start, last.Start, prot);
+            return Linux.EINVAL;
+        }
         p.Protect(start, reach, prot);
         return reach < end ? Linux.ENOMEM : 0;
     }
@@ -256,6 +286,7 @@ public class ReferenceModel
     /// <summary>madvise_vma_behavior for one mapped part [start, end) of an anonymous private mapping.</summary>
     private static int Advise(ModelProcess p, ulong start, ulong end, int advice)
     {
+        if (p.RegionAt(start) is { } region && (region.Attrs & PageAttrs.Hugetlb) != 0) return AdviseHugetlb(p, region, start, end, advice);
         switch (advice)
         {
             case Linux.MadvDontNeed:
@@ -298,6 +329,55 @@ public class ReferenceModel
         }
 
         void Change(PageAttrs keep, PageAttrs set) => p.ChangeAttrs(start, end, a => (a & keep) | set);
+    }
+
+    /// <summary>
+    /// The advices on a part of a hugetlb mapping (a hugetlbfs file VMA): MADV_DONTNEED needs an aligned
+    /// start and frees whole huge pages up to the end rounded down; MADV_FREE, COLD, PAGEOUT, WIPEONFORK
+    /// and COLLAPSE are EINVAL, MADV_REMOVE EACCES (private), WILLNEED a no-op; flag changes are refused
+    /// (EINVAL) where they would split inside a huge page.
+    /// </summary>
+    private static int AdviseHugetlb(ModelProcess p, ModelRegion region, ulong start, ulong end, int advice)
+    {
+        switch (advice)
+        {
+            case Linux.MadvDontNeed:
+            case Linux.MadvDontNeedLocked:
+                if ((start & (Linux.PmdSize - 1)) != 0) return Linux.EINVAL;
+                end &= ~(Linux.PmdSize - 1);
+                if (end > start) p.DiscardPages(start, end);
+                return 0;
+            case Linux.MadvFree:
+            case Linux.MadvCold:
+            case Linux.MadvPageOut:
+            case Linux.MadvWipeOnFork:
+            case Linux.MadvCollapse:
+                return Linux.EINVAL;
+            case Linux.MadvRemove:
+                return Linux.EACCES;
+            case Linux.MadvWillNeed:
+                return 0;
+        }
+        PageAttrs before = region.Attrs;
+        PageAttrs after = advice switch
+        {
+            Linux.MadvNormal => before & ~(PageAttrs.SeqRead | PageAttrs.RandRead),
+            Linux.MadvSequential => (before & ~PageAttrs.RandRead) | PageAttrs.SeqRead,
+            Linux.MadvRandom => (before & ~PageAttrs.SeqRead) | PageAttrs.RandRead,
+            Linux.MadvDontFork => before | PageAttrs.DontFork,
+            Linux.MadvDoFork => before & ~PageAttrs.DontFork,
+            Linux.MadvKeepOnFork => before & ~PageAttrs.WipeOnFork,
+            Linux.MadvDontDump => before | PageAttrs.DontDump,
+            Linux.MadvDoDump => before & ~PageAttrs.DontDump,
+            Linux.MadvHugePage => (before & ~PageAttrs.NoHugePage) | PageAttrs.HugePage,
+            Linux.MadvNoHugePage => (before & ~PageAttrs.HugePage) | PageAttrs.NoHugePage,
+            _ => throw new NotSupportedException($"model: madvise advice {Linux.AdviceName(advice)} on hugetlb is not modelled"),
+        };
+        if (after == before) return 0;
+        if (start > region.Start && (start & (Linux.PmdSize - 1)) != 0) return Linux.EINVAL;
+        if (end < region.End && (end & (Linux.PmdSize - 1)) != 0) return Linux.EINVAL;
+        p.ChangeAttrs(start, end, _ => after);
+        return 0;
     }
 
     // ---------------------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ public sealed unsafe partial class Cpu : IDisposable
         _tlbHuge = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(platform.Config.TlbHugeEntries * sizeof(TlbEntry)), 64);
         NativeMemory.Clear(_tlb, (nuint)(platform.Config.TlbEntries * sizeof(TlbEntry)));
         NativeMemory.Clear(_tlbHuge, (nuint)(platform.Config.TlbHugeEntries * sizeof(TlbEntry)));
+        _tlbGiga = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(TlbGigaEntries * sizeof(TlbEntry)), 64);
+        NativeMemory.Clear(_tlbGiga, (nuint)(TlbGigaEntries * sizeof(TlbEntry)));
         _local = (ulong*)NativeMemory.AlignedAlloc(64, 64);
         NativeMemory.Clear(_local, 64);
         _local[LocalTlbGen] = 1;
@@ -119,10 +121,11 @@ public sealed unsafe partial class Cpu : IDisposable
         if (_tlb == null) return;
         NativeMemory.AlignedFree(_tlb);
         NativeMemory.AlignedFree(_tlbHuge);
+        NativeMemory.AlignedFree(_tlbGiga);
         NativeMemory.AlignedFree(_shared);
         NativeMemory.AlignedFree(_local);
         NativeMemory.AlignedFree(_psc);
-        _tlb = _tlbHuge = null;
+        _tlb = _tlbHuge = _tlbGiga = null;
         _psc = null;
     }
 

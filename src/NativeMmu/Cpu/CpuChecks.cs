@@ -30,9 +30,10 @@ public sealed unsafe partial class Cpu
         }
     }
 
-    /// <summary>A 4 KiB translation is being filled: no 2 MiB one for the region, no other table for the address.</summary>
+    /// <summary>A 4 KiB translation is being filled: no 2 MiB or 1 GiB one for the region, no other table for the address.</summary>
     private void CheckTlbFill4K(ulong va, uint tablePfn)
     {
+        CheckNoGigaTranslation(va, "4 KiB");
         ulong hpn = va >> Geometry.PmdShift;
         TlbEntry* h = HugeTlbSlot(hpn);
         if (h->Tag == TlbTag(hpn))
@@ -42,9 +43,10 @@ public sealed unsafe partial class Cpu
             Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} translated through PTE table {tablePfn:x} while the paging-structure cache points at {psc->TablePfn:x}");
     }
 
-    /// <summary>A 2 MiB translation is being filled: no 4 KiB translation may remain in the region.</summary>
+    /// <summary>A 2 MiB translation is being filled: no 4 KiB translation may remain in the region, and no 1 GiB one cover it.</summary>
     private void CheckTlbFill2M(ulong va)
     {
+        CheckNoGigaTranslation(va, "2 MiB");
         ulong first = (va & Geometry.PmdMask) >> Geometry.PageShift;
         for (ulong i = 0; i < (ulong)Geometry.PtrsPerPte; i++)
         {
@@ -52,6 +54,34 @@ public sealed unsafe partial class Cpu
             TlbEntry* e = TlbSlot(vpn);
             if (e->Tag == TlbTag(vpn))
                 Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PmdMask:x} gets a 2 MiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
+        }
+    }
+
+    private void CheckNoGigaTranslation(ulong va, string size)
+    {
+        ulong gpn = va >> Geometry.PudShift;
+        TlbEntry* g = GigaTlbSlot(gpn);
+        if (g->Tag == TlbTag(gpn))
+            Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va:x} has a 1 GiB translation and now a {size} one");
+    }
+
+    /// <summary>A 1 GiB translation is being filled: no 4 KiB or 2 MiB translation may remain inside its range.</summary>
+    private void CheckTlbFill1G(ulong va)
+    {
+        ulong gpn = va >> Geometry.PudShift;
+        for (ulong i = 0; i <= _tlbMask; i++)
+        {
+            TlbEntry* e = _tlb + i;
+            ulong vpn = TagPage(e->Tag);
+            if (e->Tag != 0 && e->Tag == TlbTag(vpn) && vpn >> (Geometry.PudShift - Geometry.PageShift) == gpn)
+                Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PudMask:x} gets a 1 GiB translation while {vpn << Geometry.PageShift:x} has a 4 KiB one");
+        }
+        for (ulong i = 0; i <= _tlbHugeMask; i++)
+        {
+            TlbEntry* h = _tlbHuge + i;
+            ulong hpn = TagPage(h->Tag);
+            if (h->Tag != 0 && h->Tag == TlbTag(hpn) && hpn >> (Geometry.PudShift - Geometry.PmdShift) == gpn)
+                Platform.ReportTlbConflict(this, va, $"CPU {Id}: {va & Geometry.PudMask:x} gets a 1 GiB translation while {hpn << Geometry.PmdShift:x} has a 2 MiB one");
         }
     }
 

@@ -11,8 +11,10 @@ public enum FaultResult
     SegvMaperr,
     /// <summary>SIGSEGV, SEGV_ACCERR: the mapping forbids the access.</summary>
     SegvAccerr,
-    /// <summary>SIGBUS.</summary>
+    /// <summary>SIGBUS, BUS_ADRERR.</summary>
     Sigbus,
+    /// <summary>SIGBUS, BUS_MCEERR_AR: the access hit memory that memory_failure poisoned.</summary>
+    SigbusMceErrAr,
     /// <summary>VM_FAULT_OOM: the kernel would invoke the OOM killer.</summary>
     Oom,
 }

@@ -69,7 +69,20 @@ public sealed unsafe partial class Cpu
         table = (ulong*)_phys.FrameAddress(new P4d(entry).Pfn);
         slot = table + Geometry.PudIndex(va);
         if (!WalkTableEntry(slot, ref writable, out entry)) return NotPresent(ref error, entry);
-        if ((entry & PageTableBits.Pse) != 0) { error |= X86PfError.Rsvd | X86PfError.Prot; return null; } // no 1 GiB user leaves
+        if ((entry & PageTableBits.Pse) != 0)
+        {
+            // 1 GiB leaf (a hugetlb PUD): bits 13..29 are reserved.
+            if ((entry & (Geometry.PudSize - 1) & ~(Geometry.PageSize - 1) & ~PageTableBits.PatLarge) != 0)
+            { error |= X86PfError.Rsvd | X86PfError.Prot; return null; }
+            if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
+            if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
+            ulong pfn1g = new Pud(entry).Pfn;
+            Bug.On(pfn1g + (Geometry.PudSize >> Geometry.PageShift) > _phys.Frames, "PUD {0:x16} for {1:x} points beyond physical memory", entry, va);
+            byte* base1g = _phys.FrameAddress(pfn1g);
+            if (_checkTlb) CheckTlbFill1G(va);
+            FillTlb1G(va, base1g, pfn1g, TlbPerm(entry, writable));
+            return base1g + (va & (Geometry.PudSize - 1));
+        }
         if (RejectTable(entry, ref error)) return null;
         table = (ulong*)_phys.FrameAddress(new Pud(entry).Pfn);
         slot = table + Geometry.PmdIndex(va);

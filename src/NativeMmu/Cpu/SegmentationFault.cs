@@ -9,6 +9,15 @@ public enum SegvCode
     AccErr = 2,
 }
 
+/// <summary>si_code of a SIGBUS.</summary>
+public enum BusCode
+{
+    /// <summary>BUS_ADRERR: nonexistent physical address (what a failed fault's SIGBUS carries).</summary>
+    AdrErr = 2,
+    /// <summary>BUS_MCEERR_AR: hardware memory error consumed on a machine check, action required.</summary>
+    MceErrAr = 4,
+}
+
 /// <summary>An emulated access the kernel answered with a signal: SIGSEGV (with si_code), SIGBUS, or an OOM kill.</summary>
 public sealed class SegmentationFault : Exception
 {
@@ -23,12 +32,15 @@ public sealed class SegmentationFault : Exception
     public FaultResult Result { get; }
     /// <summary>SEGV_MAPERR or SEGV_ACCERR for a SIGSEGV.</summary>
     public SegvCode? Code => Result switch { FaultResult.SegvMaperr => SegvCode.MapErr, FaultResult.SegvAccerr => SegvCode.AccErr, _ => null };
+    /// <summary>BUS_ADRERR or BUS_MCEERR_AR for a SIGBUS.</summary>
+    public BusCode? BusCode => Result switch { FaultResult.Sigbus => Cpus.BusCode.AdrErr, FaultResult.SigbusMceErrAr => Cpus.BusCode.MceErrAr, _ => null };
 
     private static string Describe(FaultResult r) => r switch
     {
         FaultResult.SegvMaperr => "SIGSEGV (SEGV_MAPERR)",
         FaultResult.SegvAccerr => "SIGSEGV (SEGV_ACCERR)",
-        FaultResult.Sigbus => "SIGBUS",
+        FaultResult.Sigbus => "SIGBUS (BUS_ADRERR)",
+        FaultResult.SigbusMceErrAr => "SIGBUS (BUS_MCEERR_AR)",
         FaultResult.Oom => "out of memory (VM_FAULT_OOM)",
         _ => r.ToString(),
     };

@@ -22,11 +22,14 @@ public sealed unsafe partial class Cpu
     private const uint TlbRead = 1;          // translation valid for reads
     private const uint TlbWrite = 2;         // writable at every level and Dirty already set
 
-    // 4 KiB and 2 MiB translations.
+    // 4 KiB, 2 MiB and 1 GiB translations.
     private TlbEntry* _tlb;
     private readonly ulong _tlbMask;
     private TlbEntry* _tlbHuge;
     private readonly ulong _tlbHugeMask;
+    /// <summary>1 GiB entries, direct-mapped by the 1 GiB page number (the four of an L1 DTLB's 1 GiB array).</summary>
+    private TlbEntry* _tlbGiga;
+    private const int TlbGigaEntries = 4;
     // Paging-structure cache: PMD-level translations (2 MiB region → PTE table), as the PDE cache of
     // x86 keeps them. Its own generation, because INVLPG drops it whole while the TLB loses one page.
     private PscEntry* _psc;
@@ -75,6 +78,10 @@ public sealed unsafe partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private TlbEntry* HugeTlbSlot(ulong hpn) => _tlbHuge + (hpn & _tlbHugeMask);
 
+    /// <summary>The 1 GiB TLB entry a 1 GiB page number (gpn) maps to.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private TlbEntry* GigaTlbSlot(ulong gpn) => _tlbGiga + (gpn & (TlbGigaEntries - 1));
+
     /// <summary>The paging-structure-cache entry a 2 MiB page number maps to.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private PscEntry* PscSlot(ulong hpn) => _psc + (hpn & (PscEntries - 1));
@@ -97,6 +104,10 @@ public sealed unsafe partial class Cpu
         TlbEntry* h = HugeTlbSlot(hpn);
         if (h->Tag == TlbTag(hpn) && (h->Perm & need) != 0)
             return h->Host + (va & (Geometry.PmdSize - 1));
+        ulong gpn = va >> Geometry.PudShift;
+        TlbEntry* g = GigaTlbSlot(gpn);
+        if (g->Tag == TlbTag(gpn) && (g->Perm & need) != 0)
+            return g->Host + (va & (Geometry.PudSize - 1));
         return Walk(va, write, out error);
     }
 
@@ -123,6 +134,18 @@ public sealed unsafe partial class Cpu
         h->Host = host;
         h->Pfn = pfn;
         h->Perm = perm;
+    }
+
+    /// <summary>Fills the 1 GiB TLB entry of va from a walk that ended at a PUD leaf.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FillTlb1G(ulong va, byte* host, ulong pfn, uint perm)
+    {
+        ulong gpn = va >> Geometry.PudShift;
+        TlbEntry* g = GigaTlbSlot(gpn);
+        g->Tag = TlbTag(gpn);
+        g->Host = host;
+        g->Pfn = pfn;
+        g->Perm = perm;
     }
 
     /// <summary>tlb_single_page_flush_ceiling: above this many pages a range flush becomes a full flush.</summary>
@@ -152,7 +175,7 @@ public sealed unsafe partial class Cpu
         }
     }
 
-    /// <summary>INVLPG: drops the 4 KiB and 2 MiB translations of one address.</summary>
+    /// <summary>INVLPG: drops the 4 KiB, 2 MiB and 1 GiB translations of one address (SDM 4.10.4.1: whatever page size maps it).</summary>
     public void FlushOneLocal(ulong va)
     {
         ulong vpn = va >> Geometry.PageShift;
@@ -161,6 +184,9 @@ public sealed unsafe partial class Cpu
         ulong hpn = va >> Geometry.PmdShift;
         TlbEntry* h = HugeTlbSlot(hpn);
         if (TagPage(h->Tag) == hpn) h->Tag = 0;
+        ulong gpn = va >> Geometry.PudShift;
+        TlbEntry* g = GigaTlbSlot(gpn);
+        if (TagPage(g->Tag) == gpn) g->Tag = 0;
     }
 
     /// <summary>Drops the paging-structure-cache entry of va's 2 MiB region, whatever its generation.</summary>
@@ -181,10 +207,11 @@ public sealed unsafe partial class Cpu
             _local[LocalTlbGen] = 1;
             NativeMemory.Clear(_tlb, (nuint)((_tlbMask + 1) * (ulong)sizeof(TlbEntry)));
             NativeMemory.Clear(_tlbHuge, (nuint)((_tlbHugeMask + 1) * (ulong)sizeof(TlbEntry)));
+            NativeMemory.Clear(_tlbGiga, (nuint)(TlbGigaEntries * sizeof(TlbEntry)));
         }
     }
 
-    /// <summary>Whether this CPU's TLB holds a translation for va (4 KiB or 2 MiB); for tests and checkers.</summary>
+    /// <summary>Whether this CPU's TLB holds a translation for va (4 KiB, 2 MiB or 1 GiB); for tests and checkers.</summary>
     public bool TlbHolds(ulong va, out ulong pfn, out bool huge)
     {
         ulong vpn = va >> Geometry.PageShift;
@@ -193,6 +220,9 @@ public sealed unsafe partial class Cpu
         ulong hpn = va >> Geometry.PmdShift;
         TlbEntry* h = HugeTlbSlot(hpn);
         if (h->Tag == TlbTag(hpn)) { pfn = h->Pfn + (ulong)Geometry.PteIndex(va); huge = true; return true; }
+        ulong gpn = va >> Geometry.PudShift;
+        TlbEntry* g = GigaTlbSlot(gpn);
+        if (g->Tag == TlbTag(gpn)) { pfn = g->Pfn + ((va & (Geometry.PudSize - 1)) >> Geometry.PageShift); huge = true; return true; }
         pfn = 0; huge = false;
         return false;
     }

@@ -36,6 +36,8 @@ public enum VmFaultT : uint
     Sigbus = 0x000002,
     Major = 0x000004,
     Hwpoison = 0x000010,
+    /// <summary>VM_FAULT_HWPOISON_LARGE: a hwpoison entry of a huge page (hugetlb).</summary>
+    HwpoisonLarge = 0x000020,
     Sigsegv = 0x000040,
     NoPage = 0x000100,
     Locked = 0x000200,
@@ -43,7 +45,7 @@ public enum VmFaultT : uint
     Fallback = 0x000800,
     DoneCow = 0x001000,
     Completed = 0x004000,
-    Error = Oom | Sigbus | Sigsegv | Hwpoison,
+    Error = Oom | Sigbus | Sigsegv | Hwpoison | HwpoisonLarge,
 }
 
 /// <summary>
@@ -117,6 +119,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
 
         if ((fault & VmFaultT.Error) == 0) return FaultResult.Retry;
         if ((fault & VmFaultT.Oom) != 0) return FaultResult.Oom;
+        if ((fault & (VmFaultT.Hwpoison | VmFaultT.HwpoisonLarge)) != 0) return FaultResult.SigbusMceErrAr; // do_sigbus → force_sig_mceerr
         if ((fault & VmFaultT.Sigbus) != 0) return FaultResult.Sigbus;
         return FaultResult.SegvMaperr; // VM_FAULT_SIGSEGV → bad_area_nosemaphore
     }
@@ -133,7 +136,11 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     /// <summary>handle_mm_fault: __handle_mm_fault, then mm_account_fault. Caller holds mmap_lock for read.</summary>
     internal static VmFaultT HandleMmFault(Cpu cpu, Vma vma, ulong address, FaultFlags flags, X86PfError error = X86PfError.None)
     {
-        VmFaultT ret = Memory.HandleMmFaultInner(cpu, vma, address, flags, out FaultKind kind, out ulong pfn);
+        FaultKind kind = 0;
+        ulong pfn = 0;
+        VmFaultT ret = (vma.VmFlags & VmFlags.HugeTlb) != 0
+            ? Huge.HugetlbFault.Fault(cpu, vma, address, flags)
+            : Memory.HandleMmFaultInner(cpu, vma, address, flags, out kind, out pfn);
         // mm_account_fault: every fault but a retried one counts, failed ones included.
         // (min_flt is per task in the kernel; a shared per-mm count would bounce between CPUs.)
         if ((ret & VmFaultT.Retry) != 0) return ret;

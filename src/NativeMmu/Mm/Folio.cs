@@ -27,12 +27,39 @@ internal static unsafe class Folio
     private const int MmIdsLockBit = 31;
     private const int MmIdsSharedBit = 63;
 
-    /// <summary>page_folio: the head PFN of the folio the page belongs to (compound_head, bit 0 marks a tail). No lock: a mapped page cannot change folio.</summary>
+    /// <summary>
+    /// page_folio: the head PFN of the folio the page belongs to (compound_head, bit 0 marks a tail).
+    /// No lock: a mapped page cannot change folio. While the vmemmap key is 0 (no HVO folio with fake
+    /// heads, tails carrying head pointers) this is the plain decode behind one predictable branch, as
+    /// the kernel's static key makes it; otherwise <see cref="HeadPfnSlow"/> also decodes a
+    /// compound_info mask and fixes fake heads.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong HeadPfn(Machine m, ulong pfn)
     {
-        ulong head = m.Vmemmap.PfnToPage(pfn)->CompoundHead;
-        return (head & 1) == 0 ? pfn : m.Vmemmap.PfnOfVaddr(head & ~1UL);
+        Vmemmap vm = m.Vmemmap;
+        Page* page = vm.PfnToPage(pfn);
+        ulong head = page->CompoundHead;
+        if (vm.CompoundHeadKey != 0) return HeadPfnSlow(vm, page, pfn, head);
+        return (head & 1) == 0 ? pfn : vm.PfnOfVaddr(head & ~1UL);
+    }
+
+    /// <summary>
+    /// compound_head with HVO: a tail decodes its compound_info (head pointer or mask); a page that looks
+    /// like a head goes through page_fixed_fake_head: when it is PAGE_SIZE aligned in the vmemmap and
+    /// PG_head is set, it may be an alias of the real head (KeepHead maps every tail vmemmap page onto
+    /// the head's), and page[1]'s compound_head, a true tail's, names the real head.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ulong HeadPfnSlow(Vmemmap vm, Page* page, ulong pfn, ulong head)
+    {
+        if ((head & 1) != 0) return vm.PfnOfVaddr(vm.DecodeTailInfo(head, pfn));
+        if ((vm.CompoundHeadKey & Vmemmap.KeyFakeHeads) != 0 && pfn % Vmemmap.PagesPerVmemmapPage == 0 && page->IsHead)
+        {
+            ulong next = page[1].CompoundHead; // same vmemmap page: the alias's page[1] is a real tail
+            if ((next & 1) != 0) return vm.PfnOfVaddr(vm.DecodeTailInfo(next, pfn + 1));
+        }
+        return pfn;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -335,8 +362,9 @@ internal static unsafe class Folio
     }
 
     /// <summary>
-    /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: off the deferred
-    /// list, out of the mTHP nr_anon count, off the LRU, back to the allocator at its order). No lock
+    /// folio_put_refs: drop nr references; the last one frees the folio (__folio_put: a hugetlb folio to
+    /// free_huge_folio; any other off the deferred list, out of the mTHP nr_anon count, off the LRU, back
+    /// to the allocator at its order). No lock
     /// needed or held: after the last reference nobody else can reach the folio (the split-queue lock is
     /// taken inside to unqueue it).
     /// </summary>
@@ -346,6 +374,12 @@ internal static unsafe class Folio
         int after = Interlocked.Add(ref head->RefCount, -nr);
         if (after > 0) return;
         Bug.On(after < 0, "folio {0:x}: refcount underflow", headPfn);
+        // __folio_put: a hugetlb folio goes back to its pool (free_huge_folio), not to the allocator.
+        if (Huge.Hugetlb.FolioTestHugetlb(head))
+        {
+            m.Hugetlb.FreeHugeFolio(cpu.Id, headPfn);
+            return;
+        }
         int order = Order(head);
         if (order > 0)
         {

@@ -22,6 +22,8 @@ internal static class Fork
                 Vma tmp = VmAreaCache.Alloc(mm, mpnt.VmStart, mpnt.VmEnd, mpnt.VmFlags & ~(VmFlags.Locked | VmFlags.LockOnFault));
                 tmp.VmPageProt = mpnt.VmPageProt;
                 tmp.VmPgoff = mpnt.VmPgoff;
+                bool hugetlb = (mpnt.VmFlags & VmFlags.HugeTlb) != 0;
+                if (hugetlb) Huge.HugetlbMapping.HugetlbDupVma(tmp, mpnt); // hugetlb_dup_vma_private, vm_ops->open
                 mm.Vmas.Insert(tmp);
                 mm.TotalVm += (long)tmp.Pages;
                 if ((tmp.VmFlags & VmFlags.WipeOnFork) != 0) continue; // the child starts with fresh zero memory
@@ -29,6 +31,15 @@ internal static class Fork
                 {
                     tmp.AnonVma = AnonVma.Alloc(); // anon_vma_fork: the child's own anon_vma, chained to the parent's
                     tmp.AnonVma.Forked = true;
+                }
+                // vma_needs_copy: a hugetlb VMA is always copied, an anonymous one once it has an anon_vma.
+                if (hugetlb)
+                {
+                    if (Huge.HugetlbMapping.CopyHugetlbPageRange(cpu, tmp, mpnt) != Errno.Success)
+                        throw new OutOfMemoryException("fork: the emulated machine is out of memory");
+                }
+                else if (tmp.AnonVma is not null)
+                {
                     Memory.CopyPageRange(cpu, tmp, mpnt);
                 }
             }

@@ -1,5 +1,6 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
+using NativeMmu.Mm.Huge;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -124,13 +125,14 @@ internal static unsafe class Gup
         return err;
     }
 
-    /// <summary>check_vma_flags: FOLL_WRITE needs VM_WRITE (or FOLL_FORCE on a COW mapping); reads need VM_READ.</summary>
+    /// <summary>check_vma_flags: FOLL_WRITE needs VM_WRITE (or FOLL_FORCE on a COW mapping, never on hugetlb); reads need VM_READ.</summary>
     private static Errno CheckVmaFlags(Vma vma, Foll flags)
     {
         if ((flags & Foll.Write) != 0)
         {
             if ((vma.VmFlags & VmFlags.Write) == 0
-                && ((flags & Foll.Force) == 0 || (vma.VmFlags & (VmFlags.Shared | VmFlags.MayWrite)) != VmFlags.MayWrite))
+                && ((flags & Foll.Force) == 0 || HugetlbMapping.IsVmHugetlbPage(vma)
+                    || (vma.VmFlags & (VmFlags.Shared | VmFlags.MayWrite)) != VmFlags.MayWrite))
                 return Errno.EFAULT;
         }
         else if ((vma.VmFlags & VmFlags.Read) == 0)
@@ -148,6 +150,7 @@ internal static unsafe class Gup
     /// </summary>
     private static ulong FollowPage(Cpu cpu, Vma vma, ulong address, Foll flags, out FaultFlags need)
     {
+        if (HugetlbMapping.IsVmHugetlbPage(vma)) return HugetlbMapping.HugetlbFollowPageMask(vma, address, flags, out need);
         var follow = new FollowWalk(cpu, vma, flags);
         PageWalk.WalkRange(cpu, vma.Mm, address, address + Geometry.PageSize, ref follow);
         need = follow.Need;
@@ -289,9 +292,11 @@ internal static unsafe class Gup
                 if ((v.VmFlags & (VmFlags.Io | VmFlags.PfnMap)) != 0 || !v.IsAccessible) continue;
                 bool write = (v.VmFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
                 FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
-                for (ulong a = Math.Max(v.VmStart, start); a < Math.Min(v.VmEnd, end); a += Geometry.PageSize)
+                // GUP advances by the page mask it is given: a whole huge page at a time for hugetlb.
+                ulong step = HugetlbMapping.IsVmHugetlbPage(v) ? HugetlbMapping.HugePageSize(HugetlbMapping.HstateVma(v)) : Geometry.PageSize;
+                for (ulong a = Math.Max(v.VmStart, start); a < Math.Min(v.VmEnd, end); a = (a + step) & ~(step - 1))
                 {
-                    if (Populated(cpu, mm, a, write)) continue;
+                    if (Populated(cpu, mm, v, a, write)) continue;
                     if ((PageFaultHandler.HandleMmFault(cpu, v, a, ff) & VmFaultT.Error) != 0) return;
                 }
             }
@@ -306,8 +311,9 @@ internal static unsafe class Gup
     /// Whether the page is already mapped well enough (GUP's follow_page): a lockless look, the PTE read
     /// inside an RCU read-side section (pte_offset_map_ro_nolock). mmap_lock held for read.
     /// </summary>
-    internal static bool Populated(Cpu cpu, MmStruct mm, ulong address, bool write)
+    internal static bool Populated(Cpu cpu, MmStruct mm, Vma vma, ulong address, bool write)
     {
+        if (HugetlbMapping.IsVmHugetlbPage(vma)) return HugetlbMapping.Populated(vma, address, write);
         var look = new PopulatedWalk(write);
         PageWalk.WalkRange(cpu, mm, address, address + Geometry.PageSize, ref look);
         return look.Mapped;

@@ -1,5 +1,6 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
+using NativeMmu.Mm.Huge;
 using NativeMmu.Physical;
 using NativeMmu.Sync;
 
@@ -70,10 +71,42 @@ internal static unsafe class Madvise
         _ => true,
     };
 
-    /// <summary>madvise_vma_behavior for one VMA's part [start, end).</summary>
+    /// <summary>
+    /// madvise_vma_behavior for one VMA's part [start, end). A hugetlb VMA (a hugetlbfs file, VM_HUGETLB):
+    /// MADV_DONTNEED needs a huge-page-aligned start and rounds the end down to a huge page
+    /// (madvise_dontneed_free_valid_vma), MADV_FREE is EINVAL; MADV_COLD and MADV_PAGEOUT are EINVAL
+    /// (can_madv_lru_vma), MADV_REMOVE on a private mapping EACCES (not shared and writable), MADV_WIPEONFORK
+    /// EINVAL (a file VMA), MADV_WILLNEED a no-op (the fadvise of hugetlbfs); flag changes split only at
+    /// huge-page boundaries (EINVAL otherwise).
+    /// </summary>
     private static Errno MadviseVmaBehavior(Cpu cpu, MmStruct mm, Vma vma, out Vma? prev, ulong start, ulong end, Advice behavior)
     {
         prev = vma;
+        if (HugetlbMapping.IsVmHugetlbPage(vma))
+        {
+            switch (behavior)
+            {
+                case Advice.DontNeed:
+                case Advice.DontNeedLocked:
+                {
+                    Hstate h = HugetlbMapping.HstateVma(vma);
+                    if ((start & ~HugetlbMapping.HugePageMask(h)) != 0) return Errno.EINVAL;
+                    // "Avoid unexpected data loss by rounding down the number of huge pages freed."
+                    end &= HugetlbMapping.HugePageMask(h);
+                    if (start == end) return Errno.Success;
+                    Memory.ZapPageRangeSingle(cpu, vma, start, end - start);
+                    return Errno.Success;
+                }
+                case Advice.Free:
+                case Advice.Cold:
+                case Advice.PageOut:
+                case Advice.WipeOnFork:
+                case Advice.Collapse:
+                    return Errno.EINVAL;
+                case Advice.Remove:
+                    return (vma.VmFlags & VmFlags.Locked) != 0 ? Errno.EINVAL : Errno.EACCES;
+            }
+        }
         switch (behavior)
         {
             case Advice.DontNeed:
@@ -127,8 +160,9 @@ internal static unsafe class Madvise
             case Advice.HugePage: newFlags = (newFlags & ~VmFlags.NoHugePage) | VmFlags.HugePage; break;
             case Advice.NoHugePage: newFlags = (newFlags & ~VmFlags.HugePage) | VmFlags.NoHugePage; break;
         }
-        if (newFlags != vma.VmFlags) prev = Mmap.VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
-        return Errno.Success;
+        if (newFlags == vma.VmFlags) return Errno.Success;
+        prev = Mmap.VmaModifyFlags(cpu, mm, vma, start, end, newFlags, out Errno error);
+        return error;
     }
 
     /// <summary>
@@ -435,9 +469,11 @@ internal static unsafe class Madvise
             if (vma is null || vma.VmStart > start) return Errno.ENOMEM;
             if ((vma.VmFlags & (write ? VmFlags.Write : VmFlags.Read)) == 0 || (vma.VmFlags & VmFlags.PfnMap) != 0) return Errno.EINVAL;
             ulong stop = Math.Min(end, vma.VmEnd);
-            for (ulong a = start; a < stop; a += Geometry.PageSize)
+            // GUP advances by the page mask it is given: a whole huge page at a time for hugetlb.
+            ulong step = HugetlbMapping.IsVmHugetlbPage(vma) ? HugetlbMapping.HugePageSize(HugetlbMapping.HstateVma(vma)) : Geometry.PageSize;
+            for (ulong a = start; a < stop; a = (a + step) & ~(step - 1))
             {
-                if (Gup.Populated(cpu, mm, a, write)) continue;
+                if (Gup.Populated(cpu, mm, vma, a, write)) continue;
                 VmFaultT r = PageFaultHandler.HandleMmFault(cpu, vma, a, ff);
                 if ((r & VmFaultT.Oom) != 0) return Errno.ENOMEM;
                 if ((r & VmFaultT.Error) != 0) return Errno.EFAULT;

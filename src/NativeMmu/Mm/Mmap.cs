@@ -1,5 +1,7 @@
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
+using NativeMmu.Mm.Huge;
+using NativeMmu.Sync;
 
 namespace NativeMmu.Mm;
 
@@ -38,6 +40,10 @@ public enum MapFlags
     HugeTlb = 0x40000,
     Sync = 0x80000,
     FixedNoReplace = 0x100000,
+    /// <summary>MAP_HUGE_2MB: log2(2 MiB) &lt;&lt; MAP_HUGE_SHIFT (26).</summary>
+    Huge2MB = 21 << 26,
+    /// <summary>MAP_HUGE_1GB: log2(1 GiB) &lt;&lt; MAP_HUGE_SHIFT (26).</summary>
+    Huge1GB = 30 << 26,
 }
 
 /// <summary>madvise(2) advice values.</summary>
@@ -83,15 +89,27 @@ public static unsafe class Mmap
     // mmap
     // -------------------------------------------------------------------------------------------
 
-    /// <summary>mmap(2) for anonymous memory (ksys_mmap_pgoff → vm_mmap_pgoff → do_mmap → mmap_region).</summary>
+    /// <summary>
+    /// mmap(2) for anonymous memory (ksys_mmap_pgoff → vm_mmap_pgoff → do_mmap → mmap_region). MAP_HUGETLB
+    /// takes the hstate from MAP_HUGE_* (EINVAL when no pool has that size), rounds the length up to its
+    /// huge page size and maps an anonymous hugetlbfs inode of that size (hugetlb_file_setup).
+    /// </summary>
     public static Errno DoMmap(Cpu cpu, MmStruct mm, ulong addr, ulong len, Prot prot, MapFlags flags, out ulong result)
     {
         result = 0;
         MapFlags type = flags & MapFlags.Type;
         if (type is not (MapFlags.Private or MapFlags.Shared or MapFlags.SharedValidate)) return Errno.EINVAL;
         if ((flags & MapFlags.Anonymous) == 0) return Errno.EBADF; // a file mapping needs a file descriptor
-        if (type != MapFlags.Private) return Errno.EINVAL; // shared anonymous memory (shmem) is not emulated
-        if ((flags & MapFlags.HugeTlb) != 0) return Errno.EINVAL;
+        if (type != MapFlags.Private) return Errno.EINVAL; // shared anonymous memory (shmem, shared hugetlb) is not emulated
+        HugetlbFile? hugetlbFile = null;
+        if ((flags & MapFlags.HugeTlb) != 0)
+        {
+            Hstate? hs = HugetlbMapping.HstateSizelog(mm.Machine, ((int)flags >> HugetlbMapping.MapHugeShift) & HugetlbMapping.MapHugeMask);
+            if (hs is null) return Errno.EINVAL;
+            ulong hsz = HugetlbMapping.HugePageSize(hs);
+            len = unchecked(len + hsz - 1) & ~(hsz - 1); // ALIGN: a length that wraps becomes 0, and do_mmap's EINVAL
+            hugetlbFile = new HugetlbFile(hs);
+        }
         // prot bits other than R/W/X are ignored, not refused: calc_vm_prot_bits takes only those three.
         if (len == 0) return Errno.EINVAL;
         if ((flags & MapFlags.FixedNoReplace) != 0) flags |= MapFlags.Fixed;
@@ -108,7 +126,9 @@ public static unsafe class Mmap
         try
         {
             if (mm.Vmas.Count > MaxMapCount) return Errno.ENOMEM;
-            Errno err = GetUnmappedArea(mm, addr, alignedLen, flags, out ulong start);
+            Errno err = hugetlbFile is null
+                ? GetUnmappedArea(mm, addr, alignedLen, flags, out ulong start)
+                : HugetlbGetUnmappedArea(mm, addr, alignedLen, flags, hugetlbFile.H, out start);
             if (err != Errno.Success) return err;
             if ((flags & MapFlags.FixedNoReplace) != 0 && mm.Vmas.FindVmaIntersection(start, start + alignedLen) is not null)
                 return Errno.EEXIST;
@@ -121,9 +141,11 @@ public static unsafe class Mmap
             // VM_NOHUGEPAGE)" (the latter with CONFIG_TRANSPARENT_HUGEPAGE), kept for private mappings too.
             if ((flags & MapFlags.Sync) != 0) vmFlags |= VmFlags.Sync;
             if ((flags & MapFlags.Stack) != 0) vmFlags |= VmFlags.NoHugePage;
-            if ((vmFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.NoReserve)) == VmFlags.Write) vmFlags |= VmFlags.Account; // accountable_mapping
+            // accountable_mapping: never a hugetlbfs file; hugetlbfs_file_mmap adds VM_HUGETLB | VM_DONTEXPAND.
+            if (hugetlbFile is not null) vmFlags |= VmFlags.HugeTlb | VmFlags.DontExpand;
+            else if ((vmFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.NoReserve)) == VmFlags.Write) vmFlags |= VmFlags.Account;
 
-            err = MmapRegion(cpu, mm, start, alignedLen, vmFlags);
+            err = MmapRegion(cpu, mm, start, alignedLen, vmFlags, hugetlbFile);
             if (err != Errno.Success) return err;
             result = start;
         }
@@ -185,6 +207,51 @@ public static unsafe class Mmap
         return FindArea(mm, len, out start) ? Errno.Success : Errno.ENOMEM;
     }
 
+    /// <summary>
+    /// hugetlb_get_unmapped_area (fs/hugetlbfs/inode.c): MAP_FIXED must be huge-page aligned (EINVAL,
+    /// before the generic range and mmap_min_addr checks); a hint is rounded up to the huge page size and
+    /// taken if free; otherwise the highest huge-page-aligned gap below mmap_base (align_mask in
+    /// vm_unmapped_area), bottom-up as a fallback.
+    /// </summary>
+    private static Errno HugetlbGetUnmappedArea(MmStruct mm, ulong addr, ulong len, MapFlags flags, Hstate h, out ulong start)
+    {
+        start = 0;
+        ulong hsz = HugetlbMapping.HugePageSize(h);
+        if (len > mm.TaskSize) return Errno.ENOMEM;
+        if ((flags & MapFlags.Fixed) != 0)
+        {
+            if ((addr & (hsz - 1)) != 0) return Errno.EINVAL; // prepare_hugepage_range
+            return GetUnmappedArea(mm, addr, len, flags, out start);
+        }
+        if (addr != 0)
+        {
+            addr = (addr + hsz - 1) & ~(hsz - 1);
+            if (addr != 0 && mm.TaskSize - len >= addr && addr >= MmapMinAddr)
+            {
+                Vma? v = mm.Vmas.FindVma(addr);
+                if (v is null || addr + len <= v.VmStart)
+                {
+                    start = addr;
+                    return Errno.Success;
+                }
+            }
+        }
+        ulong padded = len + hsz - Geometry.PageSize;
+        if (padded < len) return Errno.ENOMEM;
+        ulong low = Math.Max(Geometry.PageSize, MmapMinAddr);
+        if (UnmappedAreaTopdown(mm, padded, low, mm.MmapBase, out ulong gap))
+        {
+            start = (gap + padded - len) & ~(hsz - 1); // the highest aligned start in the gap
+            return Errno.Success;
+        }
+        if (UnmappedAreaBottomUp(mm, padded, Geometry.PageAlign(mm.TaskSize / 3), mm.TaskSize, out gap))
+        {
+            start = (gap + hsz - 1) & ~(hsz - 1);
+            return Errno.Success;
+        }
+        return Errno.ENOMEM;
+    }
+
     /// <summary>arch_get_unmapped_area_topdown: the highest gap below mmap_base, then bottom-up as a fallback.</summary>
     private static bool FindArea(MmStruct mm, ulong len, out ulong start)
     {
@@ -218,8 +285,13 @@ public static unsafe class Mmap
         }
     }
 
-    /// <summary>mmap_region: unmap what MAP_FIXED covers, then extend a neighbour or insert a new VMA. mmap_lock held for write.</summary>
-    private static Errno MmapRegion(Cpu cpu, MmStruct mm, ulong addr, ulong len, VmFlags vmFlags)
+    /// <summary>
+    /// mmap_region: unmap what MAP_FIXED covers, then extend a neighbour or insert a new VMA. A hugetlb
+    /// mapping is a new VMA (VM_SPECIAL never merges) at file offset 0, and call_mmap's
+    /// hugetlbfs_file_mmap reserves its pages: ENOMEM, with the VMA gone again, when the pool cannot.
+    /// mmap_lock held for write.
+    /// </summary>
+    private static Errno MmapRegion(Cpu cpu, MmStruct mm, ulong addr, ulong len, VmFlags vmFlags, HugetlbFile? hugetlbFile = null)
     {
         ulong end = addr + len;
         if (mm.Vmas.FindVmaIntersection(addr, end) is not null)
@@ -249,8 +321,17 @@ public static unsafe class Mmap
         else
         {
             Vma vma = VmAreaCache.Alloc(mm, addr, end, vmFlags);
-            vma.VmPgoff = pgoff;
+            vma.VmPgoff = hugetlbFile is null ? pgoff : 0;
             mm.Vmas.Insert(vma);
+            if (hugetlbFile is not null && !HugetlbMapping.HugetlbfsFileMmap(vma, hugetlbFile))
+            {
+                // unmap_region + remove_vma: nothing was mapped yet.
+                HugetlbMapping.HugetlbVmOpClose(vma);
+                mm.Vmas.Remove(vma);
+                VmAreaCache.Free(vma);
+                Interlocked.Increment(ref mm.VmaSeq);
+                return Errno.ENOMEM;
+            }
         }
         mm.TotalVm += (long)(len >> Geometry.PageShift);
         if (mm.TotalVm > mm.HiwaterVm) mm.HiwaterVm = mm.TotalVm;
@@ -319,6 +400,7 @@ public static unsafe class Mmap
         if (start > first.VmStart)
         {
             if (end < first.VmEnd && mm.Vmas.Count >= MaxMapCount) return Errno.ENOMEM;
+            if (MaySplit(first, start) is var e1 && e1 != Errno.Success) return e1;
             first = SplitVma(cpu, mm, first, start);
         }
         Vma last = first;
@@ -326,6 +408,8 @@ public static unsafe class Mmap
         if (last.VmEnd > end)
         {
             if (mm.Vmas.Count >= MaxMapCount) return Errno.ENOMEM;
+            // The split at start above stays when this one is refused, as in vms_gather_munmap_vmas.
+            if (MaySplit(last, end) is var e2 && e2 != Errno.Success) return e2;
             SplitVma(cpu, mm, last, end);
         }
         Vma? prev = first.Prev, next = last.Next;
@@ -340,6 +424,7 @@ public static unsafe class Mmap
         {
             Vma? following = ReferenceEquals(v, last) ? null : v.Next;
             mm.TotalVm -= (long)v.Pages;
+            if (HugetlbMapping.IsVmHugetlbPage(v)) HugetlbMapping.HugetlbVmOpClose(v); // remove_vma → vm_ops->close
             mm.Vmas.Remove(v);
             VmAreaCache.Free(v);
             v = following;
@@ -354,7 +439,9 @@ public static unsafe class Mmap
     /// </summary>
     internal static Vma SplitVma(Cpu cpu, MmStruct mm, Vma vma, ulong addr)
     {
-        if ((addr & ~Geometry.PmdMask) != 0) HugeMemory.SplitHugePmdAddress(cpu, vma, addr);
+        bool hugetlb = HugetlbMapping.IsVmHugetlbPage(vma);
+        Bug.On(hugetlb && HugetlbMapping.HugetlbVmOpSplit(vma, addr) != Errno.Success, "__split_vma: hugetlb VMA {0} split at {1:x}, inside a huge page", vma, addr);
+        if (!hugetlb && (addr & ~Geometry.PmdMask) != 0) HugeMemory.SplitHugePmdAddress(cpu, vma, addr);
         Vma upper = VmAreaCache.Alloc(mm, addr, vma.VmEnd, vma.VmFlags);
         upper.VmPageProt = vma.VmPageProt;
         upper.VmPgoff = vma.VmPgoff + ((addr - vma.VmStart) >> Geometry.PageShift);
@@ -363,20 +450,39 @@ public static unsafe class Mmap
             upper.AnonVma = av;
             Interlocked.Increment(ref av.Users);
         }
+        if (hugetlb)
+        {
+            upper.Hugetlb = vma.Hugetlb; // vm_area_dup copies vm_file and vm_private_data
+            HugetlbMapping.HugetlbVmOpOpen(upper);
+        }
         vma.VmEnd = addr;
         mm.Vmas.Insert(upper);
         Interlocked.Increment(ref mm.VmaSeq);
         return upper;
     }
 
+    /// <summary>vm_ops->may_split: a hugetlb VMA refuses a split inside a huge page (hugetlb_vm_op_split).</summary>
+    internal static Errno MaySplit(Vma vma, ulong addr)
+        => HugetlbMapping.IsVmHugetlbPage(vma) ? HugetlbMapping.HugetlbVmOpSplit(vma, addr) : Errno.Success;
+
     /// <summary>
     /// vma_modify_flags: give [start, end) of vma the new flags, splitting at the edges and merging with
-    /// neighbours that end up identical. Returns the VMA now covering the range's start.
+    /// neighbours that end up identical. Returns the VMA now covering the range's start, or null with the
+    /// errno of a refused split (a split at start already made stays, as in vma_modify).
     /// </summary>
-    internal static Vma VmaModifyFlags(Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    internal static Vma? VmaModifyFlags(Cpu cpu, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags, out Errno error)
     {
-        if (start > vma.VmStart) vma = SplitVma(cpu, mm, vma, start);
-        if (end < vma.VmEnd) SplitVma(cpu, mm, vma, end);
+        error = Errno.Success;
+        if (start > vma.VmStart)
+        {
+            if ((error = MaySplit(vma, start)) != Errno.Success) return null;
+            vma = SplitVma(cpu, mm, vma, start);
+        }
+        if (end < vma.VmEnd)
+        {
+            if ((error = MaySplit(vma, end)) != Errno.Success) return null;
+            SplitVma(cpu, mm, vma, end);
+        }
         vma.VmFlags = newFlags;
         vma.VmPageProt = Vma.VmGetPageProt(newFlags);
         Vma? n = vma.Next, p = vma.Prev;
@@ -415,6 +521,7 @@ public static unsafe class Mmap
             for (Vma? v = mm.Vmas.First; v is not null;)
             {
                 Vma? next = v.Next;
+                if (HugetlbMapping.IsVmHugetlbPage(v)) HugetlbMapping.HugetlbVmOpClose(v);
                 mm.Vmas.Remove(v);
                 VmAreaCache.Free(v);
                 v = next;

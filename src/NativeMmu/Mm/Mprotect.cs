@@ -48,7 +48,9 @@ internal static unsafe class Mprotect
                 // The VM_MAY* bits sit four above the VM_* bits: what is not permitted may not be asked.
                 if (((ulong)newFlags & ~((ulong)newFlags >> 4) & (ulong)VmFlags.AccessFlags) != 0) { error = Errno.EACCES; break; }
                 tmp = Math.Min(vma.VmEnd, end);
-                vma = MprotectFixup(cpu, tlb, mm, vma, nstart, tmp, newFlags);
+                Vma? changed = MprotectFixup(cpu, tlb, mm, vma, nstart, tmp, newFlags, out error);
+                if (changed is null) break;
+                vma = changed;
                 nstart = tmp = vma.VmEnd;
                 vma = vma.Next;
             }
@@ -67,27 +69,31 @@ internal static unsafe class Mprotect
 
     /// <summary>
     /// mprotect_fixup: new flags on [start, end), then change_protection over it; a locked private VMA
-    /// made writable is populated for writing at once. mmap_lock held for write.
+    /// made writable is populated for writing at once. Null with the errno of a refused split. mmap_lock
+    /// held for write.
     /// </summary>
-    private static Vma MprotectFixup(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    private static Vma? MprotectFixup(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags, out Errno error)
     {
+        error = Errno.Success;
         if (newFlags == vma.VmFlags) return vma;
         VmFlags oldFlags = vma.VmFlags;
-        vma = MprotectFixupFlags(cpu, tlb, mm, vma, start, end, newFlags);
+        Vma? changed = MprotectFixupFlags(cpu, tlb, mm, vma, start, end, newFlags, out error);
+        if (changed is null) return null;
+        vma = changed;
         // "if ((oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED && (newflags & VM_WRITE))
         //      populate_vma_page_range(vma, start, end, NULL);"
         if ((oldFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.Locked)) == VmFlags.Locked && (newFlags & VmFlags.Write) != 0)
         {
             for (ulong a = start; a < end; a += Geometry.PageSize)
             {
-                if (Gup.Populated(cpu, mm, a, write: true)) continue;
+                if (Gup.Populated(cpu, mm, vma, a, write: true)) continue;
                 if ((PageFaultHandler.HandleMmFault(cpu, vma, a, FaultFlags.Remote | FaultFlags.Write) & VmFaultT.Error) != 0) break;
             }
         }
         return vma;
     }
 
-    private static Vma MprotectFixupFlags(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    private static Vma? MprotectFixupFlags(Cpu cpu, MmuGather tlb, MmStruct mm, Vma vma, ulong start, ulong end, VmFlags newFlags, out Errno error)
     {
         // A private mapping made writable is charged (VM_ACCOUNT); one made read-only before it has an
         // anon_vma gives the charge back, as nothing can have been committed yet.
@@ -100,7 +106,14 @@ internal static unsafe class Mprotect
         {
             newFlags &= ~VmFlags.Account;
         }
-        vma = Mmap.VmaModifyFlags(cpu, mm, vma, start, end, newFlags);
+        Vma? modified = Mmap.VmaModifyFlags(cpu, mm, vma, start, end, newFlags, out error);
+        if (modified is null) return null;
+        vma = modified;
+        if (Huge.HugetlbMapping.IsVmHugetlbPage(vma))
+        {
+            Huge.HugetlbMapping.HugetlbChangeProtection(cpu, vma, start, end, vma.VmPageProt); // change_protection's hugetlb case
+            return vma;
+        }
         // MM_CP_TRY_CHANGE_WRITABLE: a private writable VMA may make exclusive anon pages writable now.
         bool tryWritable = (newFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
         ChangeProtection(cpu, tlb, vma, start, end, vma.VmPageProt, tryWritable);

@@ -37,6 +37,8 @@ internal static unsafe class PageTableCheck
         public readonly Dictionary<ulong, Seen> Entire = [];
         /// <summary>The PMD tables walked, for the deposit check.</summary>
         public readonly HashSet<ulong> PmdTables = [];
+        /// <summary>PMD table → its hugetlb leaves (a hugetlb PMD has no table deposited under it).</summary>
+        public readonly Dictionary<ulong, int> HugetlbLeaves = [];
     }
 
     public static List<string> Check(Machine m, IReadOnlyList<MmStruct> mms)
@@ -46,7 +48,7 @@ internal static unsafe class PageTableCheck
             foreach (Vma vma in mm.Vmas)
             {
                 if (vma.VmStart >= vma.VmEnd) continue;
-                var walk = new AuditWalk(a, mm);
+                var walk = new AuditWalk(a, mm, (vma.VmFlags & VmFlags.HugeTlb) != 0);
                 PageWalk.WalkRange(null, mm, vma.VmStart, vma.VmEnd, ref walk);
             }
 
@@ -78,6 +80,7 @@ internal static unsafe class PageTableCheck
             int leaves = 0;
             for (int i = 0; i < Geometry.PtrsPerPmd; i++) if (PgTable.Get(pmd + i).Leaf) leaves++;
             int deposited = HugeMemory.DepositedCount(m, table);
+            leaves -= a.HugetlbLeaves.GetValueOrDefault(table);
             if (deposited != leaves) a.Errors.Add($"PMD table {table:x}: {leaves} huge PMDs but {deposited} deposited page tables");
         }
 
@@ -100,10 +103,11 @@ internal static unsafe class PageTableCheck
     }
 
     /// <summary>The audit's walk: every PMD table seen, every huge PMD and every present PTE counted. mmap_lock held for write.</summary>
-    private struct AuditWalk(Audit a, MmStruct mm) : IPageWalkOps
+    private struct AuditWalk(Audit a, MmStruct mm, bool hugetlb) : IPageWalkOps
     {
         private readonly Audit a = a;
         private readonly MmStruct mm = mm;
+        private readonly bool hugetlb = hugetlb;
 
         public readonly PteWalk PteWalk => PteWalk.Held;
         public readonly MmuGather? Tlb => null;
@@ -111,17 +115,25 @@ internal static unsafe class PageTableCheck
         public readonly WalkAction PgdEntry(Pgd* pgd, ulong addr, ulong next) => WalkAction.Subtree;
         public readonly WalkAction P4dEntry(P4d* p4d, P4d p4dval, ulong addr, ulong next) => WalkAction.Subtree;
 
-        /// <summary>A PMD table: kept for the deposit check (no PUD leaves are made).</summary>
+        /// <summary>A PMD table: kept for the deposit check. A PUD leaf (a 1 GiB hugetlb page): its folio's entire mapping counted once.</summary>
         public readonly WalkAction PudEntry(Pud* pud, Pud pudval, ulong addr, ulong next)
         {
+            if (hugetlb && !pudval.Present) return WalkAction.Continue; // a hwpoison entry of a 1 GiB page
             if (!pudval.Leaf) a.PmdTables.Add(pudval.Pfn);
+            else CountPmd(a, mm, new Pmd(pudval.Value), addr);
             return WalkAction.Subtree;
         }
 
-        /// <summary>A PMD-mapped THP: the folio's entire mapping counted once.</summary>
+        /// <summary>A PMD-mapped THP or 2 MiB hugetlb page: the folio's entire mapping counted once (a hwpoison entry maps nothing).</summary>
         public readonly WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            if (!pmdval.Leaf) return WalkAction.Subtree;
+            if (!pmdval.Leaf && !hugetlb) return WalkAction.Subtree;
+            if (hugetlb)
+            {
+                ulong table = PgTable.TablePfnOf(a.Mem, pmd);
+                if (pmdval.Leaf) a.HugetlbLeaves[table] = a.HugetlbLeaves.GetValueOrDefault(table) + 1;
+                if (!pmdval.Present) return WalkAction.Continue;
+            }
             CountPmd(a, mm, pmdval, addr);
             return WalkAction.Continue;
         }

@@ -17,6 +17,8 @@ public static class Stats
         yield return new("nr_anon_pages", c.Sum(VmStat.NrAnonPages));
         yield return new("nr_anon_transparent_hugepages", c.Sum(VmStat.NrAnonThps) / HugeMemory.HpagePmdNr);
         yield return new("nr_page_table_pages", c.Sum(VmStat.NrPageTablePages));
+        yield return new("nr_memmap_pages", c.Sum(VmStat.NrMemmapPages));
+        yield return new("nr_memmap_boot_pages", c.Sum(VmStat.NrMemmapBootPages));
         yield return new("pgalloc_normal", c.Sum(VmEvent.PgallocNormal));
         yield return new("pgfree", c.Sum(VmEvent.Pgfree));
         yield return new("pgfault", c.Sum(VmEvent.Pgfault));
@@ -34,6 +36,26 @@ public static class Stats
         yield return new("nr_tlb_local_flush_one", c.Sum(VmEvent.NrTlbLocalFlushOne));
         // Emulator-only: shootdowns that a non-answering CPU pushed onto the membarrier path.
         yield return new("nativemmu_tlb_flush_barrier_fallback", c.Sum(VmEvent.TlbFlushBarrierFallback));
+    }
+
+    /// <summary>
+    /// /proc/meminfo (meminfo_proc_show) for what this kernel keeps: MemTotal (managed pages), MemFree,
+    /// AnonPages, AnonHugePages, PageTables, then hugetlb_report_meminfo's HugePages_Total/Free/Rsvd/Surp,
+    /// Hugepagesize and Hugetlb. show_val_kb's layout: the label padded to 16 columns, the value in 8.
+    /// </summary>
+    public static string RenderMeminfo(Machine m)
+    {
+        PerCpuCounters c = m.Counters;
+        const int kbPerPage = (int)(Geometry.PageSize >> 10);
+        var sb = new StringBuilder();
+        void Kb(string name, long pages) => sb.Append((name + ":").PadRight(16)).Append($"{pages * kbPerPage,8}").Append(" kB\n");
+        Kb("MemTotal", (long)m.Allocator.ManagedPages);
+        Kb("MemFree", m.Allocator.BuddyFreePages); // NR_FREE_PAGES: pcp pages are not counted
+        Kb("AnonPages", c.Sum(VmStat.NrAnonPages));
+        Kb("PageTables", c.Sum(VmStat.NrPageTablePages));
+        Kb("AnonHugePages", c.Sum(VmStat.NrAnonThps));
+        m.Hugetlb.ReportMeminfo(sb);
+        return sb.ToString();
     }
 
     public static string RenderVmstat(Machine m)
@@ -70,7 +92,8 @@ public static class Stats
         Line(sb, "VmLib", 0);
         Line(sb, "VmPTE", mm.PgtablesBytes >> 10);
         Line(sb, "VmSwap", mm.GetMmCounter(MmCounter.SwapEnts) * kbPerPage);
-        sb.Append("HugetlbPages:\t").Append($"{0,8}").Append(" kB\n");
+        // hugetlb_report_usage: mm->hugetlb_usage, which RSS does not include.
+        sb.Append("HugetlbPages:\t").Append($"{Volatile.Read(ref mm.HugetlbUsage) * kbPerPage,8}").Append(" kB\n");
         return sb.ToString();
     }
 
@@ -88,6 +111,7 @@ public static class Stats
         ulong lo = ulong.MaxValue, hi = 0;
         using CpuScope scope = m.EnterCpu();
         var walk = new SmapsWalk(m);
+        long privateHugetlb = 0, sharedHugetlb = 0;
         mm.MmapLock.ReadLock(scope.Cpu.Id);
         try
         {
@@ -95,7 +119,10 @@ public static class Stats
             {
                 lo = Math.Min(lo, vma.VmStart);
                 hi = Math.Max(hi, vma.VmEnd);
-                if (vma.VmStart < vma.VmEnd) PageWalk.WalkRange(scope.Cpu, mm, vma.VmStart, vma.VmEnd, ref walk);
+                if (vma.VmStart >= vma.VmEnd) continue;
+                // walk_page_vma: a hugetlb VMA goes to smaps_hugetlb_range, which counts nothing in Rss.
+                if ((vma.VmFlags & VmFlags.HugeTlb) != 0) Huge.HugetlbMapping.SmapsHugetlbRange(vma, ref privateHugetlb, ref sharedHugetlb);
+                else PageWalk.WalkRange(scope.Cpu, mm, vma.VmStart, vma.VmEnd, ref walk);
             }
         }
         finally
@@ -125,8 +152,8 @@ public static class Stats
         Field("AnonHugePages", anonHuge);
         Field("ShmemPmdMapped", 0);
         Field("FilePmdMapped", 0);
-        Field("Shared_Hugetlb", 0);
-        Field("Private_Hugetlb", 0);
+        Field("Shared_Hugetlb", sharedHugetlb);
+        Field("Private_Hugetlb", privateHugetlb);
         Field("Swap", 0);
         Field("SwapPss", 0);
         Field("Locked", 0);

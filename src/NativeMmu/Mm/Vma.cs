@@ -49,6 +49,8 @@ public sealed class Vma
     public ulong VmPgoff;
     /// <summary>anon_vma: set by the first anonymous fault (anon_vma_prepare); shared by split halves.</summary>
     public AnonVma? AnonVma;
+    /// <summary>vm_file and vm_private_data of a MAP_HUGETLB mapping (its hugetlbfs inode, reservation map and HPAGE_RESV_* flags); default otherwise.</summary>
+    internal Huge.HugetlbVma Hugetlb;
 
     // Intrusive links of the mm's VMA tree (VmaTree): written under mmap_lock for write only.
     internal Vma? TreeLeft, TreeRight, TreeParent;
@@ -67,6 +69,7 @@ public sealed class Vma
         VmPageProt = VmGetPageProt(flags);
         VmPgoff = 0;
         AnonVma = null;
+        Hugetlb = default;
     }
 
     public ulong Size => VmEnd - VmStart;

@@ -44,7 +44,9 @@ internal static unsafe partial class Memory
         if (start >= vma.VmEnd) return;
         ulong end = Math.Min(vma.VmEnd, endAddr);
         if (end <= vma.VmStart) return;
-        if (start != end) UnmapPageRange(cpu, tlb, vma, start, end);
+        if (start == end) return;
+        if ((vma.VmFlags & VmFlags.HugeTlb) != 0) Huge.HugetlbMapping.UnmapHugepageRange(cpu, tlb, vma, start, end);
+        else UnmapPageRange(cpu, tlb, vma, start, end);
     }
 
     /// <summary>unmap_page_range: the walk from the PGD down, zap_pmd_range and zap_pte_range as its callbacks.</summary>

@@ -14,6 +14,12 @@ public enum Gfp : uint
     Zero = 1,
     /// <summary>__GFP_COMP: a compound page (folio) with head and tails.</summary>
     Comp = 2,
+    /// <summary>
+    /// __GFP_RETRY_MAYFAIL: the caller copes with failure. Only such allocations consult the
+    /// fail_page_alloc hook (<see cref="FrameAllocator.FailPageAlloc"/>), since only their callers have
+    /// a failure path to exercise.
+    /// </summary>
+    RetryMayfail = 4,
 }
 
 /// <summary>
@@ -79,8 +85,21 @@ public sealed unsafe class FrameAllocator : IDisposable
             _pcp[c] = new PerCpuPages { Head = 0, Count = 0, High = pcpHigh, Batch = pcpBatch };
     }
 
-    /// <summary>The frames the zone manages (present_pages minus the boot-time reservations).</summary>
-    public ulong ManagedPages => _zoneEnd - _zoneStart;
+    /// <summary>
+    /// The frames the zone manages (present_pages minus the boot-time reservations, plus boot-time
+    /// frames handed over later, as free_bootmem_page does with freed vmemmap pages).
+    /// </summary>
+    public ulong ManagedPages => _zoneEnd - _zoneStart + (ulong)Volatile.Read(ref _managedAdjust);
+
+    /// <summary>adjust_managed_page_count: boot-time frames given to the allocator after boot. Interlocked.</summary>
+    private long _managedAdjust;
+
+    /// <summary>
+    /// fail_page_alloc (should_fail_alloc_page): when set, asked before each allocation that carries
+    /// <see cref="Gfp.RetryMayfail"/>; true makes that allocation fail. Tests set it to drive the
+    /// failure paths (vmemmap restore); null otherwise.
+    /// </summary>
+    public Func<int, bool>? FailPageAlloc { get; set; }
     public ulong ZoneStartPfn => _zoneStart;
 
     /// <summary>Free frames: the buddy lists plus every CPU's pcp list.</summary>
@@ -133,6 +152,8 @@ public sealed unsafe class FrameAllocator : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong AllocPages(int cpu, int order, Gfp gfp)
     {
+        // gfp is a constant at every call site: for callers without RetryMayfail this folds away.
+        if ((gfp & Gfp.RetryMayfail) != 0 && FailPageAlloc is { } fail && fail(order)) return 0;
         ulong pfn = order == 0 ? RmqueuePcp(cpu) : RmqueueBuddy(order);
         if (pfn == 0) return 0;
         PrepNewPage(pfn, order, gfp);
@@ -159,7 +180,7 @@ public sealed unsafe class FrameAllocator : IDisposable
     /// <summary>free_frozen_pages / free_unref_page: the refcount is already zero; return the block.</summary>
     public void FreeFrozenPages(int cpu, ulong pfn, int order)
     {
-        FreePagesPrepare(pfn, order);
+        if (!FreePagesPrepare(pfn, order)) return;
         _counters.Add(cpu, VmEvent.Pgfree, 1L << order);
         if (order == 0)
         {
@@ -332,14 +353,15 @@ public sealed unsafe class FrameAllocator : IDisposable
         if (order > 0 && (gfp & Gfp.Comp) != 0) PrepCompoundPage(pfn, order);
     }
 
-    /// <summary>prep_compound_page: PG_head on the head, compound_head on every tail, then the folio fields.</summary>
+    /// <summary>prep_compound_page: PG_head on the head, compound_head (or compound_info) on every tail, then the folio fields.</summary>
     private void PrepCompoundPage(ulong pfn, int order)
     {
         Page* head = Page(pfn);
         head->SetFlag(PG.Head); // __SetPageHead: nobody else can see the block yet
         ulong headVaddr = _vmemmap.PageVaddr(pfn);
+        ulong info = _vmemmap.TailInfo(headVaddr, order); // head | 1, or the compound_info mask
         for (ulong i = 1; i < (1UL << order); i++)
-            Page(pfn + i)->CompoundHead = headVaddr | 1;
+            Page(pfn + i)->CompoundHead = info;
         PrepCompoundHead(LargeFolio.Of(head), headVaddr, order);
     }
 
@@ -379,8 +401,13 @@ public sealed unsafe class FrameAllocator : IDisposable
         return null;
     }
 
-    /// <summary>free_pages_prepare: drop anon mapping, check for a bad page, clear the flags, undo the compound.</summary>
-    private void FreePagesPrepare(ulong pfn, int order)
+    /// <summary>
+    /// free_pages_prepare: drop anon mapping, check for a bad page, clear the flags, undo the compound.
+    /// False for a hardware-poisoned order-0 page, which must not reach the free lists ("Do not let
+    /// hwpoison pages hit pcplists/buddy"); a poisoned subpage of a larger block keeps its flag and is
+    /// taken off the lists afterwards (take_page_off_buddy).
+    /// </summary>
+    private bool FreePagesPrepare(ulong pfn, int order)
     {
         Page* p = Page(pfn);
         if ((p->Mapping & PageTypes.MappingFlags) != 0) p->Mapping = 0;
@@ -402,14 +429,159 @@ public sealed unsafe class FrameAllocator : IDisposable
                 t->Index = 0;
                 t->Private = 0;
                 t->MapCount = -1;
-                t->Flags &= ~PG.CheckAtPrep;
+                t->Flags &= ~PG.ClearAtFree;
                 if (t->RefCount != 0) BadPage(pfn + i, "tail page has a reference");
             }
         }
-        p->Flags &= ~PG.CheckAtPrep;
+        if (order == 0 && p->TestFlag(PG.Hwpoison)) return false;
+        p->Flags &= ~PG.ClearAtFree;
         p->Private = 0;
         p->Index = 0;
         p->MemcgData = 0;
+        return true;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Ranges above MAX_PAGE_ORDER (alloc_contig_pages, free_contig_range) and poisoned pages
+    // (take_page_off_buddy), free_bootmem_page for boot-time frames.
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// alloc_contig_pages / folio_alloc_gigantic: 2^order naturally aligned frames (order above
+    /// MAX_PAGE_ORDER), taken from the buddy lists where every frame of such a range is free there, as a
+    /// compound page with refcount 1 when <see cref="Gfp.Comp"/>; 0 when no such range exists. The
+    /// calling CPU's pcp list is drained first; pages on other CPUs' pcp lists, or in use, make a range
+    /// unusable: this allocator does not migrate, so a range is taken only when it is wholly free
+    /// (alloc_contig_range's isolate + migrate step succeeding trivially).
+    /// </summary>
+    public ulong AllocContigPages(int cpu, int order, Gfp gfp)
+    {
+        Bug.On(order <= MaxOrder, "alloc_contig_pages for an order the buddy lists serve");
+        if ((gfp & Gfp.RetryMayfail) != 0 && FailPageAlloc is { } fail && fail(order)) return 0;
+        ulong nr = 1UL << order;
+        DrainPcp(cpu);
+        ulong found = 0;
+        Spin.Lock(LockWord);
+        for (ulong start = (_zoneStart + nr - 1) & ~(nr - 1); start + nr <= _zoneEnd; start += nr)
+        {
+            if (!RangeFreeInBuddy(start, start + nr)) continue;
+            for (ulong pfn = start; pfn < start + nr;)
+            {
+                int o = (int)Page(pfn)->Private;
+                DelFromFreeList(pfn, o);
+                pfn += 1UL << o;
+            }
+            found = start;
+            break;
+        }
+        Spin.Unlock(LockWord);
+        if (found == 0) return 0;
+        for (ulong pfn = found; pfn < found + nr; pfn++)
+        {
+            Page* p = Page(pfn);
+            if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtPrep) != 0)
+                BadPage(pfn, "allocated page is not in the free state");
+        }
+        PrepNewPage(found, order, gfp & ~Gfp.Comp);
+        // prep_new_page checked the head; the loop above checked the rest as check_new_pages does.
+        if ((gfp & Gfp.Comp) != 0) PrepCompoundPage(found, order);
+        _counters.Add(cpu, VmEvent.PgallocNormal, (long)nr);
+        return found;
+    }
+
+    /// <summary>Whether [start, end) is covered by free buddy blocks, each wholly inside it. Zone lock held.</summary>
+    private bool RangeFreeInBuddy(ulong start, ulong end)
+    {
+        for (ulong pfn = start; pfn < end;)
+        {
+            Page* p = Page(pfn);
+            if (p->PageType != (PageTypes.Buddy << 24)) return false;
+            ulong size = 1UL << (int)p->Private;
+            if (pfn + size > end) return false;
+            pfn += size;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// free_contig_range for a gigantic folio whose refcount is already zero: the compound is undone
+    /// (free_pages_prepare over the whole range), then the frames go back to the buddy lists in
+    /// MAX_PAGE_ORDER blocks.
+    /// </summary>
+    public void FreeFrozenContigRange(int cpu, ulong pfn, int order)
+    {
+        Bug.On(order <= MaxOrder, "free_contig_range for an order the buddy lists serve");
+        _ = FreePagesPrepare(pfn, order); // order > 0: never refused
+        ulong nr = 1UL << order;
+        _counters.Add(cpu, VmEvent.Pgfree, (long)nr);
+        Spin.Lock(LockWord);
+        for (ulong p = pfn; p < pfn + nr; p += 1UL << MaxOrder) FreeOneBlock(p, MaxOrder);
+        Spin.Unlock(LockWord);
+    }
+
+    /// <summary>
+    /// The page-allocator half of demote_free_hugetlb_folios: the naturally aligned 2^order frames at
+    /// pfn, part of a larger compound page being demoted, become a compound page of their own
+    /// (clear_compound_head on its first page, then prep_compound_page). The caller owns every frame.
+    /// </summary>
+    internal void PrepCompoundPageForDemote(ulong pfn, int order)
+    {
+        Page* head = Page(pfn);
+        head->CompoundHead = 0; // clear_compound_head: it was a tail of the bigger folio
+        head->Mapping = 0;
+        PrepCompoundPage(pfn, order);
+    }
+
+    /// <summary>
+    /// take_page_off_buddy: the free block holding pfn is split down (break_down_buddy_pages) and the
+    /// page taken out, so a hardware-poisoned page is never handed out. False when the page is not on the
+    /// buddy lists (in use, or on a pcp list).
+    /// </summary>
+    public bool TakePageOffBuddy(ulong pfn)
+    {
+        Spin.Lock(LockWord);
+        try
+        {
+            for (int order = 0; order <= MaxOrder; order++)
+            {
+                ulong start = pfn & ~((1UL << order) - 1);
+                if (start < _zoneStart) break;
+                Page* p = Page(start);
+                if (p->PageType != (PageTypes.Buddy << 24) || (int)p->Private < order) continue;
+                int blockOrder = (int)p->Private;
+                DelFromFreeList(start, blockOrder);
+                // break_down_buddy_pages: keep halving, giving back the half without the target.
+                ulong lo = start;
+                for (int o = blockOrder; o > 0; o--)
+                {
+                    ulong half = 1UL << (o - 1);
+                    if (pfn >= lo + half) { AddToFreeList(lo, o - 1); lo += half; }
+                    else AddToFreeList(lo + half, o - 1);
+                }
+                return true;
+            }
+            return false;
+        }
+        finally
+        {
+            Spin.Unlock(LockWord);
+        }
+    }
+
+    /// <summary>
+    /// free_bootmem_page: a frame the boot allocator handed out (PG_reserved, one reference) joins the
+    /// allocator's free frames (ClearPageReserved, adjust_managed_page_count, __free_page).
+    /// </summary>
+    public void FreeBootmemPage(int cpu, ulong pfn)
+    {
+        Page* p = Page(pfn);
+        Bug.On(!p->TestFlag(PG.Reserved) || p->RefCount != 1, "free_bootmem_page on a page not reserved at boot");
+        p->ClearFlag(PG.Reserved);
+        p->RefCount = 0;
+        p->Mapping = 0;
+        p->MapCount = -1;
+        Interlocked.Increment(ref _managedAdjust);
+        FreeFrozenPages(cpu, pfn, 0);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -175,6 +175,11 @@ public static class PG
         | (1UL << Unevictable) | (1UL << Mlocked) | (1UL << Reserved) | (1UL << Private) | (1UL << Private2);
     /// <summary>PAGE_FLAGS_CHECK_AT_PREP: everything below the zone/node fields is clear on a new page.</summary>
     public const ulong CheckAtPrep = (1UL << 24) - 1;
+    /// <summary>
+    /// What free_pages_prepare clears: PAGE_FLAGS_CHECK_AT_PREP without __PG_HWPOISON, which outlives the
+    /// free so that a poisoned page stays recognisable (and is kept or taken off the free lists).
+    /// </summary>
+    public const ulong ClearAtFree = CheckAtPrep & ~(1UL << Hwpoison);
 }
 
 /// <summary>The page_type values (top byte of page_type) and the folio mapping flags.</summary>

@@ -9,5 +9,9 @@ public enum VmStat
     NrAnonThps,
     NrPageTablePages,
     NrZeroPageUsers,
+    /// <summary>NR_MEMMAP (nr_memmap_pages): struct-page memory allocated after boot.</summary>
+    NrMemmapPages,
+    /// <summary>NR_MEMMAP_BOOT (nr_memmap_boot_pages): struct-page memory allocated at boot.</summary>
+    NrMemmapBootPages,
     Count,
 }

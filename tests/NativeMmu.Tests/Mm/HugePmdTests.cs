@@ -11,10 +11,11 @@ namespace NativeMmu.Tests.Mm;
 /// fork's copy by PMD, zap whole or by split, mprotect, GUP through a huge PMD, and the counters.
 /// The invariant checks run throughout and must stay silent.
 /// </summary>
-[TestFixture(PtReclaimMode.Off)]
-[TestFixture(PtReclaimMode.Sync)]
-[TestFixture(PtReclaimMode.Refcount)]
-public unsafe class HugePmdTests(PtReclaimMode mode)
+[TestFixture(PtReclaimMode.Off, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Sync, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Refcount, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Sync, HvoMode.SharedTails)] // THP tails carrying compound_info masks
+public unsafe class HugePmdTests(PtReclaimMode mode, HvoMode hvo)
 {
     private const ulong M2 = 2UL << 20;
     private const ulong Page = TestSupport.PageSize;
@@ -29,7 +30,7 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
     [SetUp]
     public void SetUp()
     {
-        _kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode });
+        _kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode, Hvo = hvo });
         _free0 = TestSupport.SettledFreeFrames(_kernel);
         _p = _kernel.CreateProcess("thp");
         _cpu = _kernel.AttachCpu();

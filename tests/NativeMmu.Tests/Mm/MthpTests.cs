@@ -10,15 +10,17 @@ namespace NativeMmu.Tests.Mm;
 /// fork shares it page by page, and do_wp_page treats it as the configured kernel does (before 6.15,
 /// 6.15+, or the whole-folio-reuse RFC). Partially mapped folios go on the deferred-split queue.
 /// </summary>
-public class MthpTests
+[TestFixture(HvoMode.Off)]
+[TestFixture(HvoMode.SharedTails)] // mTHP tails carrying compound_info masks of every order
+public class MthpTests(HvoMode hvo)
 {
     private const ulong K64 = 64 << 10;
     private const ulong M1 = 1 << 20;
     private const int Order64K = 4;
 
-    private static Kernel Boot(LargeFolioWp wp = LargeFolioWp.ReuseSubpage, PtReclaimMode pt = PtReclaimMode.Sync)
+    private Kernel Boot(LargeFolioWp wp = LargeFolioWp.ReuseSubpage, PtReclaimMode pt = PtReclaimMode.Sync)
     {
-        var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, WpLargeFolio = wp, PtReclaim = pt });
+        var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, WpLargeFolio = wp, PtReclaim = pt, Hvo = hvo });
         kernel.Machine.Thp.Enabled = ThpMode.Never;
         kernel.Machine.Thp.SetSize(K64, ThpMode.Always);
         return kernel;
@@ -185,7 +187,7 @@ public class MthpTests
     [Test]
     public void Allocation_pressure_runs_the_deferred_split_shrinker_before_giving_up()
     {
-        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true });
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true, Hvo = hvo });
         kernel.Machine.Thp.Enabled = ThpMode.Never;
         kernel.Machine.Thp.SetSize(K64, ThpMode.Always);
         Process p = kernel.CreateProcess();
