@@ -228,6 +228,8 @@ internal static unsafe partial class PgTable
     public static bool BreakCowPte(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address, string who)
     {
         Machine m = mm.Machine;
+        Bug.On(m.Config.CowPte == CowPteMode.Off,
+            "{0} is about to change entries of the PTE table under the write-protected PMD at {1:x}, and without copy-on-write page tables no table is shared", who, address);
         if (TestHooks.SkipCowPteBreak is { } skip && skip(mm, who)) return true;
         ulong start = address & Geometry.PmdMask;
         int* pml = PmdLock(m, pmd);
