@@ -11,10 +11,13 @@ namespace NativeMmu.Tests.Mm;
 /// fork's copy by PMD, zap whole or by split, mprotect, GUP through a huge PMD, and the counters.
 /// The invariant checks run throughout and must stay silent.
 /// </summary>
-[TestFixture(PtReclaimMode.Off)]
-[TestFixture(PtReclaimMode.Sync)]
-[TestFixture(PtReclaimMode.Refcount)]
-public unsafe class HugePmdTests(PtReclaimMode mode)
+[TestFixture(PtReclaimMode.Off, CowPteMode.Off)]
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Off)]
+[TestFixture(PtReclaimMode.Refcount, CowPteMode.Off)]
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Lazy)]
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Eager)]
+[TestFixture(PtReclaimMode.Refcount, CowPteMode.Eager)]
+public unsafe class HugePmdTests(PtReclaimMode mode, CowPteMode cowPte)
 {
     private const ulong M2 = 2UL << 20;
     private const ulong Page = TestSupport.PageSize;
@@ -29,7 +32,10 @@ public unsafe class HugePmdTests(PtReclaimMode mode)
     [SetUp]
     public void SetUp()
     {
-        _kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode });
+        _kernel = new Kernel(new KernelConfig
+        {
+            MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off,
+        });
         _free0 = TestSupport.SettledFreeFrames(_kernel);
         _p = _kernel.CreateProcess("thp");
         _cpu = _kernel.AttachCpu();
