@@ -1,3 +1,4 @@
+using NativeMmu.Cpus;
 using NativeMmu.Mm;
 
 namespace NativeMmu.Tests.Mm;
@@ -286,5 +287,95 @@ public class CowPteTests(CowPteMode mode)
         child.Exit();
         parent.Exit();
         Assert.Pass($"reported: {found[0]}");
+    }
+
+    public enum BreakingOp { Mprotect, DontNeed, Munmap, WriteFault }
+
+    [TestCase(BreakingOp.Mprotect)]
+    [TestCase(BreakingOp.DontNeed)]
+    [TestCase(BreakingOp.Munmap)]
+    [TestCase(BreakingOp.WriteFault)]
+    public void A_failed_allocation_at_every_table_allocation_of_a_break_leaves_both_sides_consistent(BreakingOp op)
+    {
+        Process parent = Populated(2 * Pmd);
+        int failedRuns = 0;
+        for (int n = 1; n <= 8; n++)
+        {
+            Process child = parent.Fork($"child{n}");
+            string maps = child.ProcMaps();
+            // A range that covers both shared tables in part: each op must copy both.
+            ulong start = Base + Pmd - 4 * Page, len = 8 * Page;
+            _kernel.Machine.FailPageTableAlloc(n);
+            bool ok;
+            child.Enter(_cpu);
+            switch (op)
+            {
+                case BreakingOp.Mprotect: ok = child.Mprotect(start, len, Prot.Read) is var e1 && (e1 == Errno.Success || e1 == Errno.ENOMEM ? e1 == Errno.Success : throw new AssertionException($"mprotect: {e1}")); break;
+                case BreakingOp.DontNeed: ok = child.Madvise(start, len, Advice.DontNeed) is var e2 && (e2 == Errno.Success || e2 == Errno.ENOMEM ? e2 == Errno.Success : throw new AssertionException($"madvise: {e2}")); break;
+                case BreakingOp.Munmap: ok = child.Munmap(start, len) is var e3 && (e3 == Errno.Success || e3 == Errno.ENOMEM ? e3 == Errno.Success : throw new AssertionException($"munmap: {e3}")); break;
+                default:
+                    FaultResult r = _cpu.TryStore<long>(start, -1);
+                    Assert.That(r, Is.EqualTo(FaultResult.Retry).Or.EqualTo(FaultResult.Oom), "the write fault completes or is VM_FAULT_OOM");
+                    ok = r == FaultResult.Retry;
+                    break;
+            }
+            bool injected = !_kernel.Machine.PageTableAllocFailurePending;
+            _kernel.Machine.FailPageTableAlloc(0);
+            AssertClean($"after {op} with allocation {n} failing");
+            Assert.That(Holds(parent, 2 * Pmd, off => (long)off + 1), Is.True, "the parent's memory is untouched");
+            if (!ok)
+            {
+                failedRuns++;
+                Assert.That(injected, Is.True, "only the injected failure fails the call");
+                Assert.That(child.ProcMaps(), Is.EqualTo(maps), "a failed call changed no VMA");
+                Assert.That(Holds(child, 2 * Pmd, off => (long)off + 1), Is.True, "the child's memory is as fork left it");
+            }
+            _cpu.SwitchMm(null);
+            child.Exit();
+            if (!injected) break; // the call needed fewer than n allocations: every one has failed once
+        }
+        Assert.That(failedRuns, Is.EqualTo(op == BreakingOp.WriteFault ? 1 : 2), "each table allocation the call makes failed it once");
+        ExitAllAndCheckFrames(parent);
+    }
+
+    [Test]
+    public void Two_cpus_fault_one_shared_range_in_parent_and_child_while_a_third_breaks_it()
+    {
+        const ulong size = 4 * Pmd;
+        const int pages = (int)(size / Page);
+        Process parent = Populated(size);
+        Process child = parent.Fork("child");
+        _cpu.SwitchMm(null);
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var go = new ManualResetEventSlim();
+        void Writer(NativeMmu.Cpus.Cpu cpu, Process who, long tag)
+        {
+            who.Enter(cpu);
+            go.Wait(TestSupport.HandshakeTimeout);
+            var rng = new Random((int)tag);
+            for (int i = 0; i < 3000; i++)
+            {
+                int page = rng.Next(pages);
+                ulong va = Base + (ulong)page * Page;
+                long seen = cpu.Load<long>(va);
+                if (seen != (long)page * (long)Page + 1 && seen != tag + page) errors.Enqueue($"{who.Name}: page {page} read {seen:x}");
+                cpu.Store(va, tag + page);
+            }
+        }
+        void Breaker(NativeMmu.Cpus.Cpu cpu)
+        {
+            go.Set();
+            for (int i = 0; i < 4; i++)
+                if (parent.Madvise(Base + (ulong)i * Pmd, Pmd, Advice.PopulateWrite) != Errno.Success) errors.Enqueue("populate failed");
+        }
+        bool finished = TestSupport.RunOnCpus(_kernel, parent,
+            c => Writer(c, parent, 1L << 40), c => Writer(c, child, 2L << 40), Breaker);
+        Assert.That(finished, Is.True, "every thread finished in time");
+        Assert.That(errors, Is.Empty, () => string.Join("\n", errors.Take(5)));
+        Assert.That(_kernel.Machine.TlbConflicts, Is.Empty);
+        AssertClean("after the race");
+        Assert.That(Holds(parent, size, off => { long v = _cpu.Load<long>(Base + off); return v == (long)off + 1 || v == (1L << 40) + (long)(off / Page) ? v : long.MinValue; }), Is.True, "the parent holds only its own writes");
+        Assert.That(Holds(child, size, off => { long v = _cpu.Load<long>(Base + off); return v == (long)off + 1 || v == (2L << 40) + (long)(off / Page) ? v : long.MinValue; }), Is.True, "the child holds only its own writes");
+        ExitAllAndCheckFrames(child, parent);
     }
 }
