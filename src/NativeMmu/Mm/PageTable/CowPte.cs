@@ -99,6 +99,14 @@ internal static unsafe partial class PgTable
                 if ((v.VmFlags & (VmFlags.DontCopy | VmFlags.WipeOnFork)) != 0) return false;
         }
         Pte* t = PteTable(m.Memory, pmdval.Pfn);
+        // Without pins in this mm and (for Lazy) without a large anonymous folio anywhere, no page can
+        // disqualify the table: only whether it has an entry is left to see.
+        if (!src.HasPinned && (m.Config.CowPte == CowPteMode.Eager || !AnyLargeAnonFolio(m)))
+        {
+            for (int i = 0; i < Geometry.PtrsPerPte; i++)
+                if (!Get(t + i).None) return true;
+            return false;
+        }
         bool any = false;
         for (int i = 0; i < Geometry.PtrsPerPte; i++)
         {
@@ -120,6 +128,14 @@ internal static unsafe partial class PgTable
             }
         }
         return any;
+    }
+
+    /// <summary>Whether any large anonymous folio is mapped on the machine (the per-size nr_anon counters).</summary>
+    private static bool AnyLargeAnonFolio(Machine m)
+    {
+        for (int order = 2; order <= Thp.PmdOrder; order++)
+            if (m.Thp.Stat(order, MthpStat.NrAnon) != 0) return true;
+        return false;
     }
 
     /// <summary>
