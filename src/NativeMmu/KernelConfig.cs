@@ -38,6 +38,28 @@ public enum HvoMode
 }
 
 /// <summary>
+/// Copy-on-write PTE tables at fork (CONFIG_COW_PTE, not in mainline): which design, if any. See
+/// docs/cow-pte.md for the rules each keeps for mapcount, refcount, PageAnonExclusive and RSS.
+/// </summary>
+public enum CowPteMode
+{
+    /// <summary>The feature is absent: fork copies every PTE table, prctl(PR_SET_COW_PTE) fails with EINVAL.</summary>
+    Off,
+    /// <summary>
+    /// On-Demand-Fork and the RFC v1-v2 series: fork shares a PTE table wholly inside one anonymous VMA and
+    /// touches no data page's struct page; the refcounts, mapcounts and RSS of its pages are settled when a
+    /// table is copied at the break.
+    /// </summary>
+    Lazy,
+    /// <summary>
+    /// The v3-v5 series (prctl(PR_SET_COW_PTE)): fork shares every PTE table but VM_DONTCOPY ones and
+    /// accounts every page it maps (mapcount, refcount, PageAnonExclusive) at fork; a table holding a page
+    /// that may be pinned is copied instead (recover_pte_range).
+    /// </summary>
+    Eager,
+}
+
+/// <summary>
 /// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
 /// Defaults are the kernel's defaults where the kernel has one.
 /// </summary>
@@ -77,6 +99,12 @@ public sealed record KernelConfig
     /// value boots with vm.hugetlb_optimize_vmemmap = 1 (hugetlb_free_vmemmap=on).
     /// </summary>
     public HvoMode Hvo { get; init; } = HvoMode.Off;
+
+    /// <summary>Copy-on-write PTE tables at fork: Off (the default, as without CONFIG_COW_PTE), Lazy or Eager.</summary>
+    public CowPteMode CowPte { get; init; } = CowPteMode.Off;
+
+    /// <summary>With <see cref="CowPte"/> on: every process shares its tables at its next fork, as if it had called prctl(PR_SET_COW_PTE).</summary>
+    public bool CowPteAllProcesses { get; init; }
 
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 

@@ -38,6 +38,9 @@ internal static unsafe class Mprotect
                 if (vma.VmStart > start) return Errno.ENOMEM;
                 if ((grows & ProtGrowsUp) != 0) return Errno.EINVAL; // x86 has no VM_GROWSUP
             }
+            // change_pte_range would break each shared table it changes; breaking them all first makes a
+            // break that finds no memory fail the call before any VMA or entry changed.
+            if (!PgTable.BreakCowPteRange(cpu, mm, start, end, "mprotect")) return Errno.ENOMEM;
             MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(mm, fullmm: false);
             Errno error = Errno.Success;
             ulong nstart = start, tmp = vma.VmStart;

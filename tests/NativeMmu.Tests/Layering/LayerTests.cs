@@ -24,7 +24,7 @@ public sealed class LayerTests
     /// everywhere in the kernel: it lives in the root namespace for its public spelling, below every layer
     /// but the architecture's.
     /// </summary>
-    private const string ConfigTypes = "^(KernelConfig|PtReclaimMode|LargeFolioWp|HvoMode|Errno|ErrnoException)$";
+    private const string ConfigTypes = "^(KernelConfig|PtReclaimMode|LargeFolioWp|HvoMode|CowPteMode|Errno|ErrnoException)$";
 
     /// <summary>The layers from the bottom up: each may use the ones before it, never one after.</summary>
     private static readonly (string Name, IObjectProvider<ArchType> Types)[] Layers =

@@ -35,7 +35,12 @@ public enum CowBacking
 /// invariant checks run after every step (fork and exit) and must report nothing.
 /// </summary>
 [TestFixtureSource(nameof(Fixtures))]
-public class CowTests(CowBacking backing, LargeFolioWp wp)
+/// <remarks>
+/// With copy-on-write PTE tables (Lazy and Eager, every process sharing at fork) each backing runs
+/// again with the default write-fault behaviour, in a region whose 2 MiB table lies wholly inside the
+/// VMA so that Lazy shares it too.
+/// </remarks>
+public class CowTests(CowBacking backing, LargeFolioWp wp, CowPteMode cowPte)
 {
     private const ulong K64 = 64 << 10;
 
@@ -43,8 +48,10 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
     {
         foreach (CowBacking b in Enum.GetValues<CowBacking>())
         {
-            if (b == CowBacking.BasePage) { yield return new TestFixtureData(b, LargeFolioWp.ReuseSubpage); continue; }
-            foreach (LargeFolioWp w in Enum.GetValues<LargeFolioWp>()) yield return new TestFixtureData(b, w);
+            foreach (CowPteMode c in new[] { CowPteMode.Lazy, CowPteMode.Eager })
+                yield return new TestFixtureData(b, LargeFolioWp.ReuseSubpage, c);
+            if (b == CowBacking.BasePage) { yield return new TestFixtureData(b, LargeFolioWp.ReuseSubpage, CowPteMode.Off); continue; }
+            foreach (LargeFolioWp w in Enum.GetValues<LargeFolioWp>()) yield return new TestFixtureData(b, w, CowPteMode.Off);
         }
     }
 
@@ -71,7 +78,10 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
     [SetUp]
     public void SetUp()
     {
-        _kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, WpLargeFolio = wp });
+        _kernel = new Kernel(new KernelConfig
+        {
+            MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, WpLargeFolio = wp, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off,
+        });
         _kernel.Machine.Thp.Enabled = ThpMode.Never;
         ulong folio = FolioBytes(backing);
         if (backing != CowBacking.BasePage) _kernel.Machine.Thp.SetSize(folio, ThpMode.Always); // hugepages-<size>kB/enabled
@@ -80,8 +90,9 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
         _cpu = _kernel.AttachCpu();
         _parent.Enter(_cpu);
 
-        ulong raw = _parent.Mmap(2 * folio);
-        _mem = (raw + folio - 1) & ~(folio - 1);
+        ulong align = cowPte == CowPteMode.Off ? folio : Math.Max(folio, TestSupport.PmdSize);
+        ulong raw = _parent.Mmap(2 * align);
+        _mem = (raw + align - 1) & ~(align - 1);
         _size = folio;
         for (ulong off = 0; off < _size; off += TestSupport.PageSize) _cpu.Store<long>(_mem + off, (long)off + 1);
         if (backing != CowBacking.BasePage)
@@ -158,6 +169,12 @@ public class CowTests(CowBacking backing, LargeFolioWp wp)
     {
         Process child = _parent.Fork();
         AssertNoViolations();
+        // A PMD-mapped THP is shared by its PMD; Eager copies a table across a VM_DONTCOPY VMA, Lazy one
+        // mapping a large folio.
+        bool tableShared = cowPte == CowPteMode.Eager
+            ? backing is not (CowBacking.PmdThp or CowBacking.PartiallySharedMthp or CowBacking.PartiallySharedThp)
+            : cowPte == CowPteMode.Lazy && backing == CowBacking.BasePage;
+        Assert.That(_kernel.VmstatValue("cow_pte_share") > 0, Is.EqualTo(tableShared), "whether fork shared the PTE table");
         Fill(_parent, -1);
         Assert.That(Holds(child, off => (long)off + 1), Is.True, "the child still reads the data of fork time");
         AssertNoViolations();

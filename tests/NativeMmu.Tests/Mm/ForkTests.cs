@@ -5,22 +5,35 @@ namespace NativeMmu.Tests.Mm;
 /// <summary>fork for small anonymous pages: copy-on-write in both directions.</summary>
 public class ForkTests
 {
-    [TestCase(PtReclaimMode.Off)]
-    [TestCase(PtReclaimMode.Refcount)]
-    [TestCase(PtReclaimMode.Sync)]
-    public void Parent_and_child_never_see_each_others_writes_after_fork(PtReclaimMode mode)
+    [TestCase(PtReclaimMode.Off, CowPteMode.Off)]
+    [TestCase(PtReclaimMode.Refcount, CowPteMode.Off)]
+    [TestCase(PtReclaimMode.Sync, CowPteMode.Off)]
+    [TestCase(PtReclaimMode.Sync, CowPteMode.Lazy)]
+    [TestCase(PtReclaimMode.Sync, CowPteMode.Eager)]
+    [TestCase(PtReclaimMode.Refcount, CowPteMode.Lazy)]
+    [TestCase(PtReclaimMode.Refcount, CowPteMode.Eager)]
+    public void Parent_and_child_never_see_each_others_writes_after_fork(PtReclaimMode mode, CowPteMode cowPte)
     {
-        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode });
+        using var kernel = new Kernel(new KernelConfig
+        {
+            MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off,
+        });
         long free0 = TestSupport.SettledFreeFrames(kernel);
         Process parent = kernel.CreateProcess();
         using var cpu = kernel.AttachCpu();
         parent.Enter(cpu);
-        ulong a = parent.Mmap(1UL << 20);
+        // 1 MiB at the start of a 2 MiB-aligned 4 MiB mapping: its table lies wholly inside the VMA, so
+        // Lazy shares it too.
+        ulong a = parent.Mmap(4UL << 20);
+        a = (a + TestSupport.PmdSize - 1) & ~(TestSupport.PmdSize - 1);
         for (ulong off = 0; off < (1UL << 20); off += 4096) cpu.Store<long>(a + off, (long)off + 1);
         long pgreuse0 = kernel.VmstatValue("pgreuse");
 
         Process child = parent.Fork();
-        Assert.That(child.Mm.GetMmCounter(MmCounter.AnonPages), Is.EqualTo(256), "the child maps the same 256 pages");
+        // A shared table is charged to the parent alone, as the COW PTE series reports the child's VmRSS.
+        Assert.That(child.Mm.GetMmCounter(MmCounter.AnonPages), Is.EqualTo(cowPte == CowPteMode.Off ? 256 : 0), "the child maps the same 256 pages");
+        Assert.That(kernel.VmstatValue("cow_pte_share"), Is.EqualTo(cowPte == CowPteMode.Off ? 0 : 1), "the table is shared with copy-on-write PTE tables");
+        Assert.That(kernel.CheckInvariants(), Is.Empty, "the audit after fork");
 
         child.Enter(cpu);
         Assert.That(cpu.Load<long>(a + 4096), Is.EqualTo(4097), "the child reads the parent's data");
@@ -37,6 +50,7 @@ public class ForkTests
         Assert.That(kernel.VmstatValue("pgreuse") - pgreuse0, Is.EqualTo(1), "one write after the child exited was a reuse (wp_page_reuse)");
         Assert.That(cpu.Load<long>(a + 12288), Is.EqualTo(-3));
         parent.Exit();
+        Assert.That(kernel.InvariantViolations, Is.Empty);
         Assert.That(TestSupport.SettledFreeFrames(kernel), Is.EqualTo(free0), "every frame came back after both exits");
     }
 

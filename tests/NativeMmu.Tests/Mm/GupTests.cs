@@ -10,7 +10,10 @@ namespace NativeMmu.Tests.Mm;
 /// fault forever, so each lookup runs on a CPU thread with a deadline. And fork's batched copy of a
 /// PTE-mapped THP falls back page by page when the folio may be pinned.
 /// </summary>
-public class GupTests
+[TestFixture(CowPteMode.Off)]
+[TestFixture(CowPteMode.Lazy)]
+[TestFixture(CowPteMode.Eager)]
+public class GupTests(CowPteMode cowPte)
 {
     private const ulong M2 = 2UL << 20;
 
@@ -18,7 +21,7 @@ public class GupTests
     [TestCase(true)]
     public void A_forced_write_into_a_read_only_private_mapping_breaks_cow_and_the_process_reads_the_poke(bool thp)
     {
-        using var lease = new KernelLease(new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true }));
+        using var lease = new KernelLease(new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off }));
         Kernel k = lease.Kernel;
         Process p = k.CreateProcess();
         ulong a = p.Mmap(2 * M2, Prot.Read);
@@ -53,7 +56,7 @@ public class GupTests
     [Test]
     public void Fork_copies_every_page_of_a_pte_mapped_thp_that_may_be_pinned_and_shares_an_unpinned_one()
     {
-        using var k = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true });
+        using var k = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off });
         Process p = k.CreateProcess();
         using var cpu = k.AttachCpu();
         p.Enter(cpu);

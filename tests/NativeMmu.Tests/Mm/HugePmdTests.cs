@@ -11,11 +11,14 @@ namespace NativeMmu.Tests.Mm;
 /// fork's copy by PMD, zap whole or by split, mprotect, GUP through a huge PMD, and the counters.
 /// The invariant checks run throughout and must stay silent.
 /// </summary>
-[TestFixture(PtReclaimMode.Off, HvoMode.Off)]
-[TestFixture(PtReclaimMode.Sync, HvoMode.Off)]
-[TestFixture(PtReclaimMode.Refcount, HvoMode.Off)]
-[TestFixture(PtReclaimMode.Sync, HvoMode.SharedTails)] // THP tails carrying compound_info masks
-public unsafe class HugePmdTests(PtReclaimMode mode, HvoMode hvo)
+[TestFixture(PtReclaimMode.Off, CowPteMode.Off, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Off, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Refcount, CowPteMode.Off, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Off, HvoMode.SharedTails)] // THP tails carrying compound_info masks
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Lazy, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Sync, CowPteMode.Eager, HvoMode.Off)]
+[TestFixture(PtReclaimMode.Refcount, CowPteMode.Eager, HvoMode.Off)]
+public unsafe class HugePmdTests(PtReclaimMode mode, CowPteMode cowPte, HvoMode hvo)
 {
     private const ulong M2 = 2UL << 20;
     private const ulong Page = TestSupport.PageSize;
@@ -30,7 +33,10 @@ public unsafe class HugePmdTests(PtReclaimMode mode, HvoMode hvo)
     [SetUp]
     public void SetUp()
     {
-        _kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode, Hvo = hvo });
+        _kernel = new Kernel(new KernelConfig
+        {
+            MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, PtReclaim = mode, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off, Hvo = hvo,
+        });
         _free0 = TestSupport.SettledFreeFrames(_kernel);
         _p = _kernel.CreateProcess("thp");
         _cpu = _kernel.AttachCpu();

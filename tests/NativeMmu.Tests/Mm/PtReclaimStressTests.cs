@@ -21,11 +21,18 @@ public class PtReclaimStressTests
     [TestCase(PtReclaimMode.Off, true)]
     [TestCase(PtReclaimMode.Refcount, true)]
     [TestCase(PtReclaimMode.Sync, true)]
+    [TestCase(PtReclaimMode.Sync, false, CowPteMode.Lazy)]
+    [TestCase(PtReclaimMode.Sync, false, CowPteMode.Eager)]
+    [TestCase(PtReclaimMode.Refcount, false, CowPteMode.Eager)]
+    [TestCase(PtReclaimMode.Sync, true, CowPteMode.Eager)]
     [CancelAfter(60_000)]
-    public void Writers_dontneed_and_fork_race_without_a_violation(PtReclaimMode mode, bool thp)
+    public void Writers_dontneed_and_fork_race_without_a_violation(PtReclaimMode mode, bool thp, CowPteMode cowPte = CowPteMode.Off)
     {
         double seconds = Environment.GetEnvironmentVariable("CI") is null ? 3 : 4;
-        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 128UL << 20, Cpus = 8, DebugVm = true, PtReclaim = mode });
+        using var kernel = new Kernel(new KernelConfig
+        {
+            MemoryBytes = 128UL << 20, Cpus = 8, DebugVm = true, PtReclaim = mode, CowPte = cowPte, CowPteAllProcesses = cowPte != CowPteMode.Off,
+        });
         long free0 = TestSupport.SettledFreeFrames(kernel);
         Process p = kernel.CreateProcess();
         ulong r = p.Mmap(Region);
@@ -119,11 +126,12 @@ public class PtReclaimStressTests
         Assert.That(zaps, Is.GreaterThan(10), "the zapper ran");
         Assert.That(forks, Is.GreaterThan(2), "the forker ran");
         Assert.That(recounts, Is.GreaterThan(2), "the recounter ran");
-        TestContext.Out.WriteLine($"{mode}{(thp ? " thp" : "")}: {reads} checked writes, {zaps} zaps, {forks} forks, {recounts} recounts, {kernel.VmstatValue("pgfault")} faults, {kernel.VmstatValue("thp_fault_alloc")} THPs, {kernel.VmstatValue("thp_split_pmd")} PMD splits");
+        TestContext.Out.WriteLine($"{mode}{(thp ? " thp" : "")} cow_pte {cowPte} (shared {kernel.VmstatValue("cow_pte_share")}, copied {kernel.VmstatValue("cow_pte_break_copy")}, reused {kernel.VmstatValue("cow_pte_break_reuse")}, dropped {kernel.VmstatValue("cow_pte_drop")}): {reads} checked writes, {zaps} zaps, {forks} forks, {recounts} recounts, {kernel.VmstatValue("pgfault")} faults, {kernel.VmstatValue("thp_fault_alloc")} THPs, {kernel.VmstatValue("thp_split_pmd")} PMD splits");
         if (thp) Assert.That(kernel.VmstatValue("thp_fault_alloc"), Is.GreaterThan(0), "THPs were faulted in");
 
         Assert.That(p.Munmap(r, Region), Is.EqualTo(Errno.Success));
         p.Exit();
+        Assert.That(kernel.InvariantViolations, Is.Empty);
         Assert.That(TestSupport.SettledFreeFrames(kernel), Is.EqualTo(free0), "every frame returned after munmap and exit");
     }
 }
