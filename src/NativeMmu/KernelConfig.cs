@@ -24,6 +24,17 @@ public enum LargeFolioWp
     ReuseWholeFolio,
 }
 
+/// <summary>Copy-on-write page tables at fork.</summary>
+public enum CowPteMode
+{
+    /// <summary>fork copies every PTE table (mainline).</summary>
+    Off,
+    /// <summary>On-Demand-Fork and the RFC v1-v2: tables shared at fork, accounting deferred to the break.</summary>
+    Lazy,
+    /// <summary>The COW PTE series v3-v5: tables shared at fork, every page accounted at fork.</summary>
+    Eager,
+}
+
 /// <summary>
 /// The emulated kernel's configuration, fixed at boot like Kconfig and the boot command line.
 /// Defaults are the kernel's defaults where the kernel has one.
@@ -53,6 +64,11 @@ public sealed record KernelConfig
 
     /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
     public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
+
+    /// <summary>Copy-on-write PTE tables: Off (the default), Lazy or Eager, for processes that asked with prctl(PR_SET_COW_PTE).</summary>
+    public CowPteMode CowPte { get; init; } = CowPteMode.Off;
+    /// <summary>Turn copy-on-write PTE tables on for every process at its next fork, as if each had called prctl(PR_SET_COW_PTE).</summary>
+    public bool CowPteAllProcesses { get; init; }
 
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;
 
