@@ -51,6 +51,15 @@ public class ForkCommandTests
     }
 
     [Test]
+    public void Modes_whose_kernels_fit_together_take_turns_and_each_keeps_its_own_figures()
+    {
+        ForkCommand.EmulatedRun[] runs = ForkCommand.EmulatedTurns(4UL << 20, repeat: 3, [CowPteMode.Off, CowPteMode.Lazy, CowPteMode.Eager], out bool turns);
+        Assert.That(turns, Is.True, "three 4 MiB kernels fit in any machine that runs the tests");
+        Assert.That(runs.Select(r => r.ForkMs.Length), Is.All.EqualTo(3));
+        Assert.That(runs.Select(r => r.VmpteKbParent), Is.All.EqualTo((2 + 1 + 1) * 4L), "every mode's parent has the same tables before its first fork");
+    }
+
+    [Test]
     public void One_mode_alone_is_the_only_emulated_row_and_the_top_level_figures_are_its_own()
     {
         ForkCommand.Report r = ForkCommand.Measure([4UL << 20], "cow-pte-lazy", repeat: 1, noHost: true);

@@ -36,6 +36,16 @@ public class ForkServerCommandTests
     }
 
     [Test]
+    public void Modes_whose_kernels_fit_together_take_turns_until_each_has_run_its_seconds()
+    {
+        ForkServerCommand.Phases[] t = ForkServerCommand.EmulatedTurns(4UL << 20, touch: 4, seconds: 0.6, seed: 1, [CowPteMode.Off, CowPteMode.Eager], out bool turns);
+        Assert.That(turns, Is.True, "two 4 MiB kernels fit in any machine that runs the tests");
+        Assert.That(t, Has.Length.EqualTo(2));
+        Assert.That(t.Select(x => x.Seconds), Is.All.GreaterThanOrEqualTo(0.6), "each mode runs its whole --seconds, over two turns of at most 0.5 s");
+        Assert.That(t.Select(x => x.Forks), Is.All.GreaterThan(1));
+    }
+
+    [Test]
     public void The_one_mode_asked_for_is_the_only_run()
     {
         ForkServerCommand.Report r = ForkServerCommand.Measure(4UL << 20, touch: 1, seconds: 0.02, seed: 1, "cow-pte-eager", noHost: true);

@@ -37,7 +37,8 @@ public static class ForkCommand
         [property: JsonPropertyName("vmpte_kb_child"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? VmpteKbChild,
         [property: JsonPropertyName("rss_kb_child"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? RssKbChild,
         [property: JsonPropertyName("error"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Error = null,
-        [property: JsonIgnore] double[]? ForkMs = null);
+        [property: JsonIgnore] double[]? ForkMs = null,
+        [property: JsonIgnore] bool TookTurns = false);
 
     /// <summary>
     /// The top-level keys are those of the single-size, copy-only report this command printed before the
@@ -137,14 +138,16 @@ public static class ForkCommand
             if (s == 0 || s % Geometry.PageSize != 0) throw new ArgumentException("--size must be a positive multiple of 4 KiB");
         if (repeat < 1) throw new ArgumentException("--repeat must be at least 1");
         var modes = SelectModes(mode);
+        ForkServerCommand.WarmUp(modes.Select(m => m.CowPte));
         var runs = new List<Run>();
         HostRun? firstHost = null;
         foreach (ulong size in sizes)
         {
-            foreach ((string name, CowPteMode cowPte) in modes)
+            EmulatedRun[] emus = EmulatedTurns(size, repeat, [.. modes.Select(m => m.CowPte)], out bool turns);
+            for (int m = 0; m < modes.Count; m++)
             {
-                EmulatedRun emu = Emulated(size, repeat, cowPte);
-                runs.Add(new Run(name, size, Math.Round(Median(emu.ForkMs), 3), emu.VmpteKbParent, emu.VmpteKbChild, emu.RssKbChild, null, emu.ForkMs));
+                EmulatedRun emu = emus[m];
+                runs.Add(new Run(modes[m].Name, size, Math.Round(Median(emu.ForkMs), 3), emu.VmpteKbParent, emu.VmpteKbChild, emu.RssKbChild, null, emu.ForkMs, turns));
             }
             if (noHost) continue;
             HostRun h = Host(size, repeat, out _);
@@ -183,17 +186,101 @@ public static class ForkCommand
     public static EmulatedRun Emulated(ulong sizeBytes, int repeat) => Emulated(sizeBytes, repeat, CowPteMode.Off);
 
     /// <summary>fork on the emulator: one process, --size mapped and written page by page, then the forks.</summary>
-    public static EmulatedRun Emulated(ulong sizeBytes, int repeat, CowPteMode cowPte)
+    public static EmulatedRun Emulated(ulong sizeBytes, int repeat, CowPteMode cowPte) => EmulatedTurns(sizeBytes, repeat, [cowPte], out _)[0];
+
+    /// <summary>
+    /// fork on the emulator for several modes, each on its own kernel with its own populated process. When
+    /// their arenas fit in memory together (<see cref="ModeKernel.FitTogether"/>, <paramref name="tookTurns"/>)
+    /// the modes take turns fork by fork (A B C A B C ...), so that whatever else loads the machine falls on
+    /// all of them alike; otherwise they run one after another. VmPTE of the parent is taken before its first
+    /// fork, VmPTE and VmRSS of the child after its parent's first.
+    /// </summary>
+    public static EmulatedRun[] EmulatedTurns(ulong sizeBytes, int repeat, IReadOnlyList<CowPteMode> modes, out bool tookTurns)
     {
-        using var kernel = new Kernel(ConfigFor(sizeBytes, cowPte));
-        Process p = kernel.CreateProcess("fork");
-        using Cpu cpu = kernel.AttachCpu();
-        p.Enter(cpu);
-        Populate(p, cpu, sizeBytes);
-        long vmpteParent = p.Mm.PgtablesBytes >> 10;
-        double[] ms = TimeForks(p, repeat, out long vmpteChild, out long rssChild);
-        p.Exit();
-        return new EmulatedRun(ms, vmpteParent, vmpteChild, rssChild);
+        tookTurns = modes.Count > 1 && ModeKernel.FitTogether(sizeBytes, modes.Count);
+        if (modes.Count > 1 && !tookTurns) return [.. modes.Select(m => Emulated(sizeBytes, repeat, m))];
+        var kernels = new List<ModeKernel>();
+        try
+        {
+            foreach (CowPteMode m in modes) kernels.Add(new ModeKernel(sizeBytes, m, "fork"));
+            long[] vmpteParent = [.. kernels.Select(k => k.Process.Mm.PgtablesBytes >> 10)];
+            long[] vmpteChild = new long[modes.Count], rssChild = new long[modes.Count];
+            double[][] ms = [.. modes.Select(_ => new double[repeat])];
+            for (int i = 0; i < repeat; i++)
+                for (int m = 0; m < kernels.Count; m++)
+                {
+                    using Cpu cpu = kernels[m].Attach();
+                    ms[m][i] = TimeFork(kernels[m].Process, out Process child);
+                    if (i == 0)
+                    {
+                        vmpteChild[m] = child.Mm.PgtablesBytes >> 10;
+                        rssChild[m] = child.Mm.GetMmRss() * (long)(Geometry.PageSize >> 10);
+                    }
+                    child.Exit();
+                }
+            return [.. Enumerable.Range(0, modes.Count).Select(m => new EmulatedRun(ms[m], vmpteParent[m], vmpteChild[m], rssChild[m]))];
+        }
+        finally
+        {
+            foreach (ModeKernel k in kernels) k.Dispose();
+        }
+    }
+
+    /// <summary>The wall time of one fork of <paramref name="p"/>, in ms.</summary>
+    private static double TimeFork(Process p, out Process child)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        child = p.Fork("fork-child");
+        long t1 = Stopwatch.GetTimestamp();
+        return Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds;
+    }
+
+    /// <summary>
+    /// One mode's emulated kernel and its parent process with --size populated, kept alive while the modes
+    /// take turns; a turn attaches one of its CPUs to the calling thread and runs the parent on it.
+    /// </summary>
+    public sealed class ModeKernel : IDisposable
+    {
+        public ModeKernel(ulong sizeBytes, CowPteMode cowPte, string name)
+        {
+            Kernel = new Kernel(ConfigFor(sizeBytes, cowPte));
+            try
+            {
+                Process = Kernel.CreateProcess(name);
+                using Cpu cpu = Attach();
+                Address = Populate(Process, cpu, sizeBytes);
+            }
+            catch
+            {
+                Kernel.Dispose();
+                throw;
+            }
+        }
+
+        public Kernel Kernel { get; }
+        public Process Process { get; }
+        /// <summary>Where the populated region starts in the parent.</summary>
+        public ulong Address { get; }
+
+        /// <summary>A CPU of this kernel, attached to the calling thread and running the parent; dispose it to end the turn.</summary>
+        public Cpu Attach()
+        {
+            Cpu cpu = Kernel.AttachCpu();
+            Process.Enter(cpu);
+            return cpu;
+        }
+
+        public void Dispose() => Kernel.Dispose(); // exits the parent, freeing every frame
+
+        /// <summary>
+        /// Whether <paramref name="modes"/> arenas for <paramref name="sizeBytes"/> fit in half the host's
+        /// MemAvailable (the populated part of each arena is resident); true where /proc/meminfo cannot be read.
+        /// </summary>
+        public static bool FitTogether(ulong sizeBytes, int modes)
+        {
+            long? availableKb = File.Exists("/proc/meminfo") ? ProcStatus.ParseKb(File.ReadAllText("/proc/meminfo"), "MemAvailable", "/proc/meminfo") : null;
+            return availableKb is not { } kb || (double)MemoryBytesFor(sizeBytes) * modes <= kb * 1024.0 / 2;
+        }
     }
 
     /// <summary>mmap --size private anonymous, MADV_NOHUGEPAGE (4 KiB pages, never a THP), one byte written to every page; returns the address.</summary>
@@ -206,25 +293,14 @@ public static class ForkCommand
     }
 
     /// <summary>Forks <paramref name="p"/> <paramref name="repeat"/> times, each child exiting at once; the wall time of each fork, and the first child's VmPTE.</summary>
-    public static double[] TimeForks(Process p, int repeat, out long vmpteChildKb) => TimeForks(p, repeat, out vmpteChildKb, out _);
-
-    /// <summary>As <see cref="TimeForks(Process, int, out long)"/>, with the first child's VmRSS as well.</summary>
-    public static double[] TimeForks(Process p, int repeat, out long vmpteChildKb, out long rssChildKb)
+    public static double[] TimeForks(Process p, int repeat, out long vmpteChildKb)
     {
         vmpteChildKb = 0;
-        rssChildKb = 0;
         var ms = new double[repeat];
         for (int i = 0; i < repeat; i++)
         {
-            long t0 = Stopwatch.GetTimestamp();
-            Process child = p.Fork("fork-child");
-            long t1 = Stopwatch.GetTimestamp();
-            ms[i] = Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds;
-            if (i == 0)
-            {
-                vmpteChildKb = child.Mm.PgtablesBytes >> 10;
-                rssChildKb = child.Mm.GetMmRss() * (long)(Geometry.PageSize >> 10);
-            }
+            ms[i] = TimeFork(p, out Process child);
+            if (i == 0) vmpteChildKb = child.Mm.PgtablesBytes >> 10;
             child.Exit();
         }
         return ms;
@@ -294,6 +370,9 @@ public static class ForkCommand
         }
         Console.WriteLine();
         Console.WriteLine("  copy/this: copy's median fork time over this row's, at the same size.");
+        if (r.Runs.Any(x => x.TookTurns)) Console.WriteLine("  The emulated modes took turns fork by fork (A B C A B C ...), each on its own kernel.");
+        if (r.Runs.Any(x => x.Mode != "host" && !x.TookTurns) && r.Runs.Select(x => x.Mode).Distinct().Count(m => m != "host") > 1)
+            Console.WriteLine("  At some sizes the emulated modes ran one after another: their arenas would not fit in memory together.");
         Console.WriteLine("  The host's VmPTE and VmRSS count this process's other mappings (the runtime's) as well.");
         Console.WriteLine();
     }

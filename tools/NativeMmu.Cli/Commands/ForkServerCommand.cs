@@ -37,7 +37,11 @@ public static class ForkServerCommand
         [property: JsonPropertyName("size_bytes")] ulong SizeBytes,
         [property: JsonPropertyName("touch_pages")] int TouchPages,
         [property: JsonPropertyName("seconds")] double Seconds,
-        [property: JsonPropertyName("runs")] IReadOnlyList<Run> Runs);
+        [property: JsonPropertyName("runs")] IReadOnlyList<Run> Runs)
+    {
+        /// <summary>Whether the emulated modes took turns (they ran one after another when their arenas would not fit in memory together).</summary>
+        [JsonIgnore] public bool TookTurns { get; init; }
+    }
 
     public static Command Create()
     {
@@ -81,13 +85,12 @@ public static class ForkServerCommand
         if (touch < 0) throw new ArgumentException("--touch must not be negative");
         if (!(seconds > 0) || double.IsInfinity(seconds)) throw new ArgumentException("--seconds must be a positive, finite number");
         var runs = new List<Run>();
-        foreach ((string name, CowPteMode cowPte) in ForkCommand.SelectModes(mode))
-        {
-            Phases t = Emulated(sizeBytes, touch, seconds, seed, cowPte);
-            runs.Add(new Run(name, PerSecond(t), null, t));
-        }
+        var modes = ForkCommand.SelectModes(mode);
+        WarmUp(modes.Select(m => m.CowPte));
+        Phases[] phases = EmulatedTurns(sizeBytes, touch, seconds, seed, [.. modes.Select(m => m.CowPte)], out bool turns);
+        for (int m = 0; m < modes.Count; m++) runs.Add(new Run(modes[m].Name, PerSecond(phases[m]), null, phases[m]));
         if (!noHost) runs.Add(Host(sizeBytes, touch, seconds, seed));
-        return new Report("fork-server", sizeBytes, touch, seconds, runs);
+        return new Report("fork-server", sizeBytes, touch, seconds, runs) { TookTurns = turns };
     }
 
     private static double PerSecond(Phases t) => Math.Round(t.Forks / t.Seconds, 2);
@@ -109,36 +112,98 @@ public static class ForkServerCommand
         }
     }
 
-    /// <summary>
-    /// The loop on the emulator. The child runs on the parent's CPU (switch_mm to it, its writes, exit), as a
-    /// fork server's child runs while its parent sleeps in waitpid; so the parent's wait is the child's run.
-    /// One step runs before the clock starts, so the code it runs is compiled.
-    /// </summary>
+    /// <summary>The loop on the emulator for one mode.</summary>
     public static Phases Emulated(ulong sizeBytes, int touch, double seconds, ulong seed, CowPteMode cowPte)
+        => EmulatedTurns(sizeBytes, touch, seconds, seed, [cowPte], out _)[0];
+
+    /// <summary>The longest turn a mode takes before the next mode's (the last turn is shorter when --seconds is not a multiple).</summary>
+    public const double TurnSeconds = 0.5;
+
+    /// <summary>
+    /// The loop on the emulator for several modes, each on its own kernel with its own populated parent. When
+    /// their arenas fit in memory together (<paramref name="tookTurns"/>) the modes take turns of at most
+    /// <see cref="TurnSeconds"/> until each has run --seconds, so that whatever else loads the machine falls
+    /// on all of them alike; otherwise they run one after another. The child runs on the parent's CPU
+    /// (switch_mm to it, its writes, exit), as a fork server's child runs while its parent sleeps in waitpid;
+    /// so the parent's wait is the child's run. Each mode does one step before its clock starts.
+    /// </summary>
+    public static Phases[] EmulatedTurns(ulong sizeBytes, int touch, double seconds, ulong seed, IReadOnlyList<CowPteMode> modes, out bool tookTurns)
     {
-        using var kernel = new Kernel(ForkCommand.ConfigFor(sizeBytes, cowPte));
-        Process p = kernel.CreateProcess("fork-server");
-        using Cpu cpu = kernel.AttachCpu();
-        p.Enter(cpu);
-        ulong a = ForkCommand.Populate(p, cpu, sizeBytes);
-        var picker = new PagePicker(seed, sizeBytes / Geometry.PageSize);
-        long fork = 0, child = 0, exit = 0, forks = 0;
-        Step(p, cpu, a, touch, ref picker, out _, out _);
-        long start = Stopwatch.GetTimestamp(), limit = start + (long)(seconds * Stopwatch.Frequency), now;
-        do
+        tookTurns = modes.Count > 1 && ForkCommand.ModeKernel.FitTogether(sizeBytes, modes.Count);
+        if (modes.Count > 1 && !tookTurns) return [.. modes.Select(m => Emulated(sizeBytes, touch, seconds, seed, m))];
+        var kernels = new List<ForkCommand.ModeKernel>();
+        try
         {
-            long t0 = Stopwatch.GetTimestamp();
-            Step(p, cpu, a, touch, ref picker, out long t1, out long t2);
-            now = Stopwatch.GetTimestamp();
-            fork += t1;
-            child += t2 - t1;
-            exit += now - t0 - t2;
-            forks++;
+            foreach (CowPteMode m in modes) kernels.Add(new ForkCommand.ModeKernel(sizeBytes, m, "fork-server"));
+            var pickers = new PagePicker[modes.Count];
+            var sums = new PhaseTicks[modes.Count];
+            for (int m = 0; m < modes.Count; m++)
+            {
+                pickers[m] = new PagePicker(seed, sizeBytes / Geometry.PageSize);
+                using Cpu cpu = kernels[m].Attach();
+                Step(kernels[m].Process, cpu, kernels[m].Address, touch, ref pickers[m], out _, out _);
+            }
+            long budget = (long)(seconds * Stopwatch.Frequency), turn = (long)(Math.Min(TurnSeconds, seconds) * Stopwatch.Frequency);
+            while (sums.Any(x => x.Wall < budget))
+                for (int m = 0; m < modes.Count; m++)
+                {
+                    if (sums[m].Wall >= budget) continue;
+                    ForkCommand.ModeKernel k = kernels[m];
+                    using Cpu cpu = k.Attach();
+                    long start = Stopwatch.GetTimestamp(), limit = start + Math.Min(turn, budget - sums[m].Wall), now;
+                    do
+                    {
+                        long t0 = Stopwatch.GetTimestamp();
+                        Step(k.Process, cpu, k.Address, touch, ref pickers[m], out long forked, out long written);
+                        now = Stopwatch.GetTimestamp();
+                        sums[m].Fork += forked;
+                        sums[m].Child += written - forked;
+                        sums[m].Exit += now - t0 - written;
+                        sums[m].Forks++;
+                    }
+                    while (now < limit);
+                    sums[m].Wall += now - start;
+                }
+            double ticksPerMs = Stopwatch.Frequency / 1000.0;
+            return [.. sums.Select(x => new Phases(x.Forks, x.Wall / (double)Stopwatch.Frequency, x.Fork / ticksPerMs / x.Forks, x.Child / ticksPerMs / x.Forks, x.Exit / ticksPerMs / x.Forks))];
         }
-        while (now < limit);
-        p.Exit();
-        double ticksPerMs = Stopwatch.Frequency / 1000.0;
-        return new Phases(forks, (now - start) / (double)Stopwatch.Frequency, fork / ticksPerMs / forks, child / ticksPerMs / forks, exit / ticksPerMs / forks);
+        finally
+        {
+            foreach (ForkCommand.ModeKernel k in kernels) k.Dispose();
+        }
+    }
+
+    /// <summary>Stopwatch ticks a mode's steps spent in each phase, and in all its turns.</summary>
+    private struct PhaseTicks
+    {
+        public long Fork, Child, Exit, Forks, Wall;
+    }
+
+    /// <summary>
+    /// Runs the fork-server step of every mode in <paramref name="modes"/> on small kernels, in turns of
+    /// 0.1 s (mode after mode, <paramref name="rounds"/> times), before anything is measured. Without it the
+    /// first mode measured forks in code the JIT has not yet optimised (the copy path ran 2-3 times slower
+    /// as the first mode than as the last), and the optimised code would be laid out for that mode alone;
+    /// in turns, every mode's path is optimised from a profile all of them fed.
+    /// </summary>
+    public static void WarmUp(IEnumerable<CowPteMode> modes, int rounds = 3)
+    {
+        const ulong size = 8UL << 20;
+        CowPteMode[] all = [.. modes];
+        for (int round = 0; round < rounds; round++)
+            foreach (CowPteMode cowPte in all)
+            {
+                using var kernel = new Kernel(ForkCommand.ConfigFor(size, cowPte));
+                Process p = kernel.CreateProcess("warm-up");
+                using Cpu cpu = kernel.AttachCpu();
+                p.Enter(cpu);
+                ulong a = ForkCommand.Populate(p, cpu, size);
+                var picker = new PagePicker((ulong)round, size / Geometry.PageSize);
+                long limit = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 10;
+                do Step(p, cpu, a, 16, ref picker, out _, out _);
+                while (Stopwatch.GetTimestamp() < limit);
+                p.Exit();
+            }
     }
 
     /// <summary>One fork-server step; <paramref name="forked"/> and <paramref name="written"/> are the ticks from its start to the fork's return and to the child's last write.</summary>
@@ -224,6 +289,8 @@ public static class ForkServerCommand
             Console.WriteLine($"  {t.Forks,14:N0}  forks  {who,-24}  # {x.ForksPerSecond,12:N2} forks/s   per fork: {phases}{ratio}");
         }
         Console.WriteLine();
+        if (r.TookTurns) Console.WriteLine($"  The emulated modes took turns of at most {TurnSeconds.ToString(c)} s (A B C A B C ...), each on its own kernel.");
+        else if (r.Runs.Count(x => x.Mode != "host") > 1) Console.WriteLine("  The emulated modes ran one after another: their arenas would not fit in memory together.");
         Console.WriteLine("  per fork: the mean time of each phase of a step. Emulated, the child runs on the parent's CPU, so the");
         Console.WriteLine("  parent's wait is the child's writes and exit; on the host the child runs while the parent waits in waitpid.");
         Console.WriteLine();
