@@ -58,7 +58,7 @@ public sealed class Kernel : IDisposable
     private readonly System.Collections.Concurrent.ConcurrentQueue<string> _invariantViolations = new();
 
     /// <summary>What the invariant mode (KernelConfig.DebugVm) found at fork and exit: empty when all is well.</summary>
-    public IReadOnlyCollection<string> InvariantViolations => _invariantViolations;
+    public IReadOnlyCollection<string> InvariantViolations => [.. _invariantViolations, .. Machine.InvariantViolations];
 
     /// <summary>
     /// The page-table audit over every live address space (each held with mmap_lock for write): writable
@@ -164,6 +164,27 @@ public sealed class Process
         return NativeMmu.Mm.Mmap.DoMunmap(s.Cpu, Mm, addr, length);
     }
 
+    /// <summary>
+    /// prctl(2), for the options this kernel knows: PR_SET_COW_PTE (the COW PTE series, v3 on) marks the mm
+    /// MMF_COW_PTE_READY, and its next fork shares PTE tables. EINVAL for an unknown option, non-zero unused
+    /// arguments, or PR_SET_COW_PTE on a kernel without copy-on-write page tables (KernelConfig.CowPte Off).
+    /// Returns errno, like the other calls here.
+    /// </summary>
+    public Errno Prctl(int option, ulong arg2 = 0, ulong arg3 = 0, ulong arg4 = 0, ulong arg5 = 0)
+    {
+        switch (option)
+        {
+            case NativeMmu.Prctl.PR_SET_COW_PTE:
+                if (Kernel.Config.CowPte == CowPteMode.Off || (arg2 | arg3 | arg4 | arg5) != 0) return Errno.EINVAL;
+                Mm.MmapLock.WriteLock();
+                Mm.CowPteReady = true;
+                Mm.MmapLock.WriteUnlock();
+                return Errno.Success;
+            default:
+                return Errno.EINVAL;
+        }
+    }
+
     /// <summary>mprotect(2).</summary>
     public Errno Mprotect(ulong addr, ulong length, Prot prot)
     {
@@ -237,4 +258,11 @@ public sealed class Process
 
     /// <summary>/proc/PID/smaps_rollup: Rss, Pss and the rest summed over the address space, AnonHugePages among them.</summary>
     public string ProcSmapsRollup() => Exited ? throw new InvalidOperationException($"process {Pid} has exited") : Stats.RenderSmapsRollup(Mm);
+}
+
+/// <summary>prctl(2) options (include/uapi/linux/prctl.h, and the COW PTE series' addition).</summary>
+public static class Prctl
+{
+    /// <summary>PR_SET_COW_PTE (the COW PTE series v3-v5): share PTE tables copy-on-write from the next fork on.</summary>
+    public const int PR_SET_COW_PTE = 65;
 }

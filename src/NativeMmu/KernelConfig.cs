@@ -24,14 +24,25 @@ public enum LargeFolioWp
     ReuseWholeFolio,
 }
 
-/// <summary>Copy-on-write page tables at fork.</summary>
+/// <summary>
+/// Copy-on-write PTE tables at fork (CONFIG_COW_PTE, not in mainline): which design, if any. See
+/// docs/cow-pte.md for the rules each keeps for mapcount, refcount, PageAnonExclusive and RSS.
+/// </summary>
 public enum CowPteMode
 {
-    /// <summary>fork copies every PTE table (mainline).</summary>
+    /// <summary>The feature is absent: fork copies every PTE table, prctl(PR_SET_COW_PTE) fails with EINVAL.</summary>
     Off,
-    /// <summary>On-Demand-Fork and the RFC v1-v2: tables shared at fork, accounting deferred to the break.</summary>
+    /// <summary>
+    /// On-Demand-Fork and the RFC v1-v2 series: fork shares a PTE table wholly inside one anonymous VMA and
+    /// touches no data page's struct page; the refcounts, mapcounts and RSS of its pages are settled when a
+    /// table is copied at the break.
+    /// </summary>
     Lazy,
-    /// <summary>The COW PTE series v3-v5: tables shared at fork, every page accounted at fork.</summary>
+    /// <summary>
+    /// The v3-v5 series (prctl(PR_SET_COW_PTE)): fork shares every PTE table but VM_DONTCOPY ones and
+    /// accounts every page it maps (mapcount, refcount, PageAnonExclusive) at fork; a table holding a page
+    /// that may be pinned is copied instead (recover_pte_range).
+    /// </summary>
     Eager,
 }
 
@@ -65,9 +76,10 @@ public sealed record KernelConfig
     /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
     public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
 
-    /// <summary>Copy-on-write PTE tables: Off (the default), Lazy or Eager, for processes that asked with prctl(PR_SET_COW_PTE).</summary>
+    /// <summary>Copy-on-write PTE tables at fork: Off (the default, as without CONFIG_COW_PTE), Lazy or Eager.</summary>
     public CowPteMode CowPte { get; init; } = CowPteMode.Off;
-    /// <summary>Turn copy-on-write PTE tables on for every process at its next fork, as if each had called prctl(PR_SET_COW_PTE).</summary>
+
+    /// <summary>With <see cref="CowPte"/> on: every process shares its tables at its next fork, as if it had called prctl(PR_SET_COW_PTE).</summary>
     public bool CowPteAllProcesses { get; init; }
 
     public PagingMode Paging => PagingLevels == 5 ? PagingMode.FiveLevel : PagingMode.FourLevel;

@@ -66,7 +66,12 @@ internal static unsafe partial class Memory
             return PgTable.PmdAllocOffset(cpu, dst, _dstPud, addr) == null ? Fail() : WalkAction.Subtree;
         }
 
-        /// <summary>copy_pmd_range's body: a huge PMD shared whole, or (EAGAIN: split meanwhile) looked at again; a table copied by copy_pte_range.</summary>
+        /// <summary>
+        /// copy_pmd_range's body: a huge PMD shared whole, or (EAGAIN: split meanwhile) looked at again; with
+        /// copy-on-write PTE tables a shareable table shared (one the child already shares, through another
+        /// VMA across it, is done); any other table copied by copy_pte_range, after a shared one was made
+        /// the parent's own (copy_pte_range write-protects the parent's entries).
+        /// </summary>
         public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
             Pmd* dstPmd = PgTable.PmdOffset(dstVma.Mm.Machine.Memory, PgTable.Get(_dstPud), addr);
@@ -77,6 +82,26 @@ internal static unsafe partial class Memory
                 if (err == Errno.ENOMEM) return Fail();
                 return err == Errno.Success ? WalkAction.Continue : WalkAction.Again; // EAGAIN: copy its PTEs
             }
+            MmStruct src = srcVma.Mm;
+            if (src.CowPte)
+            {
+                Pmd dstval = PgTable.Get(dstPmd);
+                if (dstval.None)
+                {
+                    if (PgTable.CowPteShareable(src, srcVma, pmdval, addr, out bool pinned))
+                    {
+                        PgTable.CowPteShare(cpu, dstVma, src, pmd, dstPmd, addr);
+                        return WalkAction.Continue;
+                    }
+                    if (pinned) src.Machine.Counters.Add(cpu.Id, VmEvent.CowPteFallback);
+                }
+                else if (PgTable.IsCowTable(dstval) && dstval.Pfn == pmdval.Pfn)
+                {
+                    return WalkAction.Continue;
+                }
+            }
+            if (PgTable.IsCowTable(pmdval))
+                return PgTable.BreakCowPte(cpu, src, pmd, addr, "fork") ? WalkAction.Again : Fail();
             return CopyPteRange(cpu, dstVma, srcVma, dstPmd, pmd, addr, next) ? WalkAction.Continue : Fail();
         }
 
@@ -103,8 +128,8 @@ internal static unsafe partial class Memory
         Machine m = src.Machine;
         ulong from = addr;
         if (!PgTable.PteAllocMapLock(cpu, dst, dstPmd, addr, out PteMapping dstMap)) return false;
-        // The parent's entries are write-protected below, but its table is not one a copy-on-write page
-        // table would break: with COW page tables this whole function becomes the sharing of the table.
+        // The parent's entries are write-protected below: its table is private (copy_pmd_range broke a
+        // shared one first).
         if (!PgTable.PteOffsetMapLock(cpu, src, srcPmd, addr, PteAccess.Read, out PteMapping srcMap))
         {
             PgTable.PteUnmapUnlock(cpu, dst, dstPmd, ref dstMap, from, null);

@@ -76,6 +76,8 @@ internal unsafe ref struct VmFault
     public Page* PteTablePage;
     /// <summary>The walker's reference became the reference of the entry it installed (nothing left to put).</summary>
     public bool PteRefTransferred;
+    /// <summary>The shared PTE table under the fault could not be broken: no memory for its copy (VM_FAULT_OOM).</summary>
+    public bool CowPteOom;
 }
 
 /// <summary>
@@ -207,10 +209,10 @@ internal static unsafe partial class Memory
         // pte_offset_map_rw_nolock: the PTE is read without its lock, inside an RCU read-side section,
         // because a reclaim on another CPU may free the table; the PMD is re-checked once locked.
         Pte* pte = PgTable.PteOffsetMapRwNolock(ref vmf, out Pmd pmdval);
-        if (pte == null && pmdval.Leaf)
+        if (pte == null && (pmdval.Leaf || vmf.CowPteOom))
         {
             PgTable.PteUnmap(vmf.Cpu); // a huge PMD appeared meanwhile (pte_offset_map fails): retry the access
-            return VmFaultT.None;
+            return vmf.CowPteOom ? VmFaultT.Oom : VmFaultT.None; // or a shared table could not be broken
         }
         if (pte != null)
         {

@@ -15,6 +15,13 @@ internal static class Fork
         oldmm.MmapLock.WriteLock();
         try
         {
+            // The COW PTE series: MMF_COW_PTE_READY (prctl) becomes MMF_COW_PTE at this fork; the child inherits it.
+            if (oldmm.Machine.Config.CowPte != CowPteMode.Off && (oldmm.CowPteReady || oldmm.Machine.Config.CowPteAllProcesses))
+            {
+                oldmm.CowPte = true;
+                oldmm.CowPteReady = false;
+            }
+            mm.CowPte = oldmm.CowPte;
             foreach (Vma mpnt in oldmm.Vmas)
             {
                 if ((mpnt.VmFlags & VmFlags.DontCopy) != 0) continue;

@@ -175,7 +175,14 @@ internal static unsafe class Gup
         /// <summary>follow_pmd_mask: a huge PMD is followed under its lock; one split meanwhile is read again.</summary>
         public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            if (!pmdval.Leaf) return WalkAction.Subtree;
+            if (!pmdval.Leaf)
+            {
+                // follow_pfn_pte's -EMLINK in the COW PTE series: a write or a pin under a shared PTE table
+                // faults first, and the fault makes the table private (a pinned page must not sit in a
+                // table another mm maps, nor be write-protected by its later copy).
+                if (PgTable.IsCowTable(pmdval) && (flags & (Foll.Write | Foll.Pin)) != 0) return WalkAction.Continue;
+                return WalkAction.Subtree;
+            }
             Pfn = HugeMemory.FollowHugePmd(cpu, vma, pmd, addr, flags, out Need, out bool split);
             if (!split) return WalkAction.Continue;
             // Split meanwhile: its PTEs are followed. A huge PMD that is not present (PROT_NONE) is not
@@ -329,7 +336,12 @@ internal static unsafe class Gup
         /// <summary>follow_huge_pmd's test, without its lock.</summary>
         public WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
-            if (!pmdval.Leaf) return WalkAction.Subtree;
+            if (!pmdval.Leaf)
+            {
+                if (!write || !PgTable.IsCowTable(pmdval)) return WalkAction.Subtree;
+                Mapped = false; // a shared PTE table: the write fault makes it private first
+                return WalkAction.Continue;
+            }
             Mapped = (pmdval.Value & PageTableBits.Present) != 0 && (!write || pmdval.Write);
             return WalkAction.Continue;
         }

@@ -33,6 +33,10 @@ internal static unsafe class Madvise
         {
             if (behavior is Advice.PopulateRead or Advice.PopulateWrite)
                 return MadvisePopulate(cpu, mm, start, end, behavior == Advice.PopulateWrite);
+            // The zap drops whole shared PTE tables but cannot copy one half-way: the ones it covers in part
+            // are broken first, so that no memory for a copy fails the call before anything was zapped.
+            if (behavior is Advice.DontNeed or Advice.DontNeedLocked or Advice.Free && !PgTable.BreakCowPteBoundaries(cpu, mm, start, end, "madvise"))
+                return Errno.ENOMEM;
             Vma? vma = mm.Vmas.FindVmaPrev(start, out Vma? prev);
             if (vma is not null && start > vma.VmStart) prev = vma;
             Errno unmappedError = Errno.Success;

@@ -52,6 +52,10 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     private static long s_nextMmId;
     /// <summary>MMF_HAS_PINNED: pin_user_pages has pinned a page of this mm at least once.</summary>
     public bool HasPinned { get; internal set; }
+    /// <summary>MMF_COW_PTE_READY: prctl(PR_SET_COW_PTE) asked for copy-on-write PTE tables at the next fork. Under mmap_lock for write.</summary>
+    public bool CowPteReady { get; internal set; }
+    /// <summary>MMF_COW_PTE: fork shares this mm's PTE tables (set by the first fork after PR_SET_COW_PTE, inherited by the child). Under mmap_lock for write.</summary>
+    public bool CowPte { get; internal set; }
     /// <summary>MMF_HUGE_ZERO_PAGE: this mm holds a reference on the huge zero folio.</summary>
     internal bool HugeZeroPage;
     /// <summary>mmap_lock.</summary>

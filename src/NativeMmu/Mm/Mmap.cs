@@ -312,6 +312,9 @@ public static unsafe class Mmap
     {
         Vma? first = mm.Vmas.FindVmaIntersection(start, end);
         if (first is null) return Errno.Success;
+        // Shared PTE tables the unmap covers in part are made private before any VMA is split, so a
+        // break without memory fails munmap with nothing changed.
+        if (!PgTable.BreakCowPteBoundaries(cpu, mm, start, end, "munmap")) return Errno.ENOMEM;
         if (start > first.VmStart)
         {
             if (end < first.VmEnd && mm.Vmas.Count >= MaxMapCount) return Errno.ENOMEM;

@@ -21,6 +21,9 @@ internal static unsafe class Mprotect
         {
             Vma? vma = mm.Vmas.FindVmaIntersection(start, end);
             if (vma is null || vma.VmStart > start) return Errno.ENOMEM;
+            // change_pte_range would break each shared table it changes; breaking them all first makes a
+            // break that finds no memory fail the call before any VMA or entry changed.
+            if (!PgTable.BreakCowPteRange(cpu, mm, start, end, "mprotect")) return Errno.ENOMEM;
             MmuGather tlb = MmPerCpu.Of(cpu).RentGather(cpu).Gather(mm, fullmm: false);
             Errno error = Errno.Success;
             ulong nstart = start, tmp = vma.VmStart;

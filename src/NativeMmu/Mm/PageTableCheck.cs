@@ -14,6 +14,10 @@ namespace NativeMmu.Mm;
 /// mappings, and _entire_mapcount + 1 equals its PMD mappings.</item>
 /// <item>refcount ≥ mapcount + pins (a small folio's pins are inside its refcount, GUP_PIN_COUNTING_BIAS
 /// each; a large folio counts them in _pincount as well).</item>
+/// <item>Copy-on-write PTE tables: a shared table's count (its page's _refcount) equals the PMDs that
+/// point to it, across all mms; its entries are still those it had when shared (the checksum); an entry
+/// under a write-protected table PMD is not writable, whatever its own RW bit says. Lazy counts a shared
+/// table's entries once, however many mms hold it; Eager counts them once per holding mm.</item>
 /// </list>
 /// A debug path: it allocates freely and needs no CPU. Callers hold every mm still (mmap_lock for write).
 /// </summary>
@@ -37,6 +41,10 @@ internal static unsafe class PageTableCheck
         public readonly Dictionary<ulong, Seen> Entire = [];
         /// <summary>The PMD tables walked, for the deposit check.</summary>
         public readonly HashSet<ulong> PmdTables = [];
+        /// <summary>Shared PTE table → the PMD slots (physical addresses) pointing to it.</summary>
+        public readonly Dictionary<ulong, HashSet<ulong>> CowHolders = [];
+        /// <summary>(shared table, mm id) pairs whose entries were counted.</summary>
+        public readonly HashSet<(ulong, uint)> CowCounted = [];
     }
 
     public static List<string> Check(Machine m, IReadOnlyList<MmStruct> mms)
@@ -70,6 +78,17 @@ internal static unsafe class PageTableCheck
         }
         foreach (ulong headPfn in a.Entire.Keys)
             folios.TryAdd(headPfn, 0);
+
+        // Every shared PTE table: as many holders as its count says, entries as they were shared.
+        foreach ((ulong table, HashSet<ulong> holders) in a.CowHolders)
+        {
+            Page* tp = m.Vmemmap.PfnToPage(table);
+            if (tp->RefCount != holders.Count)
+                a.Errors.Add($"shared PTE table {table:x}: count {tp->RefCount} but {holders.Count} {(holders.Count == 1 ? "PMD points" : "PMDs point")} to it");
+            ulong want = tp->PtCowChecksum;
+            if (want != 0 && PgTable.TableChecksum(m, table) != want)
+                a.Errors.Add($"shared PTE table {table:x}: its entries changed since it was shared (a walker did not break it)");
+        }
 
         // Every huge PMD has exactly one PTE table deposited under its PMD table.
         foreach (ulong table in a.PmdTables)
@@ -121,6 +140,11 @@ internal static unsafe class PageTableCheck
         /// <summary>A PMD-mapped THP: the folio's entire mapping counted once.</summary>
         public readonly WalkAction PmdEntry(Pmd* pmd, Pmd pmdval, ulong addr, ulong next)
         {
+            if (PgTable.IsCowTable(pmdval))
+            {
+                CountCowTable(a, mm, pmd, pmdval, addr);
+                return WalkAction.Continue;
+            }
             if (!pmdval.Leaf) return WalkAction.Subtree;
             CountPmd(a, mm, pmdval, addr);
             return WalkAction.Continue;
@@ -137,6 +161,27 @@ internal static unsafe class PageTableCheck
 
         public readonly void PteTableLocked(ref PteMapping map, Pmd* pmd, ulong start, ulong addr, ulong end) { }
         public readonly void PteTableUnlocked(Pmd* pmd, ulong start, ulong addr, ulong end) { }
+    }
+
+    /// <summary>
+    /// A shared PTE table met through one of mm's PMDs: the holder recorded, its whole table's entries
+    /// counted once (Lazy) or once for this mm (Eager), none of them writable (the PMD is not).
+    /// </summary>
+    private static void CountCowTable(Audit a, MmStruct mm, Pmd* pmd, Pmd v, ulong addr)
+    {
+        ulong table = v.Pfn;
+        if (!a.CowHolders.TryGetValue(table, out HashSet<ulong>? holders)) a.CowHolders[table] = holders = [];
+        holders.Add((ulong)((byte*)pmd - a.Mem.Base));
+        uint who = a.M.Config.CowPte == CowPteMode.Eager ? mm.MmId : 0;
+        if (!a.CowCounted.Add((table, who))) return;
+        Pte* t = PgTable.PteTable(a.Mem, table);
+        for (int i = 0; i < Geometry.PtrsPerPte; i++)
+        {
+            Pte e = PgTable.Get(t + i);
+            if (!e.Present || e.Special || e.Pfn == a.M.ZeroPfn) continue;
+            if (!a.Pages.TryGetValue(e.Pfn, out Seen? s)) a.Pages[e.Pfn] = s = new Seen();
+            s.Maps++;
+        }
     }
 
     private static void CountPmd(Audit a, MmStruct mm, Pmd v, ulong addr)

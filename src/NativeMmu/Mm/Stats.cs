@@ -32,6 +32,12 @@ public static class Stats
         yield return new("nr_tlb_remote_flush_received", c.Sum(VmEvent.NrTlbRemoteFlushReceived));
         yield return new("nr_tlb_local_flush_all", c.Sum(VmEvent.NrTlbLocalFlushAll));
         yield return new("nr_tlb_local_flush_one", c.Sum(VmEvent.NrTlbLocalFlushOne));
+        // Copy-on-write PTE tables (the COW PTE series adds no vmstat lines; these follow its naming).
+        yield return new("cow_pte_share", c.Sum(VmEvent.CowPteShare));
+        yield return new("cow_pte_fallback", c.Sum(VmEvent.CowPteFallback));
+        yield return new("cow_pte_break_copy", c.Sum(VmEvent.CowPteBreakCopy));
+        yield return new("cow_pte_break_reuse", c.Sum(VmEvent.CowPteBreakReuse));
+        yield return new("cow_pte_drop", c.Sum(VmEvent.CowPteDrop));
         // Emulator-only: shootdowns that a non-answering CPU pushed onto the membarrier path.
         yield return new("nativemmu_tlb_flush_barrier_fallback", c.Sum(VmEvent.TlbFlushBarrierFallback));
     }

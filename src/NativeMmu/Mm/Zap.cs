@@ -96,6 +96,15 @@ internal static unsafe partial class Memory
                 }
                 return HugeMemory.ZapHugePmd(cpu, tlb, vma, pmd, addr) ? WalkAction.Continue : WalkAction.Again;
             }
+            // A shared PTE table: a zap over all of it (or of a dying mm) only drops this mm's reference
+            // while others hold it; the last holder takes it over and zaps as usual. Callers break the
+            // tables they cover in part before zapping (BreakCowPteBoundaries), so this copy is rare.
+            if (PgTable.IsCowTable(pmdval))
+            {
+                if ((tlb.FullMm || next - addr == Geometry.PmdSize) && PgTable.ZapCowPte(cpu, tlb, vma.Mm, pmd, addr)) return WalkAction.Continue;
+                if (!PgTable.BreakSharedTable(cpu, vma.Mm, pmd, addr, nameof(ZapWalk)))
+                    Bug.Throw($"zap of part of a shared PTE table at {addr:x} could not break it: its caller must break the boundaries first");
+            }
             _reclaim = PgTable.ReclaimPtIsEnabled(tlb, addr, next);
             _direct = true;
             return WalkAction.Subtree;
@@ -312,6 +321,7 @@ internal static unsafe partial class Memory
     {
         Pmd pmdval = PgTable.Get(pmd);
         Bug.On(pmdval.Leaf, "free_pgtables: a huge PMD at {0:x} outlived the zap of its VMA", addr);
+        Bug.On(PgTable.IsCowTable(pmdval), "free_pgtables: the shared PTE table at {0:x} outlived the zap of its VMA", addr);
         PgTable.Set(pmd, default);
         PgTable.PteFreeTlb(tlb, pmdval.Pfn, addr);
     }

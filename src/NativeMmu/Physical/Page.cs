@@ -36,6 +36,12 @@ public struct Page
     [FieldOffset(16)] public ulong PmdHugePte;
     /// <summary>mapping: the anon_vma with FOLIO_MAPPING_ANON (bit 0) set for anonymous pages.</summary>
     [FieldOffset(24)] public ulong Mapping;
+    /// <summary>
+    /// A PTE table shared copy-on-write, in the invariant mode: the checksum of its entries taken when it was
+    /// shared (the mapping slot, unused by page tables; 0 again before the table is private or freed).
+    /// Written by the holders under the table's ptl.
+    /// </summary>
+    [FieldOffset(24)] public ulong PtCowChecksum;
     /// <summary>index: the page offset within the mapping.</summary>
     [FieldOffset(32)] public ulong Index;
     /// <summary>ptdesc pt_mm (x86 PGD pages) / pt_frag_refcount and friends.</summary>
@@ -54,6 +60,8 @@ public struct Page
     [FieldOffset(52)] public int RefCount;
     /// <summary>memcg_data.</summary>
     [FieldOffset(56)] public ulong MemcgData;
+    /// <summary>A PTE table shared copy-on-write: the mm id its RSS and pgtables_bytes are charged to (0: none). Under the table's ptl.</summary>
+    [FieldOffset(56)] public uint PtCowOwner;
 
     // ---------------------------------------------------------------------------------------------
     // Page flags (include/linux/page-flags.h). The kernel's SetPageX / ClearPageX / TestSetPageX are

@@ -39,5 +39,15 @@ public enum VmEvent
     TlbConflict,
     /// <summary>Remote flushes that had to fall back to the process-wide barrier (a target did not acknowledge in time).</summary>
     TlbFlushBarrierFallback,
+    /// <summary>cow_pte_share: PTE tables fork shared instead of copying.</summary>
+    CowPteShare,
+    /// <summary>cow_pte_fallback: tables fork would have shared but copied (a page that may be pinned).</summary>
+    CowPteFallback,
+    /// <summary>cow_pte_break_copy: breaks that copied the shared table into a new one.</summary>
+    CowPteBreakCopy,
+    /// <summary>cow_pte_break_reuse: breaks by the last holder, which took the table over.</summary>
+    CowPteBreakReuse,
+    /// <summary>cow_pte_drop: zaps that only dropped this mm's reference on a table still shared.</summary>
+    CowPteDrop,
     Count,
 }

@@ -162,6 +162,7 @@ internal static unsafe class PageWalk
                 if (a == WalkAction.Stop) return false;
                 if (a == WalkAction.Continue || ops.PteWalk == PteWalk.None || v.Leaf) break;
                 a = WalkPteRange(cpu, mm, pmd, ref addr, next, ref ops);
+                if (a == WalkAction.Stop) return false;
                 if (a != WalkAction.Again) break;
             }
             pmd++;
@@ -187,12 +188,12 @@ internal static unsafe class PageWalk
             bool mapped = ops.PteWalk switch
             {
                 PteWalk.Read => PgTable.PteOffsetMapLock(cpu!, mm, pmd, addr, PteAccess.Read, out map),
-                PteWalk.Write => PgTable.PteOffsetMapLock(cpu!, mm, pmd, addr, PteAccess.Write, out map),
+                PteWalk.Write => PgTable.PteOffsetMapLock(cpu!, mm, pmd, addr, PteAccess.Write, out map, typeof(TOps).Name),
                 PteWalk.RoNolock => PgTable.PteOffsetMapRoNolock(cpu!, mm, pmd, addr, out map),
                 _ => PgTable.PteOffsetMapHeld(mm, pmd, addr, out map),
             };
             if (!mapped)
-                return !map.PmdVal.None && !map.PmdVal.Leaf && PgTable.Get(pmd) == map.PmdVal ? WalkAction.Continue : WalkAction.Again;
+                return map.Oom ? WalkAction.Stop : !map.PmdVal.None && !map.PmdVal.Leaf && PgTable.Get(pmd) == map.PmdVal ? WalkAction.Continue : WalkAction.Again;
             Pte* pte = map.Pte;
             do
             {
@@ -203,6 +204,9 @@ internal static unsafe class PageWalk
             }
             while (addr != end && !map.Break);
             ops.PteTableLocked(ref map, pmd, start, addr, end);
+            // The invariant mode's check of the review's first objection: a walker that changed a table
+            // still shared (it skipped its break) is named here, while it still has the table mapped.
+            if (ops.PteWalk == PteWalk.Write && mm.Machine.Config.DebugVm) PgTable.VerifyAfterWalk(mm.Machine, pmd, start, typeof(TOps).Name);
             switch (ops.PteWalk)
             {
                 case PteWalk.Read:

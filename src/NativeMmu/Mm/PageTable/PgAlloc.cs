@@ -16,6 +16,7 @@ internal static unsafe partial class PgTable
     /// <summary>pagetable_alloc + pagetable_*_ctor: a zeroed frame typed PGTY_table with its ptl initialised.</summary>
     public static ulong AllocTable(Cpu cpu, Machine m)
     {
+        if (m.PageTableAllocFailurePending && m.ShouldFailPageTableAlloc()) return 0;
         ulong pfn = m.Allocator.AllocPages(cpu.Id, 0, Gfp.Zero);
         if (pfn == 0) return 0;
         Page* p = m.Vmemmap.PfnToPage(pfn);
@@ -38,6 +39,9 @@ internal static unsafe partial class PgTable
         Bug.On(p->PageType != PageTypes.Table << 24, "freeing page {0:x} as a page table, but it is not one", pfn);
         p->PageType = PageTypes.NoType;
         p->PtMm = 0;
+        Bug.On(p->PtCowChecksum != 0, "page table {0:x} freed while it is shared copy-on-write", pfn);
+        p->PtCowChecksum = 0;
+        p->PtCowOwner = 0;
         m.Counters.Add(cpu.Id, VmStat.NrPageTablePages, -1);
         m.Counters.Add(cpu.Id, VmEvent.PgtableFree);
     }

@@ -35,6 +35,8 @@ internal unsafe struct PteMapping
     public bool Rcu;
     /// <summary>Set by a walker's pte_entry: end this pass over the table (the walk maps it again at the next address).</summary>
     public bool Break;
+    /// <summary>The map failed because a shared PTE table could not be broken (no memory for its copy).</summary>
+    public bool Oom;
 }
 
 /// <summary>
@@ -59,18 +61,21 @@ internal static unsafe partial class PgTable
     /// <summary>
     /// The one place that decides "this PTE table is shared: break it first". Every path about to change
     /// entries of the table *pmd points to comes through here before it maps the table: the walkers that
-    /// map with <see cref="PteAccess.Write"/> (zap, mprotect) and the fault path's map functions
-    /// (<see cref="PteOffsetMapLock(ref VmFault, ulong)"/>, and <see cref="PteOffsetMapRwNolock"/> for a write
-    /// or unshare). No table is shared yet, so the invariant mode checks what makes that true: every PMD
-    /// that points to a PTE table is writable, as pmd_populate makes it. With copy-on-write page tables
-    /// (fork sharing a PTE table and write-protecting both table PMDs) the check goes here:
-    /// <c>pmd is a table and !pmd_write</c> → break_cow_pte (reuse the table and make the PMD writable
-    /// when its count is 1, else copy it into a new table and drop a reference on the shared one), with
-    /// zap asking instead to drop its reference only. The break can fail (out of memory); that is the
-    /// one change the callers will need: a failed map then means ENOMEM rather than "look again".
+    /// map with <see cref="PteAccess.Write"/> (zap, mprotect) and pte_alloc_map_lock. A PMD that points to a
+    /// table with RW clear (<see cref="IsCowTable"/>; pmd_populate always sets RW, so without copy-on-write
+    /// page tables it never matches) → break_cow_pte (<see cref="BreakCowPte"/>: reuse the table and make
+    /// the PMD writable when its count is 1, else copy it into a new table and drop a reference on the
+    /// shared one). Zap asks first to drop its reference only (<see cref="ZapCowPte"/>); the fault path
+    /// breaks in <see cref="PteOffsetMapRwNolock"/>, where the PMD is already loaded. False: out of memory
+    /// for the copy, and the caller's map fails with <see cref="PteMapping.Oom"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void BreakSharedTable(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address)
+    internal static bool BreakSharedTable(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address, string who)
+        => !IsCowTable(Get(pmd)) || BreakCowPte(cpu, mm, pmd, address, who);
+
+    /// <summary>The fault path's map functions come after its break: in the invariant mode, a table still shared here is a bug.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckFaultTableNotShared(MmStruct mm, Pmd* pmd, ulong address)
     {
         if (mm.Machine.Config.DebugVm) CheckTableNotShared(pmd, address);
     }
@@ -79,8 +84,8 @@ internal static unsafe partial class PgTable
     private static void CheckTableNotShared(Pmd* pmd, ulong address)
     {
         Pmd pmdval = Get(pmd);
-        Bug.On(!pmdval.None && !pmdval.Leaf && !pmdval.Write,
-            "a walker is about to change entries of the PTE table under the write-protected PMD {0:x16} at {1:x}, which only a shared table has", pmdval.Value, address);
+        Bug.On(IsCowTable(pmdval),
+            "the fault path is about to change entries of the shared PTE table under PMD {0:x16} at {1:x} without having broken it", pmdval.Value, address);
     }
 
     // ---- pte_offset_map_lock and pte_unmap_unlock ----------------------------------------------------
@@ -90,10 +95,15 @@ internal static unsafe partial class PgTable
     /// held, <paramref name="map"/>.PmdVal the PMD seen) when the PMD is none or huge, or, with pte_refcount,
     /// holds a table already at zero. Undone by PteUnmapUnlock.
     /// </summary>
-    public static bool PteOffsetMapLock(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address, PteAccess access, out PteMapping map)
+    public static bool PteOffsetMapLock(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address, PteAccess access, out PteMapping map, string who = "pte_offset_map_lock")
     {
         map = default;
-        if (access == PteAccess.Write) BreakSharedTable(cpu, mm, pmd, address);
+        if (access == PteAccess.Write && !BreakSharedTable(cpu, mm, pmd, address, who))
+        {
+            map.Oom = true;
+            map.PmdVal = Get(pmd);
+            return false;
+        }
         Machine m = mm.Machine;
         if (m.Config.PtReclaim != PtReclaimMode.Refcount)
         {
@@ -143,10 +153,10 @@ internal static unsafe partial class PgTable
         if (m.Config.PtReclaim != PtReclaimMode.Refcount)
         {
             if (Get(pmd).None && !PteAlloc(cpu, mm, pmd, address)) { map = default; return false; }
-            return PteOffsetMapLock(cpu, mm, pmd, address, PteAccess.Write, out map);
+            return PteOffsetMapLock(cpu, mm, pmd, address, PteAccess.Write, out map, "pte_alloc_map_lock");
         }
         map = default;
-        BreakSharedTable(cpu, mm, pmd, address);
+        if (!BreakSharedTable(cpu, mm, pmd, address, "pte_alloc_map_lock")) { map.Oom = true; return false; }
         map.Table = PteAllocGet(cpu, mm, pmd, address); // pte_alloc_get: the reference comes with the table
         return map.Table != 0 && LockHeldTable(cpu, mm, pmd, address, ref map);
     }
@@ -236,16 +246,43 @@ internal static unsafe partial class PgTable
     /// takes a table of its own. With pte_refcount the fault holds the table from here to
     /// <see cref="PteFaultDone"/>.
     /// </summary>
+    /// <remarks>
+    /// A fault under a shared PTE table (any fault: a read of a none entry installs the zero page) breaks
+    /// it first, On-Demand-Fork's rule in __handle_mm_fault. The test is the PMD's RW bit in the value just
+    /// loaded, one branch never taken without copy-on-write page tables. A break that cannot allocate
+    /// returns null with <see cref="VmFault.CowPteOom"/> set, still inside the RCU section.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Pte* PteOffsetMapRwNolock(ref VmFault vmf, out Pmd pmdval)
     {
-        if ((vmf.Flags & (FaultFlags.Write | FaultFlags.Unshare)) != 0) BreakSharedTable(vmf.Cpu, vmf.Mm, vmf.Pmd, vmf.Address);
         vmf.Cpu.RcuReadLock();
         pmdval = Get(vmf.Pmd);
         if (pmdval.None || pmdval.Leaf) return null;
+        if (IsCowTable(pmdval) && !FaultBreakCowPte(ref vmf, out pmdval)) return null;
         Machine m = vmf.Mm.Machine;
         if (m.Config.PtReclaim == PtReclaimMode.Refcount && !PteFaultTryGet(ref vmf, pmdval)) return null;
         return PteOffset(m.Memory, pmdval, vmf.Address);
+    }
+
+    /// <summary>
+    /// The fault's break of a shared table, outside the RCU section (it takes locks and may allocate and
+    /// flush): true with the PMD read again once it is private, false when the fault has nothing to map
+    /// (the PMD went none or huge meanwhile, or the break found no memory: <see cref="VmFault.CowPteOom"/>).
+    /// Returns inside the RCU section again.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool FaultBreakCowPte(ref VmFault vmf, out Pmd pmdval)
+    {
+        vmf.Cpu.RcuReadUnlock();
+        bool ok = BreakCowPte(vmf.Cpu, vmf.Mm, vmf.Pmd, vmf.Address, "handle_pte_fault");
+        vmf.Cpu.RcuReadLock();
+        pmdval = Get(vmf.Pmd);
+        if (!ok)
+        {
+            vmf.CowPteOom = true;
+            return false;
+        }
+        return !pmdval.None && !pmdval.Leaf;
     }
 
     /// <summary>pte_try_get for the fault, inside its RCU read-side section: false when the table is dying or was replaced.</summary>
@@ -302,7 +339,7 @@ internal static unsafe partial class PgTable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool PteOffsetMapLock(ref VmFault vmf, ulong address)
     {
-        BreakSharedTable(vmf.Cpu, vmf.Mm, vmf.Pmd, address);
+        CheckFaultTableNotShared(vmf.Mm, vmf.Pmd, address);
         Machine m = vmf.Mm.Machine;
         vmf.Pte = vmf.PteTablePage != null
             ? PteOffsetMapLockHeld(m, vmf.Pmd, address, vmf.PteTablePage, out vmf.Ptl, out _)
