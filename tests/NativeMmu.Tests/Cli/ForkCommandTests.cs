@@ -57,6 +57,9 @@ public class ForkCommandTests
         Assert.That(turns, Is.True, "three 4 MiB kernels fit in any machine that runs the tests");
         Assert.That(runs.Select(r => r.ForkMs.Length), Is.All.EqualTo(3));
         Assert.That(runs.Select(r => r.VmpteKbParent), Is.All.EqualTo((2 + 1 + 1) * 4L), "every mode's parent has the same tables before its first fork");
+        Assert.That(runs[0].VmpteKbChild, Is.EqualTo(runs[0].VmpteKbParent), "copy gives the child tables of its own");
+        Assert.That(runs[1].VmpteKbChild, Is.LessThan(runs[0].VmpteKbChild), "lazy: the child shares the parent's PTE tables");
+        Assert.That(runs[2].VmpteKbChild, Is.LessThan(runs[0].VmpteKbChild), "eager: the child shares the parent's PTE tables");
     }
 
     [Test]
