@@ -63,14 +63,14 @@ public static class CommandPlots
         var sizes = rows.Select(r => r.SizeBytes).Distinct().Order().ToArray();
         plot.Axes.Bottom.SetTicks([.. sizes.Select(X)], [.. sizes.Select(Size.Format)]);
         double lo = Math.Floor(rows.Min(r => Y(r.ForkMs))), hi = Math.Ceiling(rows.Max(r => Y(r.ForkMs)) + 0.05);
-        var positions = new List<double>();
-        var labels = new List<string>();
+        var ticks = new ScottPlot.TickGenerators.NumericManual();
         for (double e = lo; e <= hi + 1e-9; e++)
         {
-            positions.Add(e);
-            labels.Add(Math.Pow(10, e).ToString("G", CultureInfo.InvariantCulture));
+            ticks.AddMajor(e, Math.Pow(10, e).ToString("G", CultureInfo.InvariantCulture));
+            if (e < hi) for (int k = 2; k <= 9; k++) ticks.AddMinor(e + Math.Log10(k));
         }
-        plot.Axes.Left.SetTicks([.. positions], [.. labels]);
+        plot.Axes.Left.TickGenerator = ticks;
+        plot.Grid.MinorLineWidth = 1;
         double x0 = X(sizes[0]), x1 = X(sizes[^1]);
         double pad = sizes.Length == 1 ? 1 : (x1 - x0) * 0.08;
         plot.Axes.SetLimits(x0 - pad, x1 + pad, lo, hi + (hi - lo) * 0.35);
