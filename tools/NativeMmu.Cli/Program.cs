@@ -15,6 +15,7 @@ public static class Program
             MultiFaultCommand.Create(),
             PtReclaimCommand.Create(),
             ForkCommand.Create(),
+            ForkServerCommand.Create(),
             MthpReuseCommand.Create(),
             ScalingCommand.Create(),
             HvoCommand.Create(),

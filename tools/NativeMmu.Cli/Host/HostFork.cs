@@ -51,6 +51,31 @@ internal static unsafe partial class HostFork
         0x0f, 0x0b,                                 // ud2
     ];
 
+    /// <summary>
+    /// The fork server's fork: <c>long stub(byte** pages, long n)</c>. fork; child: write the byte 1 to each of
+    /// the n addresses in <c>pages</c> (its copy of the parent's array), then exit_group(0); parent: returns
+    /// the child's pid, or -errno. rdi and rsi survive the syscall (it clobbers only rax, rcx and r11).
+    /// </summary>
+    private static ReadOnlySpan<byte> TouchingChild =>
+    [
+        0xb8, SYS_fork, 0, 0, 0,                    // mov eax, SYS_fork
+        0x0f, 0x05,                                 // syscall
+        0x48, 0x85, 0xc0,                           // test rax, rax
+        0x74, 0x01,                                 // jz child
+        0xc3,                                       // ret (parent: rax = pid or -errno)
+        0x48, 0x85, 0xf6,                           // child: test rsi, rsi
+        0x74, 0x0f,                                 // jz exit
+        0x48, 0x8b, 0x07,                           // loop: mov rax, [rdi]
+        0xc6, 0x00, 0x01,                           // mov byte [rax], 1
+        0x48, 0x83, 0xc7, 0x08,                     // add rdi, 8
+        0x48, 0xff, 0xce,                           // dec rsi
+        0x75, 0xf1,                                 // jnz loop
+        0x31, 0xff,                                 // exit: xor edi, edi
+        0xb8, SYS_exit_group, 0, 0, 0,              // mov eax, SYS_exit_group
+        0x0f, 0x05,                                 // syscall
+        0x0f, 0x0b,                                 // ud2: exit_group does not return
+    ];
+
     [LibraryImport("libc", EntryPoint = "mprotect", SetLastError = true)]
     private static partial int mprotect(nint addr, nuint length, int prot);
 
@@ -83,8 +108,8 @@ internal static unsafe partial class HostFork
         return ms;
     }
 
-    /// <summary>Forks once, reads the child's VmPTE from /proc/PID/status while it waits in pause(), then kills and reaps it.</summary>
-    public static long? ChildVmpteKb()
+    /// <summary>Forks once, reads two kB fields of the child's /proc/PID/status while it waits in pause(), then kills and reaps it.</summary>
+    public static (long? First, long? Second) ChildStatusKb(string first, string second)
     {
         using var stub = new Stub(PausingChild);
         long pid = stub.Call();
@@ -92,7 +117,9 @@ internal static unsafe partial class HostFork
         try
         {
             // fork returns in the parent only after copy_process has copied the page tables.
-            return ProcStatus.ReadKb("VmPTE", (int)pid);
+            string path = $"/proc/{pid}/status";
+            string status = File.ReadAllText(path);
+            return (ProcStatus.ParseKb(status, first, path), ProcStatus.ParseKb(status, second, path));
         }
         finally
         {
@@ -101,7 +128,8 @@ internal static unsafe partial class HostFork
         }
     }
 
-    private static void Reap(int pid)
+    /// <summary>waitpid until the child is reaped; returns its wait status.</summary>
+    private static int Reap(int pid)
     {
         int status;
         while (waitpid(pid, &status, 0) < 0)
@@ -109,6 +137,32 @@ internal static unsafe partial class HostFork
             int errno = Marshal.GetLastPInvokeError();
             if (errno != EINTR) throw new Win32Exception(errno, $"waitpid({pid}) failed (errno {errno})");
         }
+        return status;
+    }
+
+    /// <summary>
+    /// The fork server's step on the host, child and all in machine code: fork; the child writes one byte
+    /// to each address in a native array and exits; the parent waits for it. Allocates nothing per fork.
+    /// </summary>
+    public sealed class TouchingForker : IDisposable
+    {
+        private readonly Stub _stub = new(TouchingChild);
+
+        /// <summary>
+        /// One fork, the child's <paramref name="n"/> writes at <paramref name="pages"/>, its exit and the wait;
+        /// throws unless it exited with 0. Returns the Stopwatch timestamp at which fork returned in the parent.
+        /// </summary>
+        public long ForkAndWait(byte** pages, long n)
+        {
+            long pid = _stub.Call(pages, n);
+            long forked = Stopwatch.GetTimestamp();
+            if (pid < 0) throw new Win32Exception((int)-pid, $"fork failed: {Marshal.GetPInvokeErrorMessage((int)-pid)} (errno {-pid})");
+            int status = Reap((int)pid);
+            if (status != 0) throw new InvalidOperationException($"the fork-server child {pid} did not exit with 0 (wait status 0x{status:x})");
+            return forked;
+        }
+
+        public void Dispose() => _stub.Dispose();
     }
 
     /// <summary>One page of host memory holding a stub: written while writable, then made read+execute.</summary>
@@ -129,6 +183,8 @@ internal static unsafe partial class HostFork
         }
 
         public long Call() => ((delegate* unmanaged<long>)_code)();
+
+        public long Call(byte** pages, long n) => ((delegate* unmanaged<byte**, long, long>)_code)(pages, n);
 
         public void Dispose() => HostMemory.Unmap(_code, 4096);
     }

@@ -12,6 +12,7 @@ internal static unsafe partial class HostMemory
     public const int PROT_READ = 0x1;
     public const int PROT_WRITE = 0x2;
 
+    public const int MAP_SHARED = 0x01;
     public const int MAP_PRIVATE = 0x02;
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_NORESERVE = 0x4000;
@@ -81,6 +82,15 @@ internal static unsafe partial class HostMemory
         nint p = mmap(0, (nuint)length, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MapFailed)
             throw Failure("mmap", length);
+        return (byte*)p;
+    }
+
+    /// <summary>Maps <paramref name="length"/> bytes of shared anonymous read/write memory: what a forked child writes there, its parent sees.</summary>
+    public static byte* MapShared(ulong length)
+    {
+        nint p = mmap(0, (nuint)length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (p == MapFailed)
+            throw Failure("mmap(MAP_SHARED)", length);
         return (byte*)p;
     }
 

@@ -48,16 +48,32 @@ public static class CommandPlots
         _ => mode,
     };
 
-    /// <summary>fork: the median fork time against the populated size, per mode and for the host kernel.</summary>
+    /// <summary>
+    /// fork: the median fork time against the populated size, per mode and for the host kernel, on log-log
+    /// axes: the sizes are powers of two and the modes' times lie orders of magnitude apart, so a linear
+    /// y axis would flatten the copy-on-write modes onto zero and a linear x axis bunch the small sizes.
+    /// </summary>
     public static void Fork(IReadOnlyList<(string Series, ulong SizeBytes, double ForkMs)> rows, string path)
     {
-        Plot plot = Figure.Create("fork: median time against the populated size (4 KiB pages; the child exits at once)", "populated anonymous memory", "fork time (ms)");
+        Plot plot = Figure.Create("fork: median time against the populated size (4 KiB pages; the child exits at once; log-log)", "populated anonymous memory", "fork time (ms)");
+        static double X(ulong bytes) => Math.Log2(bytes / (double)(1UL << 20));
+        static double Y(double ms) => Math.Log10(Math.Max(ms, 1e-4));
         foreach (var group in rows.GroupBy(r => r.Series))
-            Line(plot, [.. group.Select(g => g.SizeBytes / (double)(1UL << 20))], [.. group.Select(g => g.ForkMs)], group.Key);
+            Line(plot, [.. group.Select(g => X(g.SizeBytes))], [.. group.Select(g => Y(g.ForkMs))], group.Key);
         var sizes = rows.Select(r => r.SizeBytes).Distinct().Order().ToArray();
-        plot.Axes.Bottom.SetTicks([.. sizes.Select(s => s / (double)(1UL << 20))], [.. sizes.Select(Size.Format)]);
-        plot.Axes.SetLimitsY(0, MaxY(plot) * 1.15);
-        if (sizes.Length == 1) plot.Axes.SetLimitsX(sizes[0] / (double)(1UL << 20) * 0.5, sizes[0] / (double)(1UL << 20) * 1.5);
+        plot.Axes.Bottom.SetTicks([.. sizes.Select(X)], [.. sizes.Select(Size.Format)]);
+        double lo = Math.Floor(rows.Min(r => Y(r.ForkMs))), hi = Math.Ceiling(rows.Max(r => Y(r.ForkMs)) + 0.05);
+        var ticks = new ScottPlot.TickGenerators.NumericManual();
+        for (double e = lo; e <= hi + 1e-9; e++)
+        {
+            ticks.AddMajor(e, Math.Pow(10, e).ToString("G", CultureInfo.InvariantCulture));
+            if (e < hi) for (int k = 2; k <= 9; k++) ticks.AddMinor(e + Math.Log10(k));
+        }
+        plot.Axes.Left.TickGenerator = ticks;
+        plot.Grid.MinorLineWidth = 1;
+        double x0 = X(sizes[0]), x1 = X(sizes[^1]);
+        double pad = sizes.Length == 1 ? 1 : (x1 - x0) * 0.08;
+        plot.Axes.SetLimits(x0 - pad, x1 + pad, lo, hi + (hi - lo) * 0.35);
         Figure.Save(plot, path);
     }
 
