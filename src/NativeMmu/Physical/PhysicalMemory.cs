@@ -69,8 +69,13 @@ public sealed unsafe partial class PhysicalMemory : IDisposable
     /// kernel picks its clear_page variant by CPU feature. The call stays in managed code: memset
     /// (NativeMemory.Clear) costs a transition per page and, for 4 KiB, measured slower here than
     /// 64-byte stores (2 MiB working set: 52-57 ns against 40-42 ns per page; 128 MiB: 167-172 against
-    /// 133-136). The multi-fault ceiling zeroes with this same primitive.
+    /// 133-136).
     /// </summary>
+    /// <remarks>
+    /// A raw pointer because the page is any 4 KiB-aligned host page, not only an arena frame: the
+    /// multi-fault ceiling zeroes its own buffer with this same primitive, so that it measures exactly
+    /// the zeroing an emulated fault does. A Span would add a length the operation does not have.
+    /// </remarks>
     public static void ClearPage(byte* page)
     {
         if (Vector512.IsHardwareAccelerated)
