@@ -342,7 +342,7 @@ public static unsafe class HostLoops
                 for (long n = 0; n < chunk; n++)
                 {
                     // The emulator's own clear_page, so the ceiling measures the primitive the
-                    // emulated fault zeroes with (it is faster here than memset, NativeMemory.Clear).
+                    // emulated fault zeroes with (memset without NativeMemory.Clear's transition).
                     NativeMmu.Physical.PhysicalMemory.ClearPage(buffer + frame * (long)PageSize);
                     if (++frame == frames)
                         frame = 0;
