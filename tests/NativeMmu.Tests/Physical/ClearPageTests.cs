@@ -4,7 +4,7 @@ using NativeMmu.Physical;
 
 namespace NativeMmu.Tests.Physical;
 
-/// <summary>clear_page: exactly the 4 KiB page it is given goes to zero, whatever vector width the host has.</summary>
+/// <summary>clear_page: exactly the 4 KiB page it is given goes to zero, whichever primitive this system uses.</summary>
 public unsafe class ClearPageTests
 {
     [Test]
