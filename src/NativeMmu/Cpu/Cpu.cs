@@ -33,6 +33,13 @@ public sealed unsafe partial class Cpu : IDisposable
     private readonly Vmemmap _vmemmap;
     private readonly PagingMode _paging;
     private readonly PerCpuCounters _counters;
+    // What the walk reads per level, copied out of the platform once: the arena's base and size, the
+    // paging mode's PGD shift and level count, the top of the user half.
+    private readonly byte* _physBase;
+    private readonly ulong _physBytes;
+    private readonly int _pgdirShift;
+    private readonly bool _l5;
+    private readonly ulong _userVaLast;
 
     // Words only this CPU reads and writes, on a cache line of their own: CPU objects sit side by side
     // on the managed heap, and a per-access store next to another CPU's fields would bounce the line.
@@ -74,6 +81,11 @@ public sealed unsafe partial class Cpu : IDisposable
         _vmemmap = platform.Vmemmap;
         _paging = platform.Paging;
         _counters = platform.Counters;
+        _physBase = _phys.Base;
+        _physBytes = _phys.Bytes;
+        _pgdirShift = _paging.PgdirShift;
+        _l5 = _paging.L5Enabled;
+        _userVaLast = _paging.TaskSizeMax + Geometry.PageSize - 1;
         _tlbMask = (ulong)platform.Config.TlbEntries - 1;
         _tlbHugeMask = (ulong)platform.Config.TlbHugeEntries - 1;
         _tlb = (TlbEntry*)NativeMemory.AlignedAlloc((nuint)(platform.Config.TlbEntries * sizeof(TlbEntry)), 64);
@@ -253,14 +265,28 @@ public sealed unsafe partial class Cpu : IDisposable
             byte* host = Translate(va, write, out X86PfError error);
             if (host != null)
             {
-                if (write) Buffer.MemoryCopy(buffer, host, chunk, chunk);
-                else Buffer.MemoryCopy(host, buffer, chunk, chunk);
+                if (write) CopyBytes(host, buffer, chunk);
+                else CopyBytes(buffer, host, chunk);
                 ExitAccess();
                 return FaultResult.Retry;
             }
             ExitAccess();
             FaultResult r = RaisePageFault(va, error, attempt);
             if (r != FaultResult.Retry) return r;
+        }
+    }
+
+    /// <summary>The copy of an access: a scalar of 1, 2, 4 or 8 bytes is one move, as the instruction makes it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyBytes(byte* destination, byte* source, int length)
+    {
+        switch (length)
+        {
+            case 1: *destination = *source; break;
+            case 2: Unsafe.WriteUnaligned(destination, Unsafe.ReadUnaligned<ushort>(source)); break;
+            case 4: Unsafe.WriteUnaligned(destination, Unsafe.ReadUnaligned<uint>(source)); break;
+            case 8: Unsafe.WriteUnaligned(destination, Unsafe.ReadUnaligned<ulong>(source)); break;
+            default: Buffer.MemoryCopy(source, destination, length, length); break;
         }
     }
 

@@ -40,9 +40,9 @@ public sealed unsafe partial class Cpu
         if (mm is null || mm.IsDead) ThrowNoMm();
         error = write ? X86PfError.Write : X86PfError.None;
         if (!IsCanonicalUser(va)) { error |= X86PfError.Prot; return null; }
+        byte* phys = _physBase;
     restart:
         bool writable = true;
-        ulong* table;
         ulong* slot;
         ulong entry;
         ulong hpn = va >> Geometry.PmdShift;
@@ -51,83 +51,86 @@ public sealed unsafe partial class Cpu
         {
             // The paging-structure cache skips the upper levels, as the hardware's PDE cache does.
             writable = psc->Writable != 0;
-            table = (ulong*)_phys.FrameAddress(psc->TablePfn);
-            slot = table + Geometry.PteIndex(va);
+            slot = (ulong*)(phys + (psc->TablePfn << Geometry.PageShift)) + Geometry.PteIndex(va);
             goto leaf;
         }
-        table = (ulong*)_phys.FrameAddress(mm!.PgdPfn);
-        slot = table + _paging.PgdIndex(va);
-        if (_paging.L5Enabled)
+        slot = (ulong*)(phys + (mm!.PgdPfn << Geometry.PageShift)) + (int)((va >> _pgdirShift) & 511);
+        if (_l5)
         {
-            if (!WalkTableEntry(slot, ref writable, out entry)) return NotPresent(ref error, entry);
+            if (!WalkTableEntry(slot, ref writable, out entry)) return null;
             if (RejectTable(entry, ref error)) return null;
-            table = (ulong*)_phys.FrameAddress(new Pgd(entry).Pfn);
-            slot = table + Geometry.P4dIndex(va);
+            slot = (ulong*)(phys + (entry & PageTableBits.PtePfnMask)) + Geometry.P4dIndex(va);
         }
-        if (!WalkTableEntry(slot, ref writable, out entry)) return NotPresent(ref error, entry);
+        if (!WalkTableEntry(slot, ref writable, out entry)) return null;
         if (RejectTable(entry, ref error)) return null;
-        table = (ulong*)_phys.FrameAddress(new P4d(entry).Pfn);
-        slot = table + Geometry.PudIndex(va);
-        if (!WalkTableEntry(slot, ref writable, out entry)) return NotPresent(ref error, entry);
-        if ((entry & PageTableBits.Pse) != 0)
-        {
-            // 1 GiB leaf (a hugetlb PUD): bits 13..29 are reserved.
-            if ((entry & (Geometry.PudSize - 1) & ~(Geometry.PageSize - 1) & ~PageTableBits.PatLarge) != 0)
-            { error |= X86PfError.Rsvd | X86PfError.Prot; return null; }
-            if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
-            if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
-            ulong pfn1g = new Pud(entry).Pfn;
-            Bug.On(pfn1g + (Geometry.PudSize >> Geometry.PageShift) > _phys.Frames, "PUD {0:x16} for {1:x} points beyond physical memory", entry, va);
-            byte* base1g = _phys.FrameAddress(pfn1g);
-            if (_checkTlb) CheckTlbFill1G(va);
-            FillTlb1G(va, base1g, pfn1g, TlbPerm(entry, writable));
-            return base1g + (va & (Geometry.PudSize - 1));
-        }
+        slot = (ulong*)(phys + (entry & PageTableBits.PtePfnMask)) + Geometry.PudIndex(va);
+        if (!WalkTableEntry(slot, ref writable, out entry)) return null;
+        if ((entry & PageTableBits.Pse) != 0) return WalkHugeLeaf(va, write, slot, entry, writable, ref error, Geometry.PudSize);
         if (RejectTable(entry, ref error)) return null;
-        table = (ulong*)_phys.FrameAddress(new Pud(entry).Pfn);
-        slot = table + Geometry.PmdIndex(va);
-        if (!WalkTableEntry(slot, ref writable, out entry)) return NotPresent(ref error, entry);
-        if ((entry & PageTableBits.Pse) != 0)
-        {
-            // 2 MiB leaf: bits 13..20 are reserved.
-            if ((entry & (Geometry.PmdSize - 1) & ~(Geometry.PageSize - 1) & ~PageTableBits.PatLarge) != 0)
-            { error |= X86PfError.Rsvd | X86PfError.Prot; return null; }
-            if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
-            if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
-            ulong pfn2m = new Pmd(entry).Pfn;
-            byte* base2m = _phys.FrameAddress(pfn2m);
-            if (_checkTlb) CheckTlbFill2M(va);
-            FillTlb2M(va, base2m, pfn2m, TlbPerm(entry, writable));
-            return base2m + (va & (Geometry.PmdSize - 1));
-        }
+        slot = (ulong*)(phys + (entry & PageTableBits.PtePfnMask)) + Geometry.PmdIndex(va);
+        if (!WalkTableEntry(slot, ref writable, out entry)) return null;
+        if ((entry & PageTableBits.Pse) != 0) return WalkHugeLeaf(va, write, slot, entry, writable, ref error, Geometry.PmdSize);
         if (RejectTable(entry, ref error)) return null;
-        ulong ptePfn = new Pmd(entry).Pfn;
+        ulong ptePfn = (entry & PageTableBits.PtePfnMask) >> Geometry.PageShift;
         if (_checkTlb) CheckPscFill(hpn, ptePfn);
         psc->Tag = PscTag(hpn);
         psc->TablePfn = ptePfn;
         psc->Writable = writable ? 1u : 0u;
-        table = (ulong*)_phys.FrameAddress(ptePfn);
-        slot = table + Geometry.PteIndex(va);
+        slot = (ulong*)(phys + (ptePfn << Geometry.PageShift)) + Geometry.PteIndex(va);
     leaf:
         entry = Volatile.Read(ref *slot);
         if (_checkTlb && entry == FreedTablePoison) TableReadAfterFree(va, slot);
-        if ((entry & PageTableBits.Present) == 0) return NotPresent(ref error, entry);
+        if ((entry & PageTableBits.Present) == 0) return null;
         if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
         if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
-        ulong pfn = (entry & PageTableBits.PtePfnMask) >> Geometry.PageShift;
-        Bug.On(pfn >= _phys.Frames, "PTE {0:x16} for {1:x} points beyond physical memory", entry, va);
-        byte* host = _phys.FrameAddress(pfn);
-        uint tablePfn = (uint)_phys.PfnOf(slot).Value;
+        ulong frame = entry & PageTableBits.PtePfnMask;
+        if (frame >= _physBytes) BeyondPhysical(entry, va);
+        byte* host = phys + frame;
+        uint tablePfn = (uint)((ulong)((byte*)slot - phys) >> Geometry.PageShift);
         if (_checkTlb) CheckTlbFill4K(va, tablePfn);
-        FillTlb4K(va, host, pfn, tablePfn, TlbPerm(entry, writable));
+        FillTlb4K(va, host, frame >> Geometry.PageShift, tablePfn, TlbPerm(entry, writable));
         return host + (va & (Geometry.PageSize - 1));
     }
+
+    /// <summary>
+    /// The walk ended at a large leaf: a 2 MiB one in the PMD slot or a 1 GiB one (hugetlb) in the PUD slot.
+    /// Reserved bits (13..20 or 13..29), permissions, A/D, then the TLB fill of that size.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* WalkHugeLeaf(ulong va, bool write, ulong* slot, ulong entry, bool writable, ref X86PfError error, ulong size)
+    {
+        if ((entry & (size - 1) & ~(Geometry.PageSize - 1) & ~PageTableBits.PatLarge) != 0)
+        { error |= X86PfError.Rsvd | X86PfError.Prot; return null; }
+        if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
+        // The entry changed under the walk: start over from the top, as the hardware does.
+        if (!SetLeafAccessDirty(slot, ref entry, write)) return Walk(va, write, out error);
+        ulong pfn = (entry & PageTableBits.PtePfnMask & ~(size - 1)) >> Geometry.PageShift;
+        if (pfn + (size >> Geometry.PageShift) > _phys.Frames) BeyondPhysical(entry, va);
+        byte* host = _phys.FrameAddress(pfn);
+        uint perm = TlbPerm(entry, writable);
+        if (size == Geometry.PmdSize)
+        {
+            if (_checkTlb) CheckTlbFill2M(va);
+            FillTlb2M(va, host, pfn, perm);
+        }
+        else
+        {
+            if (_checkTlb) CheckTlbFill1G(va);
+            FillTlb1G(va, host, pfn, perm);
+        }
+        return host + (va & (size - 1));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BeyondPhysical(ulong entry, ulong va)
+        => Bug.Throw($"PTE {entry:x16} for {va:x} points beyond physical memory");
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowNoMm() => throw new InvalidOperationException(
         LoadedMm is null ? $"CPU {Id} has no mm loaded (Process.Enter)" : $"CPU {Id} runs an mm that has exited");
 
-    private bool IsCanonicalUser(ulong va) => va <= _paging.TaskSizeMax + Geometry.PageSize - 1;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool IsCanonicalUser(ulong va) => va <= _userVaLast;
 
     /// <summary>Reads a non-leaf entry, sets its Accessed bit if clear, and folds its R/W and U/S into the walk.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -142,12 +145,17 @@ public sealed unsafe partial class Cpu
     }
 
     /// <summary>A non-leaf entry must be a user table pointing inside physical memory.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool RejectTable(ulong entry, ref X86PfError error)
     {
         if ((entry & PageTableBits.User) == 0) { error |= X86PfError.Prot; return true; }
-        Bug.On(((entry & PageTableBits.PtePfnMask) >> Geometry.PageShift) >= _phys.Frames, "paging-structure entry {0:x16} points beyond physical memory", entry);
+        if ((entry & PageTableBits.PtePfnMask) >= _physBytes) TableBeyondPhysical(entry);
         return false;
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void TableBeyondPhysical(ulong entry)
+        => Bug.Throw($"paging-structure entry {entry:x16} points beyond physical memory");
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool LeafPermits(ulong entry, bool writable, bool write)
@@ -168,5 +176,4 @@ public sealed unsafe partial class Cpu
         return true;
     }
 
-    private static byte* NotPresent(ref X86PfError error, ulong entry) => null;
 }

@@ -36,6 +36,13 @@ internal static unsafe class Rmap
             Folio.RemoveRmapPtes(cpu, m, Folio.HeadPfn(m, pfn), pfn, 1, mm);
             return;
         }
+        SmallFolioRemoveRmapPte(cpu, m, page, pfn);
+    }
+
+    /// <summary>folio_remove_rmap_pte of an order-0 folio whose struct page the caller already has. The PTL of the cleared entry held.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SmallFolioRemoveRmapPte(Cpu cpu, Machine m, Page* page, ulong pfn)
+    {
         int after = Interlocked.Decrement(ref page->MapCount);
         Bug.On(after < -1, "page {0:x}: mapcount underflow", pfn);
         if (after == -1) m.Counters.Add(cpu.Id, VmStat.NrAnonPages, -1);
@@ -54,7 +61,7 @@ internal static unsafe class Rmap
         if (!FrameAllocator.PutPageTestZero(page)) return;
         // __folio_put → page_cache_release: off the LRU; anon state dies with the page.
         page->ClearFlags(PG.Lru, PG.Active, PG.AnonExclusive, PG.Swapbacked);
-        m.Allocator.FreeFrozenPages(cpu.Id, pfn, 0);
+        m.Allocator.FreeFrozenPage(cpu.Id, pfn, page);
     }
 
     /// <summary>folio_trylock (PG_locked): never waits, so it may be tried under a page-table lock.</summary>

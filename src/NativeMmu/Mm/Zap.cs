@@ -128,10 +128,10 @@ internal static unsafe partial class Memory
             {
                 full = false; // vm_normal_page() == NULL: nothing to release
             }
-            else if (!_m.Vmemmap.PfnToPage(pfn)->IsCompound)
+            else if (_m.Vmemmap.PfnToPage(pfn) is var page && !page->IsCompound)
             {
                 _rssAnon--;
-                Rmap.FolioRemoveRmapPte(cpu, _m, pfn, vma.Mm);
+                Rmap.SmallFolioRemoveRmapPte(cpu, _m, page, pfn);
                 full = tlb.RemovePage(pfn);
             }
             else

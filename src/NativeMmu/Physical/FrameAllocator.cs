@@ -156,7 +156,7 @@ public sealed unsafe class FrameAllocator : IDisposable
         if ((gfp & Gfp.RetryMayfail) != 0 && FailPageAlloc is { } fail && fail(order)) return 0;
         ulong pfn = order == 0 ? RmqueuePcp(cpu) : RmqueueBuddy(order);
         if (pfn == 0) return 0;
-        PrepNewPage(pfn, order, gfp);
+        PrepNewPage(pfn, Page(pfn), order, gfp);
         _counters.Add(cpu, VmEvent.PgallocNormal, 1L << order);
         return pfn;
     }
@@ -180,20 +180,30 @@ public sealed unsafe class FrameAllocator : IDisposable
     /// <summary>free_frozen_pages / free_unref_page: the refcount is already zero; return the block.</summary>
     public void FreeFrozenPages(int cpu, ulong pfn, int order)
     {
-        if (!FreePagesPrepare(pfn, order)) return;
-        _counters.Add(cpu, VmEvent.Pgfree, 1L << order);
         if (order == 0)
         {
-            ref PerCpuPages pcp = ref _pcp[cpu];
-            Page(pfn)->LruNext = pcp.Head == 0 ? 0 : LruVaddr(pcp.Head);
-            pcp.Head = pfn;
-            Volatile.Write(ref pcp.Count, pcp.Count + 1);
-            if (pcp.Count >= pcp.High) FreePcppagesBulk(cpu, pcp.Batch);
+            FreeFrozenPage(cpu, pfn, Page(pfn));
             return;
         }
+        _ = FreePagesPrepare(pfn, Page(pfn), order); // order > 0: never refused
+        _counters.Add(cpu, VmEvent.Pgfree, 1L << order);
         Spin.Lock(LockWord);
         FreeOneBlock(pfn, order);
         Spin.Unlock(LockWord);
+    }
+
+    /// <summary>free_frozen_pages for one order-0 page whose struct page the caller already has: onto this CPU's pcp list.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void FreeFrozenPage(int cpu, ulong pfn, Page* page)
+    {
+        if (!FreePagesPrepare(pfn, page, 0)) return;
+        _counters.Add(cpu, VmEvent.Pgfree, 1);
+        PerCpuPages* pcp = _pcp + cpu;
+        page->LruNext = pcp->Head == 0 ? 0 : LruVaddr(pcp->Head);
+        pcp->Head = pfn;
+        int count = pcp->Count + 1;
+        Volatile.Write(ref pcp->Count, count);
+        if (count >= pcp->High) FreePcppagesBulk(cpu, pcp->Batch);
     }
 
     /// <summary>drain_local_pages: return a CPU's pcp pages to the buddy lists.</summary>
@@ -202,12 +212,12 @@ public sealed unsafe class FrameAllocator : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong RmqueuePcp(int cpu)
     {
-        ref PerCpuPages pcp = ref _pcp[cpu];
-        if (pcp.Count == 0 && !RmqueueBulk(cpu, pcp.Batch)) return 0;
-        ulong pfn = pcp.Head;
+        PerCpuPages* pcp = _pcp + cpu;
+        if (pcp->Count == 0 && !RmqueueBulk(cpu, pcp->Batch)) return 0;
+        ulong pfn = pcp->Head;
         ulong next = Page(pfn)->LruNext;
-        pcp.Head = next == 0 ? 0 : PfnOfLru(next);
-        Volatile.Write(ref pcp.Count, pcp.Count - 1);
+        pcp->Head = next == 0 ? 0 : PfnOfLru(next);
+        Volatile.Write(ref pcp->Count, pcp->Count - 1);
         return pfn;
     }
 
@@ -338,17 +348,17 @@ public sealed unsafe class FrameAllocator : IDisposable
 
     /// <summary>prep_new_page: check the expected free state, take the first reference, zero, build the compound page.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void PrepNewPage(ulong pfn, int order, Gfp gfp)
+    private void PrepNewPage(ulong pfn, Page* p, int order, Gfp gfp)
     {
-        Page* p = Page(pfn);
         if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtPrep) != 0)
             BadPage(pfn, "allocated page is not in the free state");
         p->LruNext = 0;
         p->RefCount = 1;
         if ((gfp & Gfp.Zero) != 0)
         {
-            if (order == 0) _phys.ClearFrame(pfn);
-            else NativeMemory.Clear(_phys.FrameAddress(pfn), (nuint)(Geometry.PageSize << order));
+            // clear_highpage per page of the block, as folio_zero_user clears a large folio.
+            byte* frame = _phys.FrameAddress(pfn);
+            for (ulong i = 0; i < (1UL << order); i++) PhysicalMemory.ClearPage(frame + (i << Geometry.PageShift));
         }
         if (order > 0 && (gfp & Gfp.Comp) != 0) PrepCompoundPage(pfn, order);
     }
@@ -407,32 +417,13 @@ public sealed unsafe class FrameAllocator : IDisposable
     /// hwpoison pages hit pcplists/buddy"); a poisoned subpage of a larger block keeps its flag and is
     /// taken off the lists afterwards (take_page_off_buddy).
     /// </summary>
-    private bool FreePagesPrepare(ulong pfn, int order)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool FreePagesPrepare(ulong pfn, Page* p, int order)
     {
-        Page* p = Page(pfn);
         if ((p->Mapping & PageTypes.MappingFlags) != 0) p->Mapping = 0;
         if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtFree) != 0)
             BadPage(pfn, "freed page is still mapped, referenced or flagged");
-        if (order > 0 && p->IsHead)
-        {
-            LargeFolio* folio = LargeFolio.Of(p);
-            if (FolioBadAtFree(folio, _vmemmap.PageVaddr(pfn), order) is { } why) BadPage(pfn, why);
-            // folio->_nr_pages = 0: it overlays page[1]'s memcg_data, which the tail loop leaves alone.
-            folio->NrPages = 0;
-            for (ulong i = 1; i < (1UL << order); i++)
-            {
-                Page* t = Page(pfn + i);
-                // free_tail_page_prepare: page[1] and page[2] carry folio fields in the union words.
-                t->CompoundHead = 0;
-                t->LruPrev = 0;
-                t->Mapping = 0;
-                t->Index = 0;
-                t->Private = 0;
-                t->MapCount = -1;
-                t->Flags &= ~PG.ClearAtFree;
-                if (t->RefCount != 0) BadPage(pfn + i, "tail page has a reference");
-            }
-        }
+        if (order > 0 && p->IsHead) FreeTailPagesPrepare(pfn, p, order);
         if (order == 0 && p->TestFlag(PG.Hwpoison)) return false;
         p->Flags &= ~PG.ClearAtFree;
         p->Private = 0;
@@ -482,7 +473,7 @@ public sealed unsafe class FrameAllocator : IDisposable
             if (p->MapCount != -1 || p->Mapping != 0 || p->RefCount != 0 || (p->Flags & PG.CheckAtPrep) != 0)
                 BadPage(pfn, "allocated page is not in the free state");
         }
-        PrepNewPage(found, order, gfp & ~Gfp.Comp);
+        PrepNewPage(found, Page(found), order, gfp & ~Gfp.Comp);
         // prep_new_page checked the head; the loop above checked the rest as check_new_pages does.
         if ((gfp & Gfp.Comp) != 0) PrepCompoundPage(found, order);
         _counters.Add(cpu, VmEvent.PgallocNormal, (long)nr);
@@ -511,7 +502,7 @@ public sealed unsafe class FrameAllocator : IDisposable
     public void FreeFrozenContigRange(int cpu, ulong pfn, int order)
     {
         Bug.On(order <= MaxOrder, "free_contig_range for an order the buddy lists serve");
-        _ = FreePagesPrepare(pfn, order); // order > 0: never refused
+        _ = FreePagesPrepare(pfn, Page(pfn), order); // order > 0: never refused
         ulong nr = 1UL << order;
         _counters.Add(cpu, VmEvent.Pgfree, (long)nr);
         Spin.Lock(LockWord);
@@ -582,6 +573,29 @@ public sealed unsafe class FrameAllocator : IDisposable
         p->MapCount = -1;
         Interlocked.Increment(ref _managedAdjust);
         FreeFrozenPages(cpu, pfn, 0);
+    }
+
+    /// <summary>free_pages_prepare's compound part: the folio fields checked, every tail page's compound state undone.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeTailPagesPrepare(ulong pfn, Page* p, int order)
+    {
+        LargeFolio* folio = LargeFolio.Of(p);
+        if (FolioBadAtFree(folio, _vmemmap.PageVaddr(pfn), order) is { } why) BadPage(pfn, why);
+        // folio->_nr_pages = 0: it overlays page[1]'s memcg_data, which the tail loop leaves alone.
+        folio->NrPages = 0;
+        for (ulong i = 1; i < (1UL << order); i++)
+        {
+            Page* t = Page(pfn + i);
+            // free_tail_page_prepare: page[1] and page[2] carry folio fields in the union words.
+            t->CompoundHead = 0;
+            t->LruPrev = 0;
+            t->Mapping = 0;
+            t->Index = 0;
+            t->Private = 0;
+            t->MapCount = -1;
+            t->Flags &= ~PG.ClearAtFree;
+            if (t->RefCount != 0) BadPage(pfn + i, "tail page has a reference");
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
