@@ -41,3 +41,22 @@ public class MultiFaultCommandTests
         }
     }
 }
+
+/// <summary>The emulated loops' figures: faults from the kernel's own count, CPU time from the workers' threads.</summary>
+public class EmuLoopsTests
+{
+    [Test]
+    [CancelAfter(60_000)]
+    public void The_emulated_multi_fault_loop_reports_its_threads_cpu_time_and_no_more_than_they_could_use()
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 2 });
+        NativeMmu.Cli.Host.LoopResult r = NativeMmu.Cli.Emulated.EmuLoops.MultiFault(kernel, threads: 2, seconds: 0.3);
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That(r.Faults, Is.GreaterThanOrEqualTo(2 * 512), "each thread faulted its window at least once");
+            Assert.That(r.CpuSeconds, Is.GreaterThan(0));
+            Assert.That(r.CpuSeconds, Is.LessThanOrEqualTo(2 * r.Seconds + 0.02), "two threads cannot use more than twice the wall time");
+            Assert.That(r.CpuNsPerFault, Is.EqualTo(r.CpuSeconds * 1e9 / r.Faults));
+        }
+    }
+}

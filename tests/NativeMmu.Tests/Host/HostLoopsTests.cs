@@ -31,6 +31,20 @@ public class HostLoopsTests
     }
 
     [Test]
+    public void A_loop_reports_the_cpu_time_its_threads_used_and_no_more_than_they_could()
+    {
+        LoopResult result = HostLoops.Ceiling(threads: 2, seconds: 0.3, bufferBytes: 2UL << 20);
+
+        using (Assert.EnterMultipleScope())
+        {
+            // Two busy threads: some CPU time, never more than two threads' wall time (plus a tick).
+            Assert.That(result.CpuSeconds, Is.GreaterThan(0));
+            Assert.That(result.CpuSeconds, Is.LessThanOrEqualTo(2 * result.Seconds + 0.02));
+            Assert.That(result.CpuNsPerFault, Is.EqualTo(result.CpuSeconds * 1e9 / result.Faults));
+        }
+    }
+
+    [Test]
     public void The_kernel_counts_one_fault_per_page_the_multi_fault_loop_touches()
     {
         // After MADV_DONTNEED the window has no PTEs, and MADV_NOHUGEPAGE rules out THP and mTHP,
@@ -141,6 +155,7 @@ public class HostLoopsTests
     {
         Assert.That(new LoopResult(100, 0).PerMinute, Is.Zero);
         Assert.That(new LoopResult(100, 2).PerMinute, Is.EqualTo(3000));
+        Assert.That(new LoopResult(0, 2, 1).CpuNsPerFault, Is.Zero);
     }
 }
 

@@ -16,7 +16,9 @@ public static class MultiFaultCommand
         [property: JsonPropertyName("threads")] int Threads,
         [property: JsonPropertyName("emulated_pf_per_min")] double EmulatedPfPerMin,
         [property: JsonPropertyName("host_pf_per_min")] double? HostPfPerMin,
-        [property: JsonPropertyName("ceiling_pf_per_min")] double? CeilingPfPerMin);
+        [property: JsonPropertyName("ceiling_pf_per_min")] double? CeilingPfPerMin,
+        [property: JsonPropertyName("emulated_cpu_ns_per_fault")] double? EmulatedCpuNsPerFault = null,
+        [property: JsonPropertyName("host_cpu_ns_per_fault")] double? HostCpuNsPerFault = null);
 
     public sealed record Report(
         [property: JsonPropertyName("benchmark")] string Benchmark,
@@ -295,7 +297,8 @@ public static class MultiFaultCommand
                                                     : HostLoops.MultiFault(t, seconds, Progress($"{t} thread(s): host kernel")));
             LoopResult? ceiling = noCeiling ? null : HostLoops.Ceiling(t, seconds, ceilingBuffer, Progress($"{t} thread(s): zeroing ceiling"));
             ClearProgress();
-            var point = new Point(t, Math.Round(emu.PerMinute), host is { } h ? Math.Round(h.PerMinute) : null, ceiling is { } c ? Math.Round(c.PerMinute) : null);
+            var point = new Point(t, Math.Round(emu.PerMinute), host is { } h ? Math.Round(h.PerMinute) : null, ceiling is { } c ? Math.Round(c.PerMinute) : null,
+                Math.Round(emu.CpuNsPerFault, 1), host is { } hc ? Math.Round(hc.CpuNsPerFault, 1) : null);
             points.Add(point);
             if (!json) PrintPoint(loop, seconds, point, emu, host, ceiling);
         }
@@ -333,6 +336,9 @@ public static class MultiFaultCommand
         Console.WriteLine($"  {emu.Faults,16:N0}      page-faults    emulated      # {p.EmulatedPfPerMin,16:N0} pf/min");
         if (host is { } h)
             Console.WriteLine($"  {h.Faults,16:N0}      page-faults    host kernel   # {p.HostPfPerMin,16:N0} pf/min   emulated/host    {p.EmulatedPfPerMin / p.HostPfPerMin!.Value,6:F2}x");
+        Console.WriteLine($"  {emu.CpuSeconds * 1e3,16:N2} msec task-clock     emulated      # {emu.CpuNsPerFault,16:N1} ns/fault");
+        if (host is { } hc)
+            Console.WriteLine($"  {hc.CpuSeconds * 1e3,16:N2} msec task-clock     host kernel   # {hc.CpuNsPerFault,16:N1} ns/fault");
         if (ceiling is { } z)
             Console.WriteLine($"  {z.Faults,16:N0}      frames-zeroed  ceiling       # {p.CeilingPfPerMin,16:N0} /min     emulated/ceiling {p.EmulatedPfPerMin / p.CeilingPfPerMin!.Value,6:F2}x");
         Console.WriteLine();

@@ -64,7 +64,7 @@ public static class EmuLoops
         [System.Runtime.InteropServices.FieldOffset(64)] public long Value;
     }
 
-    private sealed class Counter { public PaddedCount Slot; }
+    private sealed class Counter { public PaddedCount Slot; public double CpuSeconds; }
 
     private delegate void Worker(Process p, Cpu cpu, Box<bool> stop, Counter touched);
 
@@ -92,7 +92,9 @@ public static class EmuLoops
                     using Cpu cpu = kernel.AttachCpu();
                     p.Enter(cpu);
                     start.SignalAndWait();
+                    HostMemory.Rusage before = HostMemory.ThreadUsage();
                     body(p, cpu, stop, mine);
+                    mine.CpuSeconds = HostMemory.CpuSeconds(HostMemory.ThreadUsage()) - HostMemory.CpuSeconds(before);
                 }
                 catch (Exception e)
                 {
@@ -122,6 +124,6 @@ public static class EmuLoops
         if (failure is not null) throw new InvalidOperationException("an emulated benchmark thread failed", failure);
         p.Exit();
         progress?.Invoke(faults);
-        return new LoopResult(faults, elapsed);
+        return new LoopResult(faults, elapsed, touched.Sum(c => c.CpuSeconds));
     }
 }

@@ -4,10 +4,17 @@ using System.Runtime.InteropServices;
 
 namespace NativeMmu.Cli.Host;
 
-/// <summary>Outcome of a host loop: a fault (or frame) count and the wall time it took.</summary>
-public readonly record struct LoopResult(long Faults, double Seconds)
+/// <summary>
+/// Outcome of a loop: a fault (or frame) count, the wall time it took, and the CPU time (user + system)
+/// its worker threads used meanwhile (getrusage RUSAGE_THREAD), which time slices lost to other
+/// processes on a shared machine do not inflate.
+/// </summary>
+public readonly record struct LoopResult(long Faults, double Seconds, double CpuSeconds = 0)
 {
     public double PerMinute => Seconds > 0 ? Faults * 60.0 / Seconds : 0;
+
+    /// <summary>Worker CPU time per fault (or frame), in nanoseconds.</summary>
+    public double CpuNsPerFault => Faults > 0 ? CpuSeconds * 1e9 / Faults : 0;
 }
 
 /// <summary>
@@ -125,14 +132,16 @@ public static unsafe class HostLoops
         progress?.Invoke(shared.TotalTouched());
 
         long faults = 0;
+        double cpu = 0;
         long start = long.MaxValue, end = long.MinValue;
         foreach (Worker w in workers)
         {
             faults += w.Faults;
+            cpu += w.CpuSeconds;
             start = Math.Min(start, w.StartTicks);
             end = Math.Max(end, w.EndTicks);
         }
-        return new LoopResult(faults, (double)(end - start) / Stopwatch.Frequency);
+        return new LoopResult(faults, (double)(end - start) / Stopwatch.Frequency, cpu);
     }
 
     /// <summary>State the calling thread shares with its workers.</summary>
@@ -172,6 +181,7 @@ public static unsafe class HostLoops
         public long Faults;
         public long StartTicks;
         public long EndTicks;
+        public double CpuSeconds;
 
         /// <summary>Whether <see cref="Faults"/> is the kernel's minor-fault count (otherwise the loop's own count).</summary>
         protected virtual bool CountsKernelFaults => true;
@@ -205,11 +215,12 @@ public static unsafe class HostLoops
                 try
                 {
                     StartTicks = Stopwatch.GetTimestamp();
-                    long before = HostMemory.ThreadMinorFaults();
+                    HostMemory.Rusage before = HostMemory.ThreadUsage();
                     long touched = Loop();
-                    long after = HostMemory.ThreadMinorFaults();
+                    HostMemory.Rusage after = HostMemory.ThreadUsage();
                     EndTicks = Stopwatch.GetTimestamp();
-                    Faults = CountsKernelFaults ? after - before : touched;
+                    Faults = CountsKernelFaults ? after.MinFlt - before.MinFlt : touched;
+                    CpuSeconds = HostMemory.CpuSeconds(after) - HostMemory.CpuSeconds(before);
                 }
                 catch (Exception e)
                 {

@@ -139,6 +139,10 @@ internal static unsafe partial class HostMemory
         return usage;
     }
 
+    /// <summary>User plus system time of a <see cref="Rusage"/>, in seconds.</summary>
+    public static double CpuSeconds(in Rusage u)
+        => u.UserTime.Seconds + u.SystemTime.Seconds + (u.UserTime.Microseconds + u.SystemTime.Microseconds) * 1e-6;
+
     private static Win32Exception Failure(string call, ulong length)
     {
         int errno = Marshal.GetLastPInvokeError();
