@@ -85,6 +85,10 @@ internal static unsafe partial class Memory
             MmStruct src = srcVma.Mm;
             if (src.CowPte)
             {
+                // The look-ahead stays inside this PMD table and this VMA.
+                Pmd* ahead = pmd + PgTable.CowPtePrefetchDistance;
+                if (((ulong)ahead ^ (ulong)pmd) < Geometry.PageSize && addr + PgTable.CowPtePrefetchDistance * Geometry.PmdSize < srcVma.VmEnd)
+                    PgTable.PrefetchCowPteShare(src.Machine, ahead);
                 Pmd dstval = PgTable.Get(dstPmd);
                 if (dstval.None)
                 {

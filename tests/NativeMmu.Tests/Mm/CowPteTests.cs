@@ -378,4 +378,57 @@ public class CowPteTests(CowPteMode mode)
         Assert.That(Holds(child, size, off => { long v = _cpu.Load<long>(Base + off); return v == (long)off + 1 || v == (2L << 40) + (long)(off / Page) ? v : long.MinValue; }), Is.True, "the child holds only its own writes");
         ExitAllAndCheckFrames(child, parent);
     }
+
+    /// <summary>
+    /// With the invariant mode off, Lazy's fork raises a shared table's count without the table's lock
+    /// (only the breakers' and zaps' decisions take it). Forks race children that break every table by
+    /// writing into it and then exit: the count must still equal the PMDs pointing to each table, and
+    /// every frame come back.
+    /// </summary>
+    [Test]
+    public void Forks_race_children_breaking_and_exiting_the_tables_they_share_and_every_count_stays_exact()
+    {
+        const ulong size = 4 * Pmd;
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, CowPte = mode, CowPteAllProcesses = true });
+        long free0 = TestSupport.SettledFreeFrames(kernel);
+        Process parent = kernel.CreateProcess("parent");
+        TestSupport.MapAt(parent, Base, size);
+        var children = new System.Collections.Concurrent.BlockingCollection<Process>(boundedCapacity: 4);
+        var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        const int forks = 150;
+        void Forker(NativeMmu.Cpus.Cpu cpu)
+        {
+            for (ulong off = 0; off < size; off += Page) cpu.Store<long>(Base + off, (long)off + 1);
+            for (int i = 0; i < forks; i++) children.Add(parent.Fork($"child-{i}"));
+            children.CompleteAdding();
+        }
+        void Breaker(NativeMmu.Cpus.Cpu cpu, int parity)
+        {
+            foreach (Process child in children.GetConsumingEnumerable())
+            {
+                child.Enter(cpu);
+                for (ulong t = 0; t < size / Pmd; t++)
+                {
+                    ulong va = Base + t * Pmd + (ulong)parity * Page;
+                    if (cpu.Load<long>(va) != (long)(va - Base) + 1) errors.Enqueue($"{child.Name} read {va:x} wrong before writing it");
+                    cpu.Store<long>(va, -1);
+                }
+                cpu.SwitchMm(null);
+                child.Exit();
+            }
+        }
+        bool finished = TestSupport.RunOnCpus(kernel, parent, Forker, c => Breaker(c, 0), c => Breaker(c, 1));
+        Assert.That(finished, Is.True, "every thread finished in time");
+        Assert.That(errors, Is.Empty, () => string.Join("\n", errors.Take(5)));
+        Assert.That(kernel.CheckInvariants(), Is.Empty, "each shared table's count equals its holders, mapcounts equal their entries");
+        using (NativeMmu.Cpus.Cpu cpu = kernel.AttachCpu())
+        {
+            parent.Enter(cpu);
+            for (ulong off = 0; off < size; off += Page)
+                Assert.That(cpu.Load<long>(Base + off), Is.EqualTo((long)off + 1), $"the parent's page at +{off:x} is its own");
+            cpu.SwitchMm(null);
+        }
+        parent.Exit();
+        Assert.That(TestSupport.SettledFreeFrames(kernel), Is.EqualTo(free0), "every frame came back");
+    }
 }

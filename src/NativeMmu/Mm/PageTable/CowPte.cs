@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
 using NativeMmu.Physical;
@@ -14,9 +15,10 @@ namespace NativeMmu.Mm;
 /// <see cref="CowPteMode.Off"/> no PMD ever matches and every check is one predictable branch.
 /// <para>
 /// The share count is the table page's own _refcount (RFC v2 on: 1 from pagetable_alloc, +1 per extra
-/// holder at fork, cow_pte_count() = page_count). It changes only under the table's own ptl, which every
+/// holder at fork, cow_pte_count() = page_count). It falls only under the table's own ptl, which every
 /// holder reaches through its PMD, so two breakers of one table cannot both see "still shared" and leave
-/// it without a holder. Lock order: the breaker's PMD lock, then the table's ptl (the normal order).
+/// it without a holder; fork raises it without the ptl in Lazy (<see cref="CowPteShare"/> says why).
+/// Lock order: the breaker's PMD lock, then the table's ptl (the normal order).
 /// </para>
 /// <para>
 /// Accounting (docs/cow-pte.md has the full rules): the RSS and the pgtables_bytes of a shared table are
@@ -130,6 +132,27 @@ internal static unsafe partial class PgTable
         return any;
     }
 
+    /// <summary>How many PMD entries ahead of the one being shared fork starts loading a table's lines.</summary>
+    public const int CowPtePrefetchDistance = 16;
+
+    /// <summary>
+    /// Fork's look-ahead over the parent's PMD table: the two lines sharing the table *pmd points to will
+    /// touch first, its first entries (<see cref="CowPteShareable"/>) and its struct page (the count and the
+    /// locks, <see cref="CowPteShare"/>), requested <see cref="CowPtePrefetchDistance"/> tables before they
+    /// are needed. Each shared table costs little more than those two cache misses, and the locked
+    /// instructions between one table and the next would otherwise make them wait one after another.
+    /// A hint only: nothing is read into a decision, and an entry that is not a table is skipped.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PrefetchCowPteShare(Machine m, Pmd* pmd)
+    {
+        if (!Sse.IsSupported) return;
+        Pmd v = Get(pmd);
+        if ((v.Value & (PageTableBits.Present | PageTableBits.Pse)) != PageTableBits.Present) return;
+        Sse.Prefetch0(m.Memory.FrameAddress(v.Pfn));
+        Sse.Prefetch0(m.Vmemmap.PfnToPage(v.Pfn));
+    }
+
     /// <summary>Whether any large anonymous folio is mapped on the machine (the per-size nr_anon counters).</summary>
     private static bool AnyLargeAnonFolio(Machine m)
     {
@@ -143,33 +166,38 @@ internal static unsafe partial class PgTable
     /// the one table, its count raised; Eager accounts each mapped page for the child here (mapcount,
     /// refcount, PageAnonExclusive cleared, writable entries write-protected, as copy_pte_range does),
     /// Lazy touches no page. The child's RSS and VmPTE do not grow: the table stays charged to its owner.
-    /// Both mms' mmap_lock held for write; takes the PMD locks and the table's ptl.
+    /// Both mms' mmap_lock held for write.
     /// </summary>
+    /// <remarks>
+    /// No PMD lock, as in the series' copy_pmd_range: every other writer of the parent's PMDs holds its
+    /// mmap_lock, and nobody can reach the child's yet. The table's ptl only where fork reads or writes the
+    /// table's entries or the pages they map (Eager's accounting, the invariant mode's checksum), against
+    /// other holders breaking or zapping it. Lazy otherwise only raises the count (pmd_get_pte), which needs
+    /// no ptl: the count falls only under it, and while the parent is a holder that cannot let go (its
+    /// mmap_lock is held for write) no other holder can find it at 1, whatever the rise races with.
+    /// </remarks>
     public static void CowPteShare(Cpu cpu, Vma dstVma, MmStruct src, Pmd* srcPmd, Pmd* dstPmd, ulong addr)
     {
         Machine m = src.Machine;
-        int* pml = PmdLock(m, srcPmd);
         Pmd v = Get(srcPmd);
         ulong table = v.Pfn;
         Page* tp = m.Vmemmap.PfnToPage(table);
-        Spin.Lock(&tp->Ptl);
+        bool locked = m.Config.CowPte == CowPteMode.Eager || m.Config.DebugVm;
+        if (locked) Spin.Lock(&tp->Ptl);
         bool first = !IsCowTable(v);
         if (!first && m.Config.DebugVm) VerifyCowTable(m, table, addr, "fork");
         if (m.Config.CowPte == CowPteMode.Eager) AccountTableForNewHolder(cpu, m, dstVma, PteTable(m.Memory, table));
         if (first)
         {
             tp->PtCowOwner = src.MmId;
-            Set(srcPmd, new Pmd(v.Value & ~PageTableBits.Rw)); // pmdp_set_wrprotect; dup_mmap's flush_tlb_mm follows
+            SetWrprotect(srcPmd); // pmdp_set_wrprotect (keeps an Accessed bit the MMU sets meanwhile); dup_mmap's flush_tlb_mm follows
         }
         Interlocked.Increment(ref tp->RefCount);              // pmd_get_pte
         if (m.Config.PtReclaim == PtReclaimMode.Refcount) Interlocked.Increment(ref tp->PteRefcount); // the new holder is one more pte_refcount holder
         if (m.Config.DebugVm) tp->PtCowChecksum = TableChecksum(m, table);
-        Spin.Unlock(&tp->Ptl);
-        Spin.Unlock(pml);
-        int* dpml = PmdLock(m, dstPmd);
+        if (locked) Spin.Unlock(&tp->Ptl);
         Bug.On(!Get(dstPmd).None, "fork: the child's PMD at {0:x} is already populated", addr);
         Set(dstPmd, new Pmd(v.Value & ~PageTableBits.Rw)); // set_pmd_at(dst, pmd_wrprotect(src))
-        Spin.Unlock(dpml);
         m.Counters.Add(cpu.Id, VmEvent.CowPteShare);
     }
 
