@@ -61,6 +61,9 @@ public static class Linux
     public const int MapHugeShift = 26;
     public const int MapHugeMask = 0x3f;
 
+    /// <summary>prctl(PR_SET_COW_PTE), the COW PTE series' option (v3 on; include/uapi/linux/prctl.h of the series).</summary>
+    public const int PrSetCowPte = 65;
+
     // madvise advice (include/uapi/asm-generic/mman-common.h)
     public const int MadvNormal = 0;
     public const int MadvRandom = 1;

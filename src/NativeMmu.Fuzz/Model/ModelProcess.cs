@@ -48,6 +48,11 @@ public sealed class ModelPage
     public byte[]? Data;
     /// <summary>A store completed on this page since it was mapped or last discarded: it is resident for sure.</summary>
     public bool Written;
+    /// <summary>
+    /// Of <see cref="Written"/> pages, those this process wrote itself (or MAP_POPULATE filled for it)
+    /// rather than inherited written from its parent at fork.
+    /// </summary>
+    public bool WrittenHere;
     /// <summary>MADV_FREE since the last completed store: reclaim (MADV_PAGEOUT) may discard it.</summary>
     public bool Lazyfree;
 }
@@ -69,6 +74,7 @@ public sealed class ModelProcess
     private readonly List<ModelRegion> _regions = [];
     private readonly Dictionary<ulong, ModelPage> _pages = [];
     private long _written;
+    private long _writtenHere;
     private long _mappedPages;
 
     public ModelProcess(int id) => Id = id;
@@ -81,6 +87,26 @@ public sealed class ModelProcess
     public long MaybeResidentPages => HasHugetlb ? _pages.Keys.Count(pn => !InHugetlb(pn)) : _pages.Count;
     /// <summary>Pages written (and not discarded since) that are still mapped: a lower bound on RssAnon.</summary>
     public long WrittenPages => HasHugetlb ? _pages.Count(kv => kv.Value.Written && !InHugetlb(kv.Key)) : _written;
+    /// <summary>Of <see cref="WrittenPages"/>, those this process wrote itself since it was created (see <see cref="ModelPage.WrittenHere"/>).</summary>
+    public long WrittenHerePages => HasHugetlb ? _pages.Count(kv => kv.Value.Written && kv.Value.WrittenHere && !InHugetlb(kv.Key)) : _writtenHere;
+
+    /// <summary>prctl(PR_SET_COW_PTE) since the last fork: MMF_COW_PTE_READY.</summary>
+    public bool CowPteReady { get; set; }
+    /// <summary>MMF_COW_PTE: this process's forks share PTE tables (a fork turned READY into it, or it was inherited).</summary>
+    public bool CowPte { get; set; }
+    /// <summary>
+    /// Created by a fork that shared PTE tables: it may hold tables whose RSS is charged to their owner (the
+    /// mm fork shared them from) or, after the owner let go, to nobody until it breaks or reuses them
+    /// (docs/cow-pte.md, "RSS ... charged to the owner only"). Its own writes break a shared table first,
+    /// so what it wrote itself is charged to it.
+    /// </summary>
+    public bool MayHoldUnchargedTables { get; set; }
+
+    /// <summary>
+    /// The lower bound on RssAnon: <see cref="WrittenPages"/>, or for a process that may hold tables charged
+    /// to another mm only <see cref="WrittenHerePages"/>.
+    /// </summary>
+    public long RssLowerBound => MayHoldUnchargedTables ? WrittenHerePages : WrittenPages;
 
     private bool HasHugetlb => _regions.Exists(r => (r.Attrs & PageAttrs.Hugetlb) != 0);
     private bool InHugetlb(ulong pageNumber) => RegionAt(pageNumber << Linux.PageShift) is { } r && (r.Attrs & PageAttrs.Hugetlb) != 0;
@@ -271,7 +297,7 @@ public sealed class ModelProcess
         {
             for (ulong pn = first; ; pn++)
             {
-                if (_pages.Remove(pn, out ModelPage? pg) && pg.Written) _written--;
+                if (_pages.Remove(pn, out ModelPage? pg)) Forget(pg);
                 if (pn == last) break;
             }
         }
@@ -282,8 +308,15 @@ public sealed class ModelProcess
                 if (kv.Key >= first && kv.Key <= last) (drop ??= []).Add(kv.Key);
             if (drop is null) return;
             foreach (ulong pn in drop)
-                if (_pages.Remove(pn, out ModelPage? pg) && pg.Written) _written--;
+                if (_pages.Remove(pn, out ModelPage? pg)) Forget(pg);
         }
+    }
+
+    private void Forget(ModelPage pg)
+    {
+        if (!pg.Written) return;
+        _written--;
+        if (pg.WrittenHere) _writtenHere--;
     }
 
     /// <summary>Marks a page as possibly holding a frame (a write fault may have allocated one).</summary>
@@ -311,9 +344,11 @@ public sealed class ModelProcess
         if (!pg.Written) return;
         pg.Written = false;
         _written--;
+        if (pg.WrittenHere) _writtenHere--;
+        pg.WrittenHere = false;
     }
 
-    /// <summary>Marks a page as certainly holding a frame.</summary>
+    /// <summary>Marks a page as certainly holding a frame, written by this process.</summary>
     public ModelPage MarkWritten(ulong pageNumber)
     {
         ModelPage pg = Touch(pageNumber);
@@ -321,6 +356,11 @@ public sealed class ModelProcess
         {
             pg.Written = true;
             _written++;
+        }
+        if (!pg.WrittenHere)
+        {
+            pg.WrittenHere = true;
+            _writtenHere++;
         }
         return pg;
     }
@@ -379,6 +419,7 @@ public sealed class ModelProcess
         _regions.Clear();
         _pages.Clear();
         _written = 0;
+        _writtenHere = 0;
         _mappedPages = 0;
     }
 }
