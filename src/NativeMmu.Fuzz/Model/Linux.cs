@@ -13,6 +13,7 @@ public static class Linux
     public const int PageShift = 12;
     /// <summary>PMD_SIZE: the THP alignment of anonymous mappings whose length is a multiple of it.</summary>
     public const ulong PmdSize = 2UL << 20;
+    public const int PmdShift = 21;
     /// <summary>TASK_SIZE of a 4-level x86-64 task: (1 &lt;&lt; 47) - PAGE_SIZE.</summary>
     public const ulong TaskSize = (1UL << 47) - PageSize;
     /// <summary>The first non-canonical address: no access may reach it.</summary>

@@ -48,11 +48,6 @@ public sealed class ModelPage
     public byte[]? Data;
     /// <summary>A store completed on this page since it was mapped or last discarded: it is resident for sure.</summary>
     public bool Written;
-    /// <summary>
-    /// Of <see cref="Written"/> pages, those this process wrote itself (or MAP_POPULATE filled for it)
-    /// rather than inherited written from its parent at fork.
-    /// </summary>
-    public bool WrittenHere;
     /// <summary>MADV_FREE since the last completed store: reclaim (MADV_PAGEOUT) may discard it.</summary>
     public bool Lazyfree;
 }
@@ -74,8 +69,9 @@ public sealed class ModelProcess
     private readonly List<ModelRegion> _regions = [];
     private readonly Dictionary<ulong, ModelPage> _pages = [];
     private long _written;
-    private long _writtenHere;
     private long _mappedPages;
+    /// <summary>The 2 MiB extents (one PTE table each) this process wrote to since it was created: see <see cref="RssLowerBound"/>.</summary>
+    private readonly HashSet<ulong> _ownTables = [];
 
     public ModelProcess(int id) => Id = id;
 
@@ -87,8 +83,6 @@ public sealed class ModelProcess
     public long MaybeResidentPages => HasHugetlb ? _pages.Keys.Count(pn => !InHugetlb(pn)) : _pages.Count;
     /// <summary>Pages written (and not discarded since) that are still mapped: a lower bound on RssAnon.</summary>
     public long WrittenPages => HasHugetlb ? _pages.Count(kv => kv.Value.Written && !InHugetlb(kv.Key)) : _written;
-    /// <summary>Of <see cref="WrittenPages"/>, those this process wrote itself since it was created (see <see cref="ModelPage.WrittenHere"/>).</summary>
-    public long WrittenHerePages => HasHugetlb ? _pages.Count(kv => kv.Value.Written && kv.Value.WrittenHere && !InHugetlb(kv.Key)) : _writtenHere;
 
     /// <summary>prctl(PR_SET_COW_PTE) since the last fork: MMF_COW_PTE_READY.</summary>
     public bool CowPteReady { get; set; }
@@ -96,17 +90,30 @@ public sealed class ModelProcess
     public bool CowPte { get; set; }
     /// <summary>
     /// Created by a fork that shared PTE tables: it may hold tables whose RSS is charged to their owner (the
-    /// mm fork shared them from) or, after the owner let go, to nobody until it breaks or reuses them
-    /// (docs/cow-pte.md, "RSS ... charged to the owner only"). Its own writes break a shared table first,
-    /// so what it wrote itself is charged to it.
+    /// mm fork shared them from) or, once the owner let go, to nobody until this process breaks or reuses
+    /// them (docs/cow-pte.md: RSS under a shared table is charged to the owner only).
     /// </summary>
     public bool MayHoldUnchargedTables { get; set; }
 
     /// <summary>
-    /// The lower bound on RssAnon: <see cref="WrittenPages"/>, or for a process that may hold tables charged
-    /// to another mm only <see cref="WrittenHerePages"/>.
+    /// The lower bound on RssAnon: <see cref="WrittenPages"/>; for a process that may hold tables charged to
+    /// another mm, the written pages of the 2 MiB extents it wrote to itself. Only fork gives a process a
+    /// table it is not charged for, and a write there breaks it first (a copy charges the breaker for every
+    /// page of the table, a reuse charges the last holder); every table the process gets after its fork
+    /// (a fault's, a break's) is charged to it, and it stays charged while it is shared from this process.
     /// </summary>
-    public long RssLowerBound => MayHoldUnchargedTables ? WrittenHerePages : WrittenPages;
+    public long RssLowerBound
+    {
+        get
+        {
+            if (!MayHoldUnchargedTables) return WrittenPages;
+            bool hugetlb = HasHugetlb;
+            long n = 0;
+            foreach (var (pn, pg) in _pages)
+                if (pg.Written && _ownTables.Contains(pn >> (Linux.PmdShift - Linux.PageShift)) && !(hugetlb && InHugetlb(pn))) n++;
+            return n;
+        }
+    }
 
     private bool HasHugetlb => _regions.Exists(r => (r.Attrs & PageAttrs.Hugetlb) != 0);
     private bool InHugetlb(ulong pageNumber) => RegionAt(pageNumber << Linux.PageShift) is { } r && (r.Attrs & PageAttrs.Hugetlb) != 0;
@@ -297,7 +304,7 @@ public sealed class ModelProcess
         {
             for (ulong pn = first; ; pn++)
             {
-                if (_pages.Remove(pn, out ModelPage? pg)) Forget(pg);
+                if (_pages.Remove(pn, out ModelPage? pg) && pg.Written) _written--;
                 if (pn == last) break;
             }
         }
@@ -308,15 +315,8 @@ public sealed class ModelProcess
                 if (kv.Key >= first && kv.Key <= last) (drop ??= []).Add(kv.Key);
             if (drop is null) return;
             foreach (ulong pn in drop)
-                if (_pages.Remove(pn, out ModelPage? pg)) Forget(pg);
+                if (_pages.Remove(pn, out ModelPage? pg) && pg.Written) _written--;
         }
-    }
-
-    private void Forget(ModelPage pg)
-    {
-        if (!pg.Written) return;
-        _written--;
-        if (pg.WrittenHere) _writtenHere--;
     }
 
     /// <summary>Marks a page as possibly holding a frame (a write fault may have allocated one).</summary>
@@ -344,23 +344,17 @@ public sealed class ModelProcess
         if (!pg.Written) return;
         pg.Written = false;
         _written--;
-        if (pg.WrittenHere) _writtenHere--;
-        pg.WrittenHere = false;
     }
 
-    /// <summary>Marks a page as certainly holding a frame, written by this process.</summary>
+    /// <summary>Marks a page as certainly holding a frame, written by this process (the PTE table over it is this process's own).</summary>
     public ModelPage MarkWritten(ulong pageNumber)
     {
+        if (MayHoldUnchargedTables) _ownTables.Add(pageNumber >> (Linux.PmdShift - Linux.PageShift));
         ModelPage pg = Touch(pageNumber);
         if (!pg.Written)
         {
             pg.Written = true;
             _written++;
-        }
-        if (!pg.WrittenHere)
-        {
-            pg.WrittenHere = true;
-            _writtenHere++;
         }
         return pg;
     }
@@ -419,7 +413,7 @@ public sealed class ModelProcess
         _regions.Clear();
         _pages.Clear();
         _written = 0;
-        _writtenHere = 0;
         _mappedPages = 0;
+        _ownTables.Clear();
     }
 }

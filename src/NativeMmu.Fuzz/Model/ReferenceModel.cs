@@ -58,8 +58,9 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 /// <para>Copy-on-write page tables (CowPteKernel). Fork may share PTE tables; contents, faults and
 /// total_vm are as without them, and so is RssAnon but for one rule: the RSS of a shared table is
 /// charged to one holder, its owner (docs/cow-pte.md). A child of such a fork may therefore hold tables
-/// charged to another mm, and its lower bound counts only the pages it wrote itself; its own writes
-/// break the sharing first and charge it for the whole table, which stays within the upper bound.</para>
+/// charged to another mm (or to nobody), and its lower bound counts only the written pages of the 2 MiB
+/// extents it wrote to itself: its write breaks a shared table first, and the copy (or the reuse) charges
+/// it for every page of the table. The upper bound holds as it is.</para>
 /// <para>Faulting accesses. A scalar (at most 16 bytes) is all or nothing: when it crosses into a page
 /// that faults, nothing is written and the reported address is the start of that page; when its first
 /// page faults, the access's own address. A longer span (Cpu.Read/Cpu.Write) is copied page by page

@@ -131,29 +131,31 @@ public class CowPteFuzzTests
     }
 
     [Test]
-    public void The_child_of_a_sharing_fork_has_only_its_own_writes_as_rss_lower_bound()
+    public void The_child_of_a_sharing_fork_counts_in_its_rss_lower_bound_only_the_tables_it_wrote_to()
     {
         var m = new ReferenceModel { CowPteKernel = true };
         m.CreateProcess(0);
-        ulong a = m.Mmap(0, 0, Linux.PmdSize, Linux.ProtRead | Linux.ProtWrite, Linux.MapPrivate | Linux.MapAnonymous, 0x7f00_0000_0000).Address;
+        const ulong Pmd = Linux.PmdSize, Page = Linux.PageSize;
+        ulong a = m.Mmap(0, 0, 2 * Pmd, Linux.ProtRead | Linux.ProtWrite, Linux.MapPrivate | Linux.MapAnonymous, 0x7f00_0000_0000).Address;
         byte[] one = [1];
-        for (ulong i = 0; i < 5; i++) m.Access(0, a + i * Linux.PageSize, one, write: true);
+        for (ulong i = 0; i < 5; i++) m.Access(0, a + i * Page, one, write: true);
+        for (ulong i = 0; i < 3; i++) m.Access(0, a + Pmd + i * Page, one, write: true);
         m.Fork(0, 1);                                            // not READY: fork copies
-        Assert.That(m.RssBounds(1), Is.EqualTo((5L, 5L)));
+        Assert.That(m.RssBounds(1), Is.EqualTo((8L, 8L)));
         Assert.That(m.Prctl(0, Linux.PrSetCowPte, 0), Is.EqualTo(0));
         Assert.That(m.Process(0)!.CowPteReady, Is.True);
         m.Fork(0, 2);                                            // READY becomes MMF_COW_PTE: shares
         Assert.That((m.Process(0)!.CowPteReady, m.Process(0)!.CowPte, m.Process(2)!.CowPte), Is.EqualTo((false, true, true)));
-        Assert.That(m.RssBounds(0), Is.EqualTo((5L, 5L)), "the owner keeps its charge");
-        Assert.That(m.RssBounds(2), Is.EqualTo((0L, 5L)), "the tables are charged to the parent");
-        m.Access(2, a, one, write: true);
-        m.Access(2, a + 9 * Linux.PageSize, one, write: true);
-        Assert.That(m.RssBounds(2), Is.EqualTo((2L, 6L)), "what the child wrote itself is charged to it");
+        Assert.That(m.RssBounds(0), Is.EqualTo((8L, 8L)), "the owner keeps its charge");
+        Assert.That(m.RssBounds(2), Is.EqualTo((0L, 8L)), "the tables are charged to the parent");
+        m.Access(2, a + Pmd + 9 * Page, one, write: true);
+        Assert.That(m.RssBounds(2), Is.EqualTo((4L, 9L)), "the write broke the second table: all its pages are charged to the child");
         m.Fork(2, 3);                                            // MMF_COW_PTE is inherited
-        Assert.That(m.RssBounds(3), Is.EqualTo((0L, 6L)));
-        m.Madvise(2, a, Linux.PageSize, Linux.MadvDontNeed);
-        Assert.That(m.RssBounds(2), Is.EqualTo((1L, 5L)));
-        Assert.That(m.RssBounds(1), Is.EqualTo((5L, 5L)), "a child of a copying fork keeps the exact bound");
+        Assert.That(m.RssBounds(3), Is.EqualTo((0L, 9L)));
+        Assert.That(m.RssBounds(2), Is.EqualTo((4L, 9L)), "the child owns what it shares");
+        m.Madvise(2, a + Pmd, Page, Linux.MadvDontNeed);
+        Assert.That(m.RssBounds(2), Is.EqualTo((3L, 8L)));
+        Assert.That(m.RssBounds(1), Is.EqualTo((8L, 8L)), "a child of a copying fork keeps the exact bound");
 
         var off = new ReferenceModel();
         off.CreateProcess(0);
