@@ -482,13 +482,16 @@ public class ReferenceModel
     }
 
     /// <summary>
-    /// prctl(option, arg2, 0, 0, 0): PR_SET_COW_PTE with arg2 0 sets MMF_COW_PTE_READY and returns 0 on a
-    /// kernel with copy-on-write page tables; without them, with arg2 set, or for any other option, EINVAL.
+    /// prctl(option, arg2, 0, 0, 0). PR_SET_COW_PTE is the series' prctl_set_cow_pte (v5, kernel/sys.c):
+    /// EINVAL when the mm already has MMF_COW_PTE, else MMF_COW_PTE_READY is set and 0 returned; it takes
+    /// the mm only, so arg2 plays no part. Without copy-on-write page tables the option does not exist, and
+    /// an unknown option is EINVAL (the switch's default).
     /// </summary>
     public virtual int Prctl(int pid, int option, ulong arg2)
     {
         ModelProcess p = Live(pid);
-        if (option != Linux.PrSetCowPte || !CowPteKernel || arg2 != 0) return Linux.EINVAL;
+        if (option != Linux.PrSetCowPte || !CowPteKernel) return Linux.EINVAL;
+        if (p.CowPte) return Linux.EINVAL;
         p.CowPteReady = true;
         return 0;
     }

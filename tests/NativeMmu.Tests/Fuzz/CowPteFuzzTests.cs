@@ -28,7 +28,7 @@ public class CowPteFuzzTests
         p1 read m1+0x1000 0x2000
         p1 munmap m1 0x200000               # the last holder: reuse, then an ordinary zap
         p0 mprotect m1+0x200000 0x200000 r--
-        p0 prctl cow_pte 0x1                 # EINVAL: arg2 set
+        p0 prctl cow_pte 0x1                 # EINVAL: p0 has MMF_COW_PTE (arg2 plays no part)
         p0 prctl 0x3e8                       # EINVAL: no such option
         """;
 
@@ -157,11 +157,15 @@ public class CowPteFuzzTests
         Assert.That(m.RssBounds(2), Is.EqualTo((3L, 8L)));
         Assert.That(m.RssBounds(1), Is.EqualTo((8L, 8L)), "a child of a copying fork keeps the exact bound");
 
+        // prctl_set_cow_pte: EINVAL once the mm has MMF_COW_PTE; arg2 plays no part.
+        Assert.That(m.Prctl(0, Linux.PrSetCowPte, 0), Is.EqualTo(Linux.EINVAL));
+        Assert.That(m.Prctl(3, Linux.PrSetCowPte, 0), Is.EqualTo(Linux.EINVAL), "inherited MMF_COW_PTE");
+        Assert.That(m.Prctl(1, Linux.PrSetCowPte, 0x100), Is.EqualTo(0));
+        Assert.That(m.Process(1)!.CowPteReady, Is.True);
+        Assert.That(m.Prctl(1, 0, 0), Is.EqualTo(Linux.EINVAL), "no such option");
         var off = new ReferenceModel();
         off.CreateProcess(0);
-        Assert.That(off.Prctl(0, Linux.PrSetCowPte, 0), Is.EqualTo(Linux.EINVAL));
-        Assert.That(m.Prctl(0, Linux.PrSetCowPte, 1), Is.EqualTo(Linux.EINVAL));
-        Assert.That(m.Prctl(0, 0, 0), Is.EqualTo(Linux.EINVAL));
+        Assert.That(off.Prctl(0, Linux.PrSetCowPte, 0), Is.EqualTo(Linux.EINVAL), "no copy-on-write page tables");
     }
 
     /// <summary>
