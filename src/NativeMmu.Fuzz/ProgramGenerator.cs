@@ -32,17 +32,22 @@ internal struct SplitMix64(ulong seed) : IProgramChoices
 /// earlier mappings (inside, at their edges, across page boundaries), sometimes in a fixed low zone,
 /// near TASK_SIZE or wild; sizes are mostly a few pages, sometimes multiples of 2 MiB; arguments
 /// include the invalid and edge values the errno rules are about. Memory use stays far below the
-/// 64 MiB machine: MAP_POPULATE of writable memory is capped per program.
+/// 64 MiB machine: MAP_POPULATE of writable memory is capped per program. With copy-on-write page
+/// tables in the mix (fuzz system), a third of the programs boot with CowPte Lazy or Eager (some with
+/// the all-processes switch); those call prctl(PR_SET_COW_PTE) before most of their forks and work on
+/// parent and child after each fork, and prctl appears now and then in the others too (EINVAL).
 /// </summary>
 internal static class ProgramGenerator
 {
     /// <summary>
     /// The program of a seed (what <c>fuzz system</c> runs, with <paramref name="hugetlb"/>: MAP_HUGETLB
-    /// mappings in the mix, for a machine with a 2 MiB pool; without it, the same programs as before them,
-    /// which fuzz host runs). Decode and Record, the byte form of fuzz system's programs, have them.
+    /// mappings in the mix, for a machine with a 2 MiB pool; with <paramref name="cowPte"/>: programs that
+    /// boot with copy-on-write page tables, and prctl operations; without either, the same programs as
+    /// before them, which fuzz host runs, as mainline Linux has no PR_SET_COW_PTE). Decode and Record, the
+    /// byte form of fuzz system's programs, have both.
     /// </summary>
-    public static SysProgram Generate(ulong seed, bool fork, bool hugetlb = false)
-        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork, hugetlb).Build(seed);
+    public static SysProgram Generate(ulong seed, bool fork, bool hugetlb = false, bool cowPte = false)
+        => new ProgramGenerator<SplitMix64>(new SplitMix64(seed), fork, hugetlb, cowPte).Build(seed);
 
     /// <summary>
     /// The program a byte string stands for: the bytes are the generator's choices (see
@@ -50,13 +55,13 @@ internal static class ProgramGenerator
     /// and the program ends where the bytes do. Its seed is a hash of the bytes (informational).
     /// </summary>
     public static SysProgram Decode(byte[] data, int length, bool fork)
-        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork, hugetlb: true).Build(Fnv1a(data.AsSpan(0, length)));
+        => new ProgramGenerator<ByteChoices>(new ByteChoices(data, length), fork, hugetlb: true, cowPte: true).Build(Fnv1a(data.AsSpan(0, length)));
 
     /// <summary>The program of a seed together with its choices as bytes: <see cref="Decode"/> of the bytes gives the same program.</summary>
     public static (SysProgram Program, byte[] Bytes) Record(ulong seed, bool fork)
     {
         var bytes = new List<byte>(256);
-        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork, hugetlb: true).Build(seed);
+        SysProgram p = new ProgramGenerator<ProgramChoiceRecorder>(new ProgramChoiceRecorder(seed, bytes), fork, hugetlb: true, cowPte: true).Build(seed);
         return (p, bytes.ToArray());
     }
 
@@ -94,11 +99,23 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
 
     private readonly bool _hugetlb;
 
-    internal ProgramGenerator(TChoices choices, bool fork, bool hugetlb = false)
+    /// <summary>Copy-on-write page tables may be on (the program's CowPte) and prctl is an operation.</summary>
+    private readonly bool _cowPte;
+    private CowPteMode _mode;
+    private bool _all;
+    /// <summary>Processes whose next fork shares tables (prctl(PR_SET_COW_PTE) called, or MMF_COW_PTE inherited).</summary>
+    private readonly HashSet<int> _sharing = [];
+    /// <summary>An operation decided together with the one just returned (the fork after its prctl).</summary>
+    private SysOp? _pending;
+    /// <summary>After a fork that shared tables: its parent and child, and how many more operations mostly go to them.</summary>
+    private (int Parent, int Child, int Left) _focus;
+
+    internal ProgramGenerator(TChoices choices, bool fork, bool hugetlb = false, bool cowPte = false)
     {
         _rng = choices;
         _fork = fork;
         _hugetlb = hugetlb;
+        _cowPte = cowPte;
         // With fork every live process may end up holding its own copy of the populated memory.
         if (fork) _populateBudget = PopulateBudgetPages / MaxLiveProcesses;
     }
@@ -113,16 +130,51 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
             _mapsOf[i] = [];
         }
         _nextProc = processes;
+        if (_cowPte)
+        {
+            int c = _rng.Below(100);
+            if (c < 34)
+            {
+                _mode = c < 17 ? CowPteMode.Lazy : CowPteMode.Eager;
+                _all = _rng.Chance(30);
+            }
+        }
         int count = _rng.Range(1, 200);
         var ops = new List<SysOp>(count);
         for (int i = 0; i < count && _live.Count > 0 && !_rng.Exhausted; i++) ops.Add(NextOp(i == 0));
-        return new SysProgram(seed, processes, ops);
+        return new SysProgram(seed, processes, ops) { CowPte = _mode, CowPteAllProcesses = _all };
     }
+
+    private bool CanFork => _fork && _live.Count < MaxLiveProcesses && _nextProc < SysProgram.MaxProcesses;
 
     private SysOp NextOp(bool first)
     {
+        if (_pending is { } next)
+        {
+            _pending = null;
+            return next;
+        }
         int proc = _rng.Pick(_live);
+        if (_mode != CowPteMode.Off && _focus.Left > 0)
+        {
+            _focus.Left--;
+            if (_rng.Chance(70))
+            {
+                int p = _rng.Chance(50) ? _focus.Parent : _focus.Child;
+                if (_live.Contains(p)) proc = p;
+            }
+        }
         if (first || _maps.Count == 0 && _rng.Chance(70)) return Mmap(proc);
+        if (_cowPte)
+        {
+            if (_rng.Chance(_mode != CowPteMode.Off ? 3 : 1)) return Prctl(proc);
+            if (_mode != CowPteMode.Off && CanFork && _rng.Chance(4))
+            {
+                // Mostly the process that stored last: a fork shares only tables with entries.
+                if (_recent.Count > 0 && _rng.Chance(60) && _live.Contains(_recent[^1].Proc)) proc = _recent[^1].Proc;
+                return Fork(proc);
+            }
+        }
         int r = _rng.Below(100);
         if (r < 14) return Mmap(proc);
         if (r < 20) return new SysOp { Kind = SysOpKind.Munmap, Proc = proc, Addr = SyscallAddr(proc), Length = SyscallLength(proc) };
@@ -134,16 +186,52 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
         if (r < 83) return Scalar(SysOpKind.TryStore, proc);
         if (r < 88) return Span(SysOpKind.Read, proc);
         if (r < 94) return Span(SysOpKind.Write, proc);
-        if (r < 98 && _fork && _live.Count < MaxLiveProcesses && _nextProc < SysProgram.MaxProcesses)
-        {
-            int child = _nextProc++;
-            _live.Add(child);
-            _mapsOf[child] = [.. _mapsOf[proc]];
-            return new SysOp { Kind = SysOpKind.Fork, Proc = proc, Child = child };
-        }
+        if (r < 98 && CanFork) return Fork(proc);
         if (r < 99 || _live.Count == 1) return Scalar(SysOpKind.Store, proc);
         _live.Remove(proc);
         return new SysOp { Kind = SysOpKind.Exit, Proc = proc };
+    }
+
+    /// <summary>
+    /// A fork. With copy-on-write page tables on and the parent not yet sharing, mostly its
+    /// prctl(PR_SET_COW_PTE) comes first and the fork next; after a fork that shares, parent and child get
+    /// most of the next operations (writes, munmap, mprotect, madvise on both sides break the tables).
+    /// </summary>
+    private SysOp Fork(int proc)
+    {
+        int child = _nextProc++;
+        _live.Add(child);
+        _mapsOf[child] = [.. _mapsOf[proc]];
+        var fork = new SysOp { Kind = SysOpKind.Fork, Proc = proc, Child = child };
+        if (_mode == CowPteMode.Off) return fork;
+        SysOp? prctl = null;
+        if (!_all && !_sharing.Contains(proc) && _rng.Chance(70))
+        {
+            prctl = new SysOp { Kind = SysOpKind.Prctl, Proc = proc, Option = Linux.PrSetCowPte };
+            _sharing.Add(proc);
+        }
+        if (_all || _sharing.Contains(proc))
+        {
+            _sharing.Add(proc);
+            _sharing.Add(child);
+            _focus = (proc, child, _rng.Range(6, 20));
+        }
+        if (prctl is null) return fork;
+        _pending = fork;
+        return prctl;
+    }
+
+    /// <summary>prctl: mostly PR_SET_COW_PTE as the series defines it, sometimes with arg2 set or an option no kernel has (EINVAL).</summary>
+    private SysOp Prctl(int proc)
+    {
+        int r = _rng.Below(100);
+        if (r < 88)
+        {
+            if (_mode != CowPteMode.Off) _sharing.Add(proc);
+            return new SysOp { Kind = SysOpKind.Prctl, Proc = proc, Option = Linux.PrSetCowPte };
+        }
+        if (r < 94) return new SysOp { Kind = SysOpKind.Prctl, Proc = proc, Option = Linux.PrSetCowPte, Value = _rng.Pick(new[] { 1UL, 0x100UL, ulong.MaxValue }) };
+        return new SysOp { Kind = SysOpKind.Prctl, Proc = proc, Option = _rng.Pick(new[] { 0, 1000, 0x7fff_ffff, -1 }) };
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -152,7 +240,8 @@ internal sealed class ProgramGenerator<TChoices> where TChoices : struct, IProgr
 
     private SysOp Mmap(int proc)
     {
-        ulong len = MmapLength();
+        // With copy-on-write page tables, more mappings that cover whole PTE tables: Lazy shares only those.
+        ulong len = _mode != CowPteMode.Off && _rng.Chance(25) ? (ulong)_rng.Range(1, 2) * Linux.PmdSize : MmapLength();
         int prot = MmapProt();
         int flags = 0;
         int r = _rng.Below(100);

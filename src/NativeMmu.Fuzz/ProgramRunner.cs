@@ -10,20 +10,48 @@ namespace NativeMmu.Fuzz;
 internal sealed record RunFailure(int OpIndex, string Category, string Description);
 
 /// <summary>How a run went: operations executed (skipped ones not counted) and the first difference, if any.</summary>
-internal readonly record struct RunResult(int OpsExecuted, RunFailure? Failure);
+internal readonly record struct RunResult(int OpsExecuted, RunFailure? Failure)
+{
+    /// <summary>The kernel's cow_pte_* vmstat counters at the end of the run (all zero with CowPte Off).</summary>
+    public CowPteCounts CowPte { get; init; }
+}
+
+/// <summary>The cow_pte_* vmstat counters: tables shared at fork, copied instead (a page maybe pinned), broken by copy, broken by reuse, dropped by a zap.</summary>
+public readonly record struct CowPteCounts(long Share, long Fallback, long BreakCopy, long BreakReuse, long Drop)
+{
+    public static CowPteCounts operator +(CowPteCounts a, CowPteCounts b)
+        => new(a.Share + b.Share, a.Fallback + b.Fallback, a.BreakCopy + b.BreakCopy, a.BreakReuse + b.BreakReuse, a.Drop + b.Drop);
+
+    internal static CowPteCounts Of(Kernel k)
+    {
+        PerCpuCounters c = k.Machine.Counters;
+        return new(c.Sum(VmEvent.CowPteShare), c.Sum(VmEvent.CowPteFallback), c.Sum(VmEvent.CowPteBreakCopy), c.Sum(VmEvent.CowPteBreakReuse), c.Sum(VmEvent.CowPteDrop));
+    }
+}
 
 /// <summary>
 /// Runs a <see cref="SysProgram"/> on a fresh emulated kernel and on the reference model side by side,
 /// comparing after every operation: return values, errno, loaded values and bytes, signals (kind and
 /// address), RssAnon against the model's bounds, total_vm, and after every mapping change the
-/// process's maps (protection and madvise flags per page). At the end every process exits and every
+/// process's maps (protection and madvise flags per page), and what the kernel's invariant mode
+/// reported (page_table_check, a shared PTE table changed behind its sharing). Before the processes exit
+/// the page-table audit (Kernel.CheckInvariants) runs over all of them; then every process exits and every
 /// frame must be back on the free lists.
 /// </summary>
 internal sealed class ProgramRunner
 {
-    /// <summary>The kernel each program boots: small, four CPUs, CONFIG_DEBUG_VM.</summary>
-    /// <summary>The machine every program runs on; its 2 MiB hugetlb pool covers the one MAP_HUGETLB page a program maps, in every process it forks.</summary>
+    /// <summary>
+    /// The machine every program runs on: small, four CPUs, CONFIG_DEBUG_VM; its 2 MiB hugetlb pool covers
+    /// the one MAP_HUGETLB page a program maps, in every process it forks. A program's header may turn
+    /// copy-on-write page tables on (<see cref="ConfigFor"/>).
+    /// </summary>
     public static readonly KernelConfig Config = new() { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, HugePages2M = 10 };
+
+    /// <summary>The kernel a program boots: <see cref="Config"/> with the program's CowPte and CowPteAllProcesses.</summary>
+    public static KernelConfig ConfigFor(SysProgram program)
+        => program.CowPte == CowPteMode.Off && !program.CowPteAllProcesses
+            ? Config
+            : Config with { CowPte = program.CowPte, CowPteAllProcesses = program.CowPteAllProcesses };
 
     private readonly Func<ReferenceModel> _modelFactory;
     private readonly Func<Process, Process>? _fork;
@@ -53,17 +81,24 @@ internal sealed class ProgramRunner
         public Process? Current;
     }
 
-    public RunResult Run(SysProgram program)
+    /// <summary>Runs a program on the kernel its header asks for.</summary>
+    public RunResult Run(SysProgram program) => Run(program, ConfigFor(program));
+
+    /// <summary>Runs a program on a kernel booted with <paramref name="config"/>; the model learns the copy-on-write page-table switches from it.</summary>
+    public RunResult Run(SysProgram program, KernelConfig config)
     {
-        var kernel = new Kernel(Config);
+        var kernel = new Kernel(config);
         bool healthy = true;
         Cpu? cpu = null;
         int executed = 0;
+        int reported = 0;
         try
         {
             long freeAtBoot = kernel.FreeFrames;
             cpu = kernel.AttachCpu();
             var st = new State { Kernel = kernel, Cpu = cpu, Model = _modelFactory() };
+            st.Model.CowPteKernel = config.CowPte != CowPteMode.Off;
+            st.Model.CowPteAllProcesses = config.CowPteAllProcesses;
             for (int i = 0; i < program.Processes; i++)
             {
                 st.Procs.Add(i, kernel.CreateProcess($"p{i}"));
@@ -102,8 +137,14 @@ internal sealed class ProgramRunner
                 }
                 executed++;
                 diff ??= CheckInvariants(st, op);
+                diff ??= KernelViolations(kernel, ref reported);
                 if (diff is { } d) return new(executed, new RunFailure(i, d.Category, $"{op}: {d.Description}"));
             }
+
+            // The page-table audit over every live address space while they all still exist.
+            IReadOnlyList<string> audit = kernel.CheckInvariants();
+            if (audit.Count > 0)
+                return new(executed, new RunFailure(-1, "invariant", $"the page-table audit after the last operation found {audit.Count} violation(s): {string.Join("; ", audit.Take(3))}"));
 
             foreach (var (id, p) in st.Procs)
             {
@@ -115,10 +156,12 @@ internal sealed class ProgramRunner
             cpu.Dispose();
             cpu = null;
             kernel.RcuBarrier(); // page tables are freed after a grace period
+            if (KernelViolations(kernel, ref reported) is { } atExit)
+                return new(executed, new RunFailure(-1, atExit.Item1, $"at exit: {atExit.Item2}"));
             long free = kernel.FreeFrames;
             if (free != freeAtBoot)
                 return new(executed, new RunFailure(-1, "frames", $"after every process exited {free} frames are free, {freeAtBoot} were free after boot ({freeAtBoot - free} not returned)"));
-            return new(executed, null);
+            return new(executed, null) { CowPte = CowPteCounts.Of(kernel) };
         }
         catch (Exception e)
         {
@@ -151,6 +194,16 @@ internal sealed class ProgramRunner
     {
         try { f(); }
         catch (Exception e) { throw new ModelException(e); }
+    }
+
+    /// <summary>What the kernel's invariant mode recorded since the last look (at fork and exit, and a walker that changed a shared PTE table): a difference of category "invariant".</summary>
+    private static (string, string)? KernelViolations(Kernel kernel, ref int reported)
+    {
+        IReadOnlyCollection<string> found = kernel.InvariantViolations;
+        if (found.Count <= reported) return null;
+        string[] fresh = [.. found.Skip(reported)];
+        reported = found.Count;
+        return ("invariant", $"the kernel's invariant mode reported {fresh.Length} violation(s): {string.Join("; ", fresh.Take(3))}");
     }
 
     private static string ErrnoText(int e) => e == 0 ? "0" : $"{(NativeMmu.Errno)e}";
@@ -287,6 +340,12 @@ internal sealed class ProgramRunner
                 M(() => model.Fork(op.Proc, op.Child));
                 return null;
             }
+            case SysOpKind.Prctl:
+            {
+                Errno e = proc.Prctl(op.Option, op.Value);
+                int m = M(() => model.Prctl(op.Proc, op.Option, op.Value));
+                return (int)e == m ? null : (cat + ":errno", $"emulator returned {ErrnoText((int)e)}, the model expects {ErrnoText(m)}");
+            }
             case SysOpKind.Exit:
             {
                 proc.Exit();
@@ -391,8 +450,9 @@ internal sealed class ProgramRunner
             if (mp is null) return ("model", $"process p{id} runs in the emulator but not in the model");
             long rss = p.Mm.GetMmCounter(MmCounter.AnonPages);
             long upper = st.Kernel.Machine.Counters.Sum(VmEvent.ThpFaultAlloc) == 0 ? mp.MaybeResidentPages : mp.MappedPages;
-            if (rss < mp.WrittenPages || rss > upper)
-                return ("rss", $"p{id} RssAnon is {rss} pages, the model bounds it to [{mp.WrittenPages}, {upper}]");
+            long lower = mp.RssLowerBound;
+            if (rss < lower || rss > upper)
+                return ("rss", $"p{id} RssAnon is {rss} pages, the model bounds it to [{lower}, {upper}]");
             if (p.Mm.TotalVm != mp.MappedPages)
                 return ("vmsize", $"p{id} total_vm is {p.Mm.TotalVm} pages, the model has {mp.MappedPages} mapped");
             if (mapsChanged && (id == op.Proc || (op.Kind == SysOpKind.Fork && id == op.Child)))

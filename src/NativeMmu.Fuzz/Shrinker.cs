@@ -9,7 +9,8 @@ namespace NativeMmu.Fuzz;
 /// failing operation; remove chunks of operations (ddmin, halving the chunk size down to single
 /// operations) until no single operation can go; simplify the arguments of each operation (lengths to
 /// one page, offsets to zero, values to 0 or 1, widths to 1, flags and prot to the plainest, the process
-/// to p0); renumber processes and labels densely. Bounded by a number of trial runs and a time limit.
+/// to p0); boot a plainer kernel (copy-on-write page tables off, or on without the all-processes switch);
+/// renumber processes and labels densely. Bounded by a number of trial runs and a time limit.
 /// </summary>
 internal sealed class Shrinker
 {
@@ -113,6 +114,13 @@ internal sealed class Shrinker
                 }
             }
 
+            // The plainest kernel that still fails: without copy-on-write page tables, or without the all-processes switch.
+            foreach (SysProgram plainer in PlainerConfigs(program))
+            {
+                if (Exhausted) break;
+                if (Try(plainer, out RunFailure? f)) { program = plainer; best = f!; changed = true; break; }
+            }
+
             if (program.Processes > 1 && !Exhausted && Compact(program) is { } compact && compact != program)
             {
                 if (Try(compact, out RunFailure? f)) { program = compact; best = f!; changed = true; }
@@ -122,6 +130,13 @@ internal sealed class Shrinker
         SysProgram renamed = RenameLabels(program);
         if (renamed != program && Try(renamed, out RunFailure? rf)) { program = renamed; best = rf!; }
         return (program, best);
+    }
+
+    /// <summary>The program on a plainer kernel: CowPte Off, then (with CowPte on) without CowPteAllProcesses.</summary>
+    private static IEnumerable<SysProgram> PlainerConfigs(SysProgram program)
+    {
+        if (program.CowPte != CowPteMode.Off) yield return program with { CowPte = CowPteMode.Off, CowPteAllProcesses = false };
+        if (program.CowPteAllProcesses) yield return program with { CowPteAllProcesses = false };
     }
 
     /// <summary>Simpler variants of one operation, plainest first.</summary>
@@ -168,6 +183,10 @@ internal sealed class Shrinker
                 if (op.Value != 0) yield return op with { Value = 0 };
                 if (op.Kind == SysOpKind.TryStore) yield return op with { Kind = SysOpKind.Store };
                 break;
+            case SysOpKind.Prctl:
+                if (op.Value != 0) yield return op with { Value = 0 };
+                if (op.Option != Linux.PrSetCowPte) yield return op with { Option = Linux.PrSetCowPte };
+                break;
             case SysOpKind.Read:
             case SysOpKind.Write:
                 if (op.Length > 17) yield return op with { Length = 17 };
@@ -197,7 +216,7 @@ internal sealed class Shrinker
             Proc = map[op.Proc],
             Child = op.Kind == SysOpKind.Fork ? map[op.Child] : op.Child,
         }).ToList();
-        return new SysProgram(program.Seed, processes, ops);
+        return program with { Processes = processes, Ops = ops };
     }
 
     /// <summary>Labels renumbered m1, m2, ... in program order.</summary>

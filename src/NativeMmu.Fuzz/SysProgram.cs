@@ -26,6 +26,8 @@ public enum SysOpKind
     /// <summary>fork; runs only when the emulator's Process has a Fork method.</summary>
     Fork,
     Exit,
+    /// <summary>Process.Prctl (the COW PTE series' PR_SET_COW_PTE, or an option the kernel refuses).</summary>
+    Prctl,
 }
 
 /// <summary>
@@ -74,7 +76,7 @@ public readonly record struct AddrExpr(int Label, ulong Offset)
 /// its result), Addr, Length, Prot and Flags (MAP_* bits beyond MAP_PRIVATE | MAP_ANONYMOUS); munmap
 /// Addr and Length; mprotect Addr, Length and Prot; madvise Addr, Length and Advice; loads Addr and
 /// Width; stores Addr, Width and Value; spans Addr, Length and (for writes) Value as the pattern; fork
-/// Child.
+/// Child; prctl Option and Value as arg2 (arg3 to arg5 are 0).
 /// </summary>
 public sealed record SysOp
 {
@@ -89,6 +91,7 @@ public sealed record SysOp
     public int Advice { get; init; }
     public int Label { get; init; }
     public int Child { get; init; }
+    public int Option { get; init; }
 
     /// <summary>Byte i of a span write with pattern v: (v + 131·i) mod 256.</summary>
     public static byte PatternByte(ulong pattern, int i) => unchecked((byte)(pattern + (ulong)i * 131));
@@ -110,9 +113,17 @@ public sealed record SysOp
             SysOpKind.Write => $"{p} write {Addr} {AddrExpr.Hex(Length)} {AddrExpr.Hex(Value & 0xff)}",
             SysOpKind.Fork => $"{p} fork p{Child}",
             SysOpKind.Exit => $"{p} exit",
+            SysOpKind.Prctl => $"{p} prctl {PrctlOptionText(Option)}{(Value != 0 ? " " + AddrExpr.Hex(Value) : "")}",
             _ => throw new InvalidOperationException(Kind.ToString()),
         };
     }
+
+    /// <summary>"cow_pte" for PR_SET_COW_PTE, otherwise the option's number in hex.</summary>
+    public static string PrctlOptionText(int option)
+        => option == Linux.PrSetCowPte ? "cow_pte" : AddrExpr.Hex((uint)option);
+
+    public static int ParsePrctlOption(string s)
+        => s == "cow_pte" ? Linux.PrSetCowPte : s.StartsWith("0x", StringComparison.OrdinalIgnoreCase) ? unchecked((int)checked((uint)SysProgram.ParseNumber(s))) : throw new FormatException($"bad prctl option '{s}'");
 
     /// <summary>"rwx" with '-' for missing bits, or hex when bits beyond R/W/X are set.</summary>
     public static string ProtText(int prot)
@@ -174,6 +185,8 @@ public sealed record SysOp
 /// <code>
 /// seed 0x5eed            (the program's generator seed; informational)
 /// processes 2            (p0 and p1 exist at the start)
+/// cowpte lazy            (optional: the kernel boots with KernelConfig.CowPte Lazy; "cowpte eager" for
+///                        Eager, "... all" adds CowPteAllProcesses; without the line CowPte is Off)
 /// p0 mmap m1 0x0 0x3000 rw- populate      mmap(addr, len, prot, MAP_PRIVATE|MAP_ANONYMOUS|flags), result named m1
 /// p0 mmap m2 m1+0x1000 0x1000 r-- fixed   flags: '-' or a comma list of fixed, noreplace, populate, nonblock,
 ///                                         locked, noreserve, stack, growsdown, denywrite, executable, sync
@@ -185,6 +198,8 @@ public sealed record SysOp
 /// p0 read m1+0x10 0x2000                  Cpu.Read of 0x2000 bytes
 /// p0 write m1+0x10 0x2000 0xab            Cpu.Write; byte i is (0xab + 131*i) mod 256
 /// p0 fork p2                              the child gets the next free process number
+/// p0 prctl cow_pte                        prctl(PR_SET_COW_PTE, 0, 0, 0, 0); an option may be a hex
+/// p0 prctl cow_pte 0x1                    number, and a second operand is arg2
 /// p1 exit
 /// </code>
 /// <para>Addresses are hex numbers, or mN / mN+0x.. / mN-0x.. relative to the address the mmap named mN
@@ -196,6 +211,16 @@ public sealed record SysProgram(ulong Seed, int Processes, IReadOnlyList<SysOp> 
 {
     public const int MaxProcesses = 16;
 
+    /// <summary>The kernel's copy-on-write page tables (KernelConfig.CowPte) for this program: Off unless the program says so.</summary>
+    public CowPteMode CowPte { get; init; } = CowPteMode.Off;
+
+    /// <summary>KernelConfig.CowPteAllProcesses (only with <see cref="CowPte"/> on).</summary>
+    public bool CowPteAllProcesses { get; init; }
+
+    /// <summary>The config header line ("cowpte lazy", "cowpte eager all"), or null for CowPte Off.</summary>
+    public string? ConfigLine => CowPte == CowPteMode.Off ? null
+        : "cowpte " + (CowPte == CowPteMode.Lazy ? "lazy" : "eager") + (CowPteAllProcesses ? " all" : "");
+
     public SysProgram WithOps(IReadOnlyList<SysOp> ops) => this with { Ops = ops };
 
     public override string ToString()
@@ -204,6 +229,7 @@ public sealed record SysProgram(ulong Seed, int Processes, IReadOnlyList<SysOp> 
         sb.Append("# nativemmu fuzz system program (replay with: nativemmu fuzz system --replay FILE)\n");
         sb.Append("seed ").Append(AddrExpr.Hex(Seed)).Append('\n');
         sb.Append("processes ").Append(Processes.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        if (ConfigLine is { } config) sb.Append(config).Append('\n');
         foreach (SysOp op in Ops) sb.Append(op).Append('\n');
         return sb.ToString();
     }
@@ -227,6 +253,8 @@ public sealed record SysProgram(ulong Seed, int Processes, IReadOnlyList<SysOp> 
     {
         ulong seed = 0;
         int processes = 1;
+        CowPteMode cowPte = CowPteMode.Off;
+        bool cowPteAll = false;
         var ops = new List<SysOp>();
         int lineNo = 0;
         foreach (string raw in text.Split('\n'))
@@ -246,6 +274,18 @@ public sealed record SysProgram(ulong Seed, int Processes, IReadOnlyList<SysOp> 
                     if (processes is < 1 or > MaxProcesses) throw new FormatException($"processes must be 1..{MaxProcesses}");
                     continue;
                 }
+                if (t[0] == "cowpte")
+                {
+                    (cowPte, cowPteAll) = (t.Length, t[1]) switch
+                    {
+                        (2, "off") => (CowPteMode.Off, false),
+                        (2 or 3, "lazy") => (CowPteMode.Lazy, t.Length == 3),
+                        (2 or 3, "eager") => (CowPteMode.Eager, t.Length == 3),
+                        _ => throw new FormatException("cowpte takes off, lazy or eager, and for the last two optionally all"),
+                    };
+                    if (t.Length == 3 && t[2] != "all") throw new FormatException($"cowpte: '{t[2]}' is not 'all'");
+                    continue;
+                }
                 ops.Add(ParseOp(t));
             }
             catch (Exception e) when (e is FormatException or OverflowException or IndexOutOfRangeException or ArgumentException)
@@ -253,7 +293,7 @@ public sealed record SysProgram(ulong Seed, int Processes, IReadOnlyList<SysOp> 
                 throw new FormatException($"line {lineNo}: {e.Message}: {raw.Trim()}", e);
             }
         }
-        return new SysProgram(seed, processes, ops);
+        return new SysProgram(seed, processes, ops) { CowPte = cowPte, CowPteAllProcesses = cowPteAll };
     }
 
     private static SysOp ParseOp(string[] t)
@@ -296,6 +336,9 @@ public sealed record SysProgram(ulong Seed, int Processes, IReadOnlyList<SysOp> 
             case "exit":
                 Need(2);
                 return new SysOp { Kind = SysOpKind.Exit, Proc = proc };
+            case "prctl":
+                if (t.Length is not (3 or 4)) throw new FormatException("'prctl' takes an option and optionally arg2");
+                return new SysOp { Kind = SysOpKind.Prctl, Proc = proc, Option = SysOp.ParsePrctlOption(t[2]), Value = t.Length == 4 ? ParseNumber(t[3]) : 0 };
         }
         foreach (var (prefix, kind, store) in new[] { ("tryload", SysOpKind.TryLoad, false), ("trystore", SysOpKind.TryStore, true), ("load", SysOpKind.Load, false), ("store", SysOpKind.Store, true) })
         {

@@ -8,7 +8,15 @@ namespace NativeMmu.Fuzz;
 public sealed record SystemFailure(string Description, string Program);
 
 /// <summary>The outcome of a fuzzing session or a replay.</summary>
-public sealed record SystemFuzzResult(ulong Seed, long Programs, long Operations, IReadOnlyList<SystemFailure> Failures);
+public sealed record SystemFuzzResult(ulong Seed, long Programs, long Operations, IReadOnlyList<SystemFailure> Failures)
+{
+    /// <summary>Programs that booted with copy-on-write page tables (CowPte Lazy or Eager).</summary>
+    public long CowPtePrograms { get; init; }
+    /// <summary>prctl operations in the programs run.</summary>
+    public long PrctlOps { get; init; }
+    /// <summary>The cow_pte_* counters summed over the programs that ran to the end.</summary>
+    public CowPteCounts CowPte { get; init; }
+}
 
 /// <summary>
 /// Differential fuzzer of the system-call surface: random programs (mmap, munmap, mprotect, madvise,
@@ -50,7 +58,8 @@ public sealed partial class SystemFuzzer
     public SystemFuzzResult Run(ulong seed, TimeSpan duration, CancellationToken ct = default)
     {
         var clock = Stopwatch.StartNew();
-        long programs = 0, operations = 0;
+        long programs = 0, operations = 0, cowPtePrograms = 0, prctlOps = 0;
+        CowPteCounts cowPte = default;
         var failures = new List<SystemFailure>();
         var seen = new HashSet<string>();
         for (ulong i = 0; clock.Elapsed < duration && !ct.IsCancellationRequested; i++)
@@ -59,6 +68,9 @@ public sealed partial class SystemFuzzer
             RunResult r = _runner.Run(program);
             programs++;
             operations += r.OpsExecuted;
+            if (program.CowPte != CowPteMode.Off) cowPtePrograms++;
+            foreach (SysOp op in program.Ops) if (op.Kind == SysOpKind.Prctl) prctlOps++;
+            cowPte += r.CowPte;
             Progress?.Invoke(programs, operations);
             if (r.Failure is not { } f || failures.Count >= MaxFailures) continue;
             string signature = Signature(f);
@@ -69,11 +81,11 @@ public sealed partial class SystemFuzzer
             if (shrunkSignature != signature && !seen.Add(shrunkSignature)) continue;
             failures.Add(shrunk);
         }
-        return new SystemFuzzResult(seed, programs, operations, failures);
+        return new SystemFuzzResult(seed, programs, operations, failures) { CowPtePrograms = cowPtePrograms, PrctlOps = prctlOps, CowPte = cowPte };
     }
 
     /// <summary>The program the session with this seed runs as its index-th.</summary>
-    public SysProgram Generate(ulong seed, ulong index) => ProgramGenerator.Generate(SplitMix64.Mix(seed, index), CanFork, hugetlb: true);
+    public SysProgram Generate(ulong seed, ulong index) => ProgramGenerator.Generate(SplitMix64.Mix(seed, index), CanFork, hugetlb: true, cowPte: true);
 
     /// <summary>Runs a program given as text (the format of <see cref="SysProgram"/>) once and reports what differs.</summary>
     public SystemFuzzResult Replay(string programText)

@@ -166,20 +166,22 @@ public sealed class Process
 
     /// <summary>
     /// prctl(2), for the options this kernel knows: PR_SET_COW_PTE (the COW PTE series, v3 on) marks the mm
-    /// MMF_COW_PTE_READY, and its next fork shares PTE tables. EINVAL for an unknown option, non-zero unused
-    /// arguments, or PR_SET_COW_PTE on a kernel without copy-on-write page tables (KernelConfig.CowPte Off).
-    /// Returns errno, like the other calls here.
+    /// MMF_COW_PTE_READY, and its next fork shares PTE tables. As the series' prctl_set_cow_pte (v5) it takes
+    /// the mm only (arg2 to arg5 play no part) and is EINVAL once the mm has MMF_COW_PTE. EINVAL too for an
+    /// unknown option, or PR_SET_COW_PTE on a kernel without copy-on-write page tables (KernelConfig.CowPte
+    /// Off). Returns errno, like the other calls here.
     /// </summary>
     public Errno Prctl(int option, ulong arg2 = 0, ulong arg3 = 0, ulong arg4 = 0, ulong arg5 = 0)
     {
         switch (option)
         {
             case NativeMmu.Prctl.PR_SET_COW_PTE:
-                if (Kernel.Config.CowPte == CowPteMode.Off || (arg2 | arg3 | arg4 | arg5) != 0) return Errno.EINVAL;
+                if (Kernel.Config.CowPte == CowPteMode.Off) return Errno.EINVAL;
                 Mm.MmapLock.WriteLock();
-                Mm.CowPteReady = true;
+                bool active = Mm.CowPte;
+                if (!active) Mm.CowPteReady = true;
                 Mm.MmapLock.WriteUnlock();
-                return Errno.Success;
+                return active ? Errno.EINVAL : Errno.Success;
             default:
                 return Errno.EINVAL;
         }

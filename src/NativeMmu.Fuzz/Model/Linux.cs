@@ -13,6 +13,7 @@ public static class Linux
     public const int PageShift = 12;
     /// <summary>PMD_SIZE: the THP alignment of anonymous mappings whose length is a multiple of it.</summary>
     public const ulong PmdSize = 2UL << 20;
+    public const int PmdShift = 21;
     /// <summary>TASK_SIZE of a 4-level x86-64 task: (1 &lt;&lt; 47) - PAGE_SIZE.</summary>
     public const ulong TaskSize = (1UL << 47) - PageSize;
     /// <summary>The first non-canonical address: no access may reach it.</summary>
@@ -60,6 +61,9 @@ public static class Linux
     public const int MapHugeTlb = 0x40000;
     public const int MapHugeShift = 26;
     public const int MapHugeMask = 0x3f;
+
+    /// <summary>prctl(PR_SET_COW_PTE), the COW PTE series' option (v3 on; include/uapi/linux/prctl.h of the series).</summary>
+    public const int PrSetCowPte = 65;
 
     // madvise advice (include/uapi/asm-generic/mman-common.h)
     public const int MadvNormal = 0;

@@ -70,6 +70,8 @@ public sealed class ModelProcess
     private readonly Dictionary<ulong, ModelPage> _pages = [];
     private long _written;
     private long _mappedPages;
+    /// <summary>The 2 MiB extents (one PTE table each) this process wrote to since it was created: see <see cref="RssLowerBound"/>.</summary>
+    private readonly HashSet<ulong> _ownTables = [];
 
     public ModelProcess(int id) => Id = id;
 
@@ -81,6 +83,37 @@ public sealed class ModelProcess
     public long MaybeResidentPages => HasHugetlb ? _pages.Keys.Count(pn => !InHugetlb(pn)) : _pages.Count;
     /// <summary>Pages written (and not discarded since) that are still mapped: a lower bound on RssAnon.</summary>
     public long WrittenPages => HasHugetlb ? _pages.Count(kv => kv.Value.Written && !InHugetlb(kv.Key)) : _written;
+
+    /// <summary>prctl(PR_SET_COW_PTE) since the last fork: MMF_COW_PTE_READY.</summary>
+    public bool CowPteReady { get; set; }
+    /// <summary>MMF_COW_PTE: this process's forks share PTE tables (a fork turned READY into it, or it was inherited).</summary>
+    public bool CowPte { get; set; }
+    /// <summary>
+    /// Created by a fork that shared PTE tables: it may hold tables whose RSS is charged to their owner (the
+    /// mm fork shared them from) or, once the owner let go, to nobody until this process breaks or reuses
+    /// them (docs/cow-pte.md: RSS under a shared table is charged to the owner only).
+    /// </summary>
+    public bool MayHoldUnchargedTables { get; set; }
+
+    /// <summary>
+    /// The lower bound on RssAnon: <see cref="WrittenPages"/>; for a process that may hold tables charged to
+    /// another mm, the written pages of the 2 MiB extents it wrote to itself. Only fork gives a process a
+    /// table it is not charged for, and a write there breaks it first (a copy charges the breaker for every
+    /// page of the table, a reuse charges the last holder); every table the process gets after its fork
+    /// (a fault's, a break's) is charged to it, and it stays charged while it is shared from this process.
+    /// </summary>
+    public long RssLowerBound
+    {
+        get
+        {
+            if (!MayHoldUnchargedTables) return WrittenPages;
+            bool hugetlb = HasHugetlb;
+            long n = 0;
+            foreach (var (pn, pg) in _pages)
+                if (pg.Written && _ownTables.Contains(pn >> (Linux.PmdShift - Linux.PageShift)) && !(hugetlb && InHugetlb(pn))) n++;
+            return n;
+        }
+    }
 
     private bool HasHugetlb => _regions.Exists(r => (r.Attrs & PageAttrs.Hugetlb) != 0);
     private bool InHugetlb(ulong pageNumber) => RegionAt(pageNumber << Linux.PageShift) is { } r && (r.Attrs & PageAttrs.Hugetlb) != 0;
@@ -313,9 +346,10 @@ public sealed class ModelProcess
         _written--;
     }
 
-    /// <summary>Marks a page as certainly holding a frame.</summary>
+    /// <summary>Marks a page as certainly holding a frame, written by this process (the PTE table over it is this process's own).</summary>
     public ModelPage MarkWritten(ulong pageNumber)
     {
+        if (MayHoldUnchargedTables) _ownTables.Add(pageNumber >> (Linux.PmdShift - Linux.PageShift));
         ModelPage pg = Touch(pageNumber);
         if (!pg.Written)
         {
@@ -380,5 +414,6 @@ public sealed class ModelProcess
         _pages.Clear();
         _written = 0;
         _mappedPages = 0;
+        _ownTables.Clear();
     }
 }

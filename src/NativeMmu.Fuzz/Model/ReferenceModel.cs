@@ -55,6 +55,12 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 /// hold a frame although nothing was written. The bounds assume 4 KiB faults; once a PMD-sized THP has
 /// been faulted in (MADV_HUGEPAGE under the default "madvise" mode), any mapped page may be resident
 /// as part of a 2 MiB extent, and the upper bound widens to every mapped page.</para>
+/// <para>Copy-on-write page tables (CowPteKernel). Fork may share PTE tables; contents, faults and
+/// total_vm are as without them, and so is RssAnon but for one rule: the RSS of a shared table is
+/// charged to one holder, its owner (docs/cow-pte.md). A child of such a fork may therefore hold tables
+/// charged to another mm (or to nobody), and its lower bound counts only the written pages of the 2 MiB
+/// extents it wrote to itself: its write breaks a shared table first, and the copy (or the reuse) charges
+/// it for every page of the table. The upper bound holds as it is.</para>
 /// <para>Faulting accesses. A scalar (at most 16 bytes) is all or nothing: when it crosses into a page
 /// that faults, nothing is written and the reported address is the start of that page; when its first
 /// page faults, the access's own address. A longer span (Cpu.Read/Cpu.Write) is copied page by page
@@ -64,6 +70,12 @@ public readonly record struct MmapOutcome(int Errno, ulong Address, string? Plac
 public class ReferenceModel
 {
     private readonly Dictionary<int, ModelProcess> _processes = [];
+
+    /// <summary>The kernel has copy-on-write page tables (the COW PTE series; KernelConfig.CowPte Lazy or Eager): prctl(PR_SET_COW_PTE) succeeds. Set before the first process.</summary>
+    public bool CowPteKernel { get; set; }
+
+    /// <summary>Every process shares its tables at its next fork, as if it had called prctl(PR_SET_COW_PTE) (KernelConfig.CowPteAllProcesses).</summary>
+    public bool CowPteAllProcesses { get; set; }
 
     public ModelProcess CreateProcess(int id)
     {
@@ -448,11 +460,40 @@ public class ReferenceModel
     // fork, exit, observables
     // ---------------------------------------------------------------------------------------------
 
-    /// <summary>fork: the child gets a copy of the parent's address space (see <see cref="ModelProcess.Fork"/>).</summary>
+    /// <summary>
+    /// fork: the child gets a copy of the parent's address space (see <see cref="ModelProcess.Fork"/>). With
+    /// copy-on-write page tables, MMF_COW_PTE_READY (or the all-processes switch) becomes MMF_COW_PTE at
+    /// this fork, and the child inherits MMF_COW_PTE; such a fork shares tables, which the contents never
+    /// show, only the child's RssAnon (see <see cref="ModelProcess.MayHoldUnchargedTables"/>).
+    /// </summary>
     public virtual void Fork(int parent, int child)
     {
         if (_processes.ContainsKey(child)) throw new InvalidOperationException($"model: process {child} exists");
-        _processes.Add(child, Live(parent).Fork(child));
+        ModelProcess p = Live(parent);
+        if (CowPteKernel && (p.CowPteReady || CowPteAllProcesses))
+        {
+            p.CowPte = true;
+            p.CowPteReady = false;
+        }
+        ModelProcess c = p.Fork(child);
+        c.CowPte = p.CowPte;
+        c.MayHoldUnchargedTables = p.CowPte;
+        _processes.Add(child, c);
+    }
+
+    /// <summary>
+    /// prctl(option, arg2, 0, 0, 0). PR_SET_COW_PTE is the series' prctl_set_cow_pte (v5, kernel/sys.c):
+    /// EINVAL when the mm already has MMF_COW_PTE, else MMF_COW_PTE_READY is set and 0 returned; it takes
+    /// the mm only, so arg2 plays no part. Without copy-on-write page tables the option does not exist, and
+    /// an unknown option is EINVAL (the switch's default).
+    /// </summary>
+    public virtual int Prctl(int pid, int option, ulong arg2)
+    {
+        ModelProcess p = Live(pid);
+        if (option != Linux.PrSetCowPte || !CowPteKernel) return Linux.EINVAL;
+        if (p.CowPte) return Linux.EINVAL;
+        p.CowPteReady = true;
+        return 0;
     }
 
     public virtual void Exit(int pid) => Live(pid).Exit();
@@ -461,6 +502,6 @@ public class ReferenceModel
     public (long Min, long Max) RssBounds(int pid)
     {
         ModelProcess p = Live(pid);
-        return (p.WrittenPages, p.MaybeResidentPages);
+        return (p.RssLowerBound, p.MaybeResidentPages);
     }
 }

@@ -57,12 +57,20 @@ public class ByteTargetTests
         var target = new SystemBytesTarget();
         var rng = new Random(7);
         var b = new byte[4000];
-        rng.NextBytes(b);
-        SysProgram full = target.Decode(b);
-        SysProgram cut = target.Decode(b.AsSpan(0, 200));
-        Assert.That(cut.Ops.Count, Is.LessThan(full.Ops.Count));
-        // The cut program's last operation may have read past the end (zeros); all before it agree.
-        Assert.That(cut.Ops.Take(cut.Ops.Count - 1), Is.EqualTo(full.Ops.Take(cut.Ops.Count - 1)));
+        int longer = 0;
+        for (int tries = 0; tries < 20; tries++)
+        {
+            rng.NextBytes(b);
+            SysProgram full = target.Decode(b);
+            SysProgram cut = target.Decode(b.AsSpan(0, 200));
+            Assert.That((cut.CowPte, cut.CowPteAllProcesses), Is.EqualTo((full.CowPte, full.CowPteAllProcesses)), "the header comes from the first bytes");
+            Assert.That(cut.Ops.Count, Is.LessThanOrEqualTo(full.Ops.Count));
+            // The cut program's last operation may have read past the end (zeros); all before it agree.
+            Assert.That(cut.Ops.Take(cut.Ops.Count - 1), Is.EqualTo(full.Ops.Take(cut.Ops.Count - 1)));
+            if (cut.Ops.Count < full.Ops.Count) longer++;
+        }
+        // A program's length is one of its choices: most, not all, byte strings ask for more than 200 bytes give.
+        Assert.That(longer, Is.GreaterThan(10));
     }
 
     [Test]

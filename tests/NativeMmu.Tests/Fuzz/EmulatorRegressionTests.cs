@@ -226,4 +226,26 @@ public class EmulatorRegressionTests
         Assert.That(p.Madvise(m1 - 4096, 2 * 4096, Advice.PopulateRead), Is.EqualTo(Errno.ENOMEM), "a hole at the start");
         p.Exit();
     }
+
+    /// <summary>
+    /// cowpte eager all / p0 fork p3 / p0 prctl cow_pte, and cowpte lazy / p0 prctl cow_pte 0x100: the
+    /// series' prctl_set_cow_pte (v5, kernel/sys.c) takes the mm only, so arg2 plays no part, and refuses
+    /// with EINVAL an mm that already has MMF_COW_PTE; the emulator checked the unused arguments and
+    /// returned 0 after a sharing fork.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Prctl_set_cow_pte_ignores_arg2_and_is_einval_once_the_mm_shares(bool allProcesses)
+    {
+        using var kernel = new Kernel(new KernelConfig { MemoryBytes = 64UL << 20, Cpus = 4, DebugVm = true, CowPte = CowPteMode.Eager, CowPteAllProcesses = allProcesses });
+        Process p = kernel.CreateProcess();
+        if (!allProcesses) Assert.That(p.Prctl(Prctl.PR_SET_COW_PTE, 0x100), Is.EqualTo(Errno.Success), "arg2 is not looked at");
+        Process child = p.Fork();
+        Assert.That(p.Mm.CowPte && child.Mm.CowPte, Is.True);
+        Assert.That(p.Prctl(Prctl.PR_SET_COW_PTE), Is.EqualTo(Errno.EINVAL), "the parent has MMF_COW_PTE");
+        Assert.That(child.Prctl(Prctl.PR_SET_COW_PTE), Is.EqualTo(Errno.EINVAL), "the child inherited it");
+        Assert.That(p.Mm.CowPteReady || child.Mm.CowPteReady, Is.False, "nothing armed");
+        child.Exit();
+        p.Exit();
+    }
 }

@@ -27,6 +27,14 @@ public class HostFuzzerTests
     private static void Agree(RunResult r) => Assert.That(r.Failure?.Description, Is.Null);
 
     [Test]
+    public void A_program_with_copy_on_write_page_tables_or_prctl_is_refused_for_replay()
+    {
+        Assert.Throws<FormatException>(() => _fuzzer!.Replay("processes 1\ncowpte lazy\np0 mmap m1 0x0 0x1000 rw- -\n"));
+        Assert.Throws<FormatException>(() => _fuzzer!.Replay("processes 1\np0 prctl cow_pte\n"));
+        Assert.That(_fuzzer!.Replay("processes 1\np0 mmap m1 0x0 0x1000 rw- -\n").Failures, Is.Empty);
+    }
+
+    [Test]
     public void Mmap_store_load_and_munmap_agree_with_the_kernel()
     {
         Agree(Run("""

@@ -127,14 +127,16 @@ public class CowPteTests(CowPteMode mode)
         _cpu = _kernel.AttachCpu();
         Process parent = Populated(2 * Pmd);
         Assert.That(parent.Prctl(12345), Is.EqualTo(Errno.EINVAL), "an unknown option");
-        Assert.That(parent.Prctl(Prctl.PR_SET_COW_PTE, 1), Is.EqualTo(Errno.EINVAL), "an unused argument set");
         Process plain = parent.Fork("plain");
         Assert.That(Vmstat("cow_pte_share"), Is.EqualTo(0), "without the prctl fork copies");
-        Assert.That(parent.Prctl(Prctl.PR_SET_COW_PTE), Is.EqualTo(Errno.Success));
+        Assert.That(parent.Prctl(Prctl.PR_SET_COW_PTE, 1), Is.EqualTo(Errno.Success), "prctl_set_cow_pte takes the mm only: arg2 plays no part");
         Assert.That(parent.Mm.CowPteReady && !parent.Mm.CowPte, Is.True, "MMF_COW_PTE_READY, not yet MMF_COW_PTE");
         Process child = parent.Fork("child");
         Assert.That(Vmstat("cow_pte_share"), Is.EqualTo(2), "the next fork shares");
         Assert.That(parent.Mm.CowPte && !parent.Mm.CowPteReady && child.Mm.CowPte, Is.True, "READY became MMF_COW_PTE, inherited by the child");
+        Assert.That(parent.Prctl(Prctl.PR_SET_COW_PTE), Is.EqualTo(Errno.EINVAL), "MMF_COW_PTE is set: prctl_set_cow_pte refuses");
+        Assert.That(child.Prctl(Prctl.PR_SET_COW_PTE), Is.EqualTo(Errno.EINVAL), "inherited MMF_COW_PTE too");
+        Assert.That(parent.Mm.CowPteReady || child.Mm.CowPteReady, Is.False);
         AssertClean("after the forks");
         ExitAllAndCheckFrames(plain, child, parent);
     }

@@ -522,6 +522,10 @@ internal sealed class HostFuzzer : IDisposable
     public SystemFuzzResult Replay(string text)
     {
         SysProgram program = SysProgram.Parse(text);
+        // Copy-on-write page tables are the COW PTE series', which mainline Linux has not: its prctl option
+        // 65 is PR_SET_MDWE, and the executor has no prctl operation.
+        if (program.CowPte != CowPteMode.Off || program.Ops.Any(op => op.Kind == SysOpKind.Prctl))
+            throw new FormatException("fuzz host runs no program with a cowpte line or prctl: replay it with fuzz system");
         RunResult r = RunProgram(program);
         var failures = new List<SystemFailure>();
         if (r.Failure is { } f) failures.Add(new SystemFailure(SystemFuzzer.Describe(f), Replayable(program)));
