@@ -205,3 +205,28 @@ public class CowPteFuzzTests
         }
     }
 }
+
+/// <summary>`fuzz system --json`: the copy-on-write page-table block reports the run's own counts.</summary>
+public class FuzzSystemJsonTests
+{
+    [Test]
+    [CancelAfter(60_000)]
+    public void The_json_reports_the_cow_pte_programs_prctl_operations_and_table_events_of_the_run()
+    {
+        SystemFuzzResult result = new SystemFuzzer().Run(0x5eed, TimeSpan.FromSeconds(1));
+        string json = System.Text.Json.JsonSerializer.Serialize(NativeMmu.Cli.Commands.FuzzCommand.SystemReport(result));
+        using var doc = System.Text.Json.JsonDocument.Parse(json);
+        System.Text.Json.JsonElement cow = doc.RootElement.GetProperty("cow_pte");
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That(doc.RootElement.GetProperty("programs").GetInt64(), Is.EqualTo(result.Programs));
+            Assert.That(cow.GetProperty("programs").GetInt64(), Is.EqualTo(result.CowPtePrograms).And.GreaterThan(0).And.LessThan(result.Programs),
+                "a share of the programs, not none and not all");
+            Assert.That(cow.GetProperty("prctl_ops").GetInt64(), Is.EqualTo(result.PrctlOps).And.GreaterThan(0));
+            Assert.That(cow.GetProperty("cow_pte_share").GetInt64(), Is.EqualTo(result.CowPte.Share).And.GreaterThan(0), "forks shared tables");
+            Assert.That(cow.GetProperty("cow_pte_break_copy").GetInt64() + cow.GetProperty("cow_pte_break_reuse").GetInt64(),
+                Is.EqualTo(result.CowPte.BreakCopy + result.CowPte.BreakReuse).And.GreaterThan(0), "and writes broke them");
+            Assert.That(result.Failures, Is.Empty);
+        }
+    }
+}

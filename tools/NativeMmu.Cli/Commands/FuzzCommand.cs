@@ -20,7 +20,22 @@ public static class FuzzCommand
         [property: JsonPropertyName("seed")] ulong Seed,
         [property: JsonPropertyName("programs")] long Programs,
         [property: JsonPropertyName("operations")] long Operations,
-        [property: JsonPropertyName("failures")] IReadOnlyList<FailureJson> Failures);
+        [property: JsonPropertyName("failures")] IReadOnlyList<FailureJson> Failures)
+    {
+        /// <summary>The programs that booted with copy-on-write page tables and what their tables went through.</summary>
+        [JsonPropertyName("cow_pte")]
+        public CowPteJson? CowPte { get; init; }
+    }
+
+    /// <summary>fuzz system's copy-on-write page-table share: programs, prctl operations, and the cow_pte_* vmstat events summed over all programs.</summary>
+    public sealed record CowPteJson(
+        [property: JsonPropertyName("programs")] long Programs,
+        [property: JsonPropertyName("prctl_ops")] long PrctlOps,
+        [property: JsonPropertyName("cow_pte_share")] long Share,
+        [property: JsonPropertyName("cow_pte_fallback")] long Fallback,
+        [property: JsonPropertyName("cow_pte_break_copy")] long BreakCopy,
+        [property: JsonPropertyName("cow_pte_break_reuse")] long BreakReuse,
+        [property: JsonPropertyName("cow_pte_drop")] long Drop);
 
     /// <summary>The `fuzz` command group; each fuzzer adds its subcommand here.</summary>
     public static Command Create()
@@ -48,6 +63,17 @@ public static class FuzzCommand
         };
         cmd.SetAction(r => RunSystem(r.GetValue(seconds), r.GetValue(seed), r.GetValue(json), r.GetValue(replay)));
         return cmd;
+    }
+
+    /// <summary>`fuzz system --json`'s object for a result.</summary>
+    internal static Report SystemReport(SystemFuzzResult result)
+    {
+        CowPteCounts c = result.CowPte;
+        return new Report("system", result.Seed, result.Programs, result.Operations,
+            result.Failures.Select(f => new FailureJson(f.Description, f.Program)).ToList())
+        {
+            CowPte = new CowPteJson(result.CowPtePrograms, result.PrctlOps, c.Share, c.Fallback, c.BreakCopy, c.BreakReuse, c.Drop),
+        };
     }
 
     internal static ulong ParseSeed(string s)
@@ -84,13 +110,13 @@ public static class FuzzCommand
 
         if (json)
         {
-            var report = new Report("system", result.Seed, result.Programs, result.Operations,
-                result.Failures.Select(f => new FailureJson(f.Description, f.Program)).ToList());
-            Console.Out.WriteLine(JsonSerializer.Serialize(report));
+            Console.Out.WriteLine(JsonSerializer.Serialize(SystemReport(result)));
         }
         else
         {
             Console.WriteLine($"{result.Programs:N0} program(s), {result.Operations:N0} operations in {elapsed:F1} s ({result.Programs * 60 / Math.Max(elapsed, 1e-9):N0} programs/min), {result.Failures.Count} failure(s)");
+            CowPteCounts c = result.CowPte;
+            Console.WriteLine($"copy-on-write page tables: {result.CowPtePrograms:N0} program(s), {result.PrctlOps:N0} prctl(PR_SET_COW_PTE); cow_pte_share {c.Share:N0}, cow_pte_fallback {c.Fallback:N0}, cow_pte_break_copy {c.BreakCopy:N0}, cow_pte_break_reuse {c.BreakReuse:N0}, cow_pte_drop {c.Drop:N0}");
             foreach (SystemFailure f in result.Failures)
             {
                 Console.WriteLine();
