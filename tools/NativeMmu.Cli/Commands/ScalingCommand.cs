@@ -451,6 +451,12 @@ public static class ScalingCommand
                     {
                         double eg = s.Points[^1].Emulated / s.Points[0].Emulated, hg = hn / h0;
                         Console.WriteLine($"  growth {Size.Format((ulong)s.Points[0].X)} -> {Size.Format((ulong)s.Points[^1].X)}: emulated {eg:F2}x, host {hg:F2}x; emulated/host growth {eg / hg:F2}");
+                        // The same growth in nanoseconds added per fault: a fixed cost the memory system adds
+                        // (zeroing frames that are no longer in the cache) weighs on a fast fault's factor
+                        // far more than on a slow one's.
+                        string zeroing = notes.FaultZeroingNs.TryGetValue(s.Points[0].X, out double z0) && notes.FaultZeroingNs.TryGetValue(s.Points[^1].X, out double zn)
+                            ? $" (of which zeroing alone {zn - z0:+0.0;-0.0})" : "";
+                        Console.WriteLine($"  added per fault {Size.Format((ulong)s.Points[0].X)} -> {Size.Format((ulong)s.Points[^1].X)}: emulated {s.Points[^1].Emulated - s.Points[0].Emulated:+0.0;-0.0} ns{zeroing}, host {hn - h0:+0.0;-0.0} ns");
                     }
                     break;
                 case "mmap":
