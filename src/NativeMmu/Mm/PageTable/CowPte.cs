@@ -262,6 +262,37 @@ internal static unsafe partial class PgTable
     // ---- Breaking the sharing -------------------------------------------------------------------------
 
     /// <summary>
+    /// The start that a break and a zap of a shared table have in common, under the PMD lock and then the
+    /// table's ptl: false when *pmd no longer points at a shared table, or when this mm was its last holder
+    /// and reused it (the PMD made writable, <see cref="VmEvent.CowPteBreakReuse"/> counted); both locks are
+    /// then dropped. True: the table is still shared by others, and both locks are held.
+    /// </summary>
+    private static bool LockSharedTable(Cpu cpu, MmStruct mm, Pmd* pmd, ulong address, string who,
+        out int* pml, out Pmd v, out Page* tp, out Pte* table)
+    {
+        Machine m = mm.Machine;
+        pml = PmdLock(m, pmd);
+        v = Get(pmd);
+        tp = null;
+        table = null;
+        if (!IsCowTable(v))
+        {
+            Spin.Unlock(pml);
+            return false;
+        }
+        tp = m.Vmemmap.PfnToPage(v.Pfn);
+        Spin.Lock(&tp->Ptl);
+        if (m.Config.DebugVm) VerifyCowTable(m, v.Pfn, address, who);
+        table = PteTable(m.Memory, v.Pfn);
+        if (Volatile.Read(ref tp->RefCount) != 1) return true;
+        ReuseCowTable(cpu, mm, pmd, v, tp, table);
+        Spin.Unlock(&tp->Ptl);
+        Spin.Unlock(pml);
+        m.Counters.Add(cpu.Id, VmEvent.CowPteBreakReuse);
+        return false;
+    }
+
+    /// <summary>
     /// break_cow_pte / handle_cow_pte_fault: make the table *pmd points to private to mm. At count 1 it is
     /// reused (the PMD made writable, the holder taking the charge if it was not the owner); otherwise the
     /// entries are copied into a new table installed writable and the shared one loses a holder. Lazy
@@ -276,26 +307,8 @@ internal static unsafe partial class PgTable
             "{0} is about to change entries of the PTE table under the write-protected PMD at {1:x}, and without copy-on-write page tables no table is shared", who, address);
         if (TestHooks.SkipCowPteBreak is { } skip && skip(mm, who)) return true;
         ulong start = address & Geometry.PmdMask;
-        int* pml = PmdLock(m, pmd);
-        Pmd v = Get(pmd);
-        if (!IsCowTable(v))
-        {
-            Spin.Unlock(pml); // another CPU of this mm broke it first
-            return true;
-        }
-        ulong table = v.Pfn;
-        Page* tp = m.Vmemmap.PfnToPage(table);
-        Spin.Lock(&tp->Ptl);
-        if (m.Config.DebugVm) VerifyCowTable(m, table, address, who);
-        Pte* src = PteTable(m.Memory, table);
-        if (Volatile.Read(ref tp->RefCount) == 1)
-        {
-            ReuseCowTable(cpu, mm, pmd, v, tp, src);
-            Spin.Unlock(&tp->Ptl);
-            Spin.Unlock(pml);
-            m.Counters.Add(cpu.Id, VmEvent.CowPteBreakReuse);
-            return true;
-        }
+        // Not shared: another CPU of this mm broke it first; reused: this mm was its last holder.
+        if (!LockSharedTable(cpu, mm, pmd, address, who, out int* pml, out Pmd v, out Page* tp, out Pte* src)) return true;
         ulong fresh = AllocTable(cpu, m);
         if (fresh == 0)
         {
@@ -330,7 +343,7 @@ internal static unsafe partial class PgTable
             }
             Set(dst + i, e);
         }
-        if (lazy && m.Config.DebugVm) tp->PtCowChecksum = TableChecksum(m, table); // the deferred write-protect is the holders' own change
+        if (lazy && m.Config.DebugVm) tp->PtCowChecksum = TableChecksum(m, v.Pfn); // the deferred write-protect is the holders' own change
         if (tp->PtCowOwner == mm.MmId)
         {
             tp->PtCowOwner = 0; // the owner keeps its charge, now for its own table; the shared one is nobody's until reused
@@ -379,26 +392,8 @@ internal static unsafe partial class PgTable
     {
         Machine m = mm.Machine;
         ulong start = addr & Geometry.PmdMask;
-        int* pml = PmdLock(m, pmd);
-        Pmd v = Get(pmd);
-        if (!IsCowTable(v))
-        {
-            Spin.Unlock(pml);
-            return false;
-        }
-        ulong table = v.Pfn;
-        Page* tp = m.Vmemmap.PfnToPage(table);
-        Spin.Lock(&tp->Ptl);
-        if (m.Config.DebugVm) VerifyCowTable(m, table, addr, "zap");
-        Pte* t = PteTable(m.Memory, table);
-        if (Volatile.Read(ref tp->RefCount) == 1)
-        {
-            ReuseCowTable(cpu, mm, pmd, v, tp, t);
-            Spin.Unlock(&tp->Ptl);
-            Spin.Unlock(pml);
-            m.Counters.Add(cpu.Id, VmEvent.CowPteBreakReuse);
-            return false;
-        }
+        // Not shared, or reused by this last holder: the ordinary zap follows.
+        if (!LockSharedTable(cpu, mm, pmd, addr, "zap", out int* pml, out _, out Page* tp, out Pte* t)) return false;
         if (m.Config.CowPte == CowPteMode.Eager) UnaccountTableForHolder(cpu, m, mm, t);
         if (tp->PtCowOwner == mm.MmId)
         {
