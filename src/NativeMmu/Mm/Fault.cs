@@ -324,6 +324,9 @@ internal static unsafe partial class Memory
         PgTable.Set(vmf.Pte, entry); // set_ptes: publishes the zeroed, rmapped page
         PgTable.PteInstalled(ref vmf, 1);
         PgTable.PteUnmapUnlock(ref vmf);
+        // A host-cache hint, not kernel work: the frame the next fault will zero is fetched while the
+        // rest of this one runs (see FrameAllocator.PrefetchNextFrame).
+        m.Allocator.PrefetchNextFrame(vmf.Cpu.Id);
         vmf.Kind = FaultKind.AnonZeroFill;
         vmf.MappedPfn = pfn;
         return VmFaultT.None;

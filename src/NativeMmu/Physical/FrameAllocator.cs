@@ -58,15 +58,28 @@ public sealed unsafe class FrameAllocator : IDisposable
         public long NrFree;
     }
 
+    /// <summary>
+    /// per_cpu_pages with its one order-0 list, doubly linked through pcp_list as the kernel's: a freed
+    /// page goes on at the head and an allocation takes the head, so the page reused next is the one
+    /// freed last, still in the cache; rmqueue_bulk adds the pages it brings from the buddy lists at the
+    /// tail, and free_pcppages_bulk gives back the tail, the pages longest unused.
+    /// </summary>
     [StructLayout(LayoutKind.Explicit, Size = 64)]
     private struct PerCpuPages
     {
-        /// <summary>Top of the LIFO stack of free order-0 pages linked through pcp_list.next (0 = empty).</summary>
+        /// <summary>The first page of the list (0 = empty): the next allocation's.</summary>
         [FieldOffset(0)] public ulong Head;
         /// <summary>Written only by the owning CPU, with Volatile stores: FreeFrames sums it from any thread without the list.</summary>
         [FieldOffset(8)] public int Count;
         [FieldOffset(12)] public int High;
         [FieldOffset(16)] public int Batch;
+        /// <summary>
+        /// How many pages at the tail came from the buddy lists (rmqueue_bulk) and have not been handed out:
+        /// frames no CPU has touched for a while, unlike the freed ones in front of them.
+        /// </summary>
+        [FieldOffset(20)] public int FromBuddy;
+        /// <summary>The last page of the list (0 = empty).</summary>
+        [FieldOffset(24)] public ulong Tail;
     }
 
     internal FrameAllocator(PhysicalMemory phys, Vmemmap vmemmap, PerCpuCounters counters, int cpus,
@@ -117,6 +130,12 @@ public sealed unsafe class FrameAllocator : IDisposable
     public long BuddyFreePages => Volatile.Read(ref _buddyFreePages);
 
     public long PcpPages(int cpu) => Volatile.Read(ref _pcp[cpu].Count);
+
+    /// <summary>How many pages at the tail of a CPU's list came from the buddy lists and are still there (the owner's view).</summary>
+    internal int PcpFromBuddy(int cpu) => _pcp[cpu].FromBuddy;
+
+    /// <summary>Whether the CPU's next order-0 allocation hands out one of those pages (the owner's view).</summary>
+    internal bool NextFromBuddy(int cpu) => _pcp[cpu].Count > 0 && _pcp[cpu].Count <= _pcp[cpu].FromBuddy;
 
     /// <summary>Hands every frame from the zone start to the end of memory to the buddy lists (memblock_free_all).</summary>
     internal void FreeAllBootMemory()
@@ -199,11 +218,99 @@ public sealed unsafe class FrameAllocator : IDisposable
         if (!FreePagesPrepare(pfn, page, 0)) return;
         _counters.Add(cpu, VmEvent.Pgfree, 1);
         PerCpuPages* pcp = _pcp + cpu;
-        page->LruNext = pcp->Head == 0 ? 0 : LruVaddr(pcp->Head);
+        PcpAddHead(pcp, pfn, page);
+        if (pcp->Count >= pcp->High) FreePcppagesBulk(cpu, pcp->Batch);
+    }
+
+    /// <summary>list_add of pcp_list: the page becomes the list's head.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PcpAddHead(PerCpuPages* pcp, ulong pfn, Page* page)
+    {
+        page->LruPrev = 0;
+        if (pcp->Head == 0)
+        {
+            page->LruNext = 0;
+            pcp->Tail = pfn;
+        }
+        else
+        {
+            ulong self = LruVaddr(pfn);
+            page->LruNext = LruVaddr(pcp->Head);
+            Page(pcp->Head)->LruPrev = self;
+        }
         pcp->Head = pfn;
-        int count = pcp->Count + 1;
-        Volatile.Write(ref pcp->Count, count);
-        if (count >= pcp->High) FreePcppagesBulk(cpu, pcp->Batch);
+        Volatile.Write(ref pcp->Count, pcp->Count + 1);
+    }
+
+    /// <summary>list_add_tail of pcp_list.</summary>
+    private void PcpAddTail(PerCpuPages* pcp, ulong pfn)
+    {
+        Page* page = Page(pfn);
+        page->LruNext = 0;
+        if (pcp->Tail == 0)
+        {
+            page->LruPrev = 0;
+            pcp->Head = pfn;
+        }
+        else
+        {
+            page->LruPrev = LruVaddr(pcp->Tail);
+            Page(pcp->Tail)->LruNext = LruVaddr(pfn);
+        }
+        pcp->Tail = pfn;
+        Volatile.Write(ref pcp->Count, pcp->Count + 1);
+    }
+
+    /// <summary>list_first_entry + list_del: takes the head. The list is not empty.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong PcpTakeHead(PerCpuPages* pcp)
+    {
+        ulong pfn = pcp->Head;
+        Page* page = Page(pfn);
+        ulong next = page->LruNext;
+        if (next == 0) pcp->Head = pcp->Tail = 0;
+        else
+        {
+            pcp->Head = PfnOfLru(next);
+            Page(pcp->Head)->LruPrev = 0;
+        }
+        page->LruNext = page->LruPrev = 0;
+        if (pcp->Count <= pcp->FromBuddy) pcp->FromBuddy--; // the head was one of the tail's pages
+        Volatile.Write(ref pcp->Count, pcp->Count - 1);
+        return pfn;
+    }
+
+    /// <summary>list_last_entry + list_del: takes the tail. The list is not empty.</summary>
+    private ulong PcpTakeTail(PerCpuPages* pcp)
+    {
+        ulong pfn = pcp->Tail;
+        Page* page = Page(pfn);
+        ulong prev = page->LruPrev;
+        if (prev == 0) pcp->Head = pcp->Tail = 0;
+        else
+        {
+            pcp->Tail = PfnOfLru(prev);
+            Page(pcp->Tail)->LruNext = 0;
+        }
+        page->LruNext = page->LruPrev = 0;
+        if (pcp->FromBuddy > 0) pcp->FromBuddy--;
+        Volatile.Write(ref pcp->Count, pcp->Count - 1);
+        return pfn;
+    }
+
+    /// <summary>
+    /// A hint after an order-0 allocation: when the frame this CPU hands out next came from the buddy
+    /// lists, its lines are requested now, so that zeroing it later finds them instead of waiting for
+    /// each in turn behind the stores. A frame freed to the list lately is left alone; it is still in
+    /// the cache, and asking for it again only costs. Nothing is read into a decision.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void PrefetchNextFrame(int cpu)
+    {
+        PerCpuPages* pcp = _pcp + cpu;
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || pcp->Count == 0 || pcp->Count > pcp->FromBuddy) return; // NextFromBuddy
+        byte* frame = _phys.FrameAddress(pcp->Head);
+        for (int line = 0; line < (int)Geometry.PageSize; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(frame + line);
     }
 
     /// <summary>drain_local_pages: return a CPU's pcp pages to the buddy lists.</summary>
@@ -214,55 +321,39 @@ public sealed unsafe class FrameAllocator : IDisposable
     {
         PerCpuPages* pcp = _pcp + cpu;
         if (pcp->Count == 0 && !RmqueueBulk(cpu, pcp->Batch)) return 0;
-        ulong pfn = pcp->Head;
-        ulong next = Page(pfn)->LruNext;
-        pcp->Head = next == 0 ? 0 : PfnOfLru(next);
-        Volatile.Write(ref pcp->Count, pcp->Count - 1);
-        return pfn;
+        return PcpTakeHead(pcp);
     }
 
     /// <summary>
-    /// rmqueue_bulk: move up to count order-0 pages from the buddy lists to the CPU's pcp list, in the
-    /// order the buddy hands them out (list_add_tail), so the CPU then uses them in ascending address order.
+    /// rmqueue_bulk: move up to count order-0 pages from the buddy lists to the tail of the CPU's pcp
+    /// list (list_add_tail), in the order the buddy hands them out, so the CPU then uses them in
+    /// ascending address order.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool RmqueueBulk(int cpu, int count)
     {
-        ref PerCpuPages pcp = ref _pcp[cpu];
-        Span<ulong> taken = stackalloc ulong[Math.Min(count, 256)];
+        PerCpuPages* pcp = _pcp + cpu;
         int n = 0;
         Spin.Lock(LockWord);
-        while (n < taken.Length)
+        while (n < count)
         {
             ulong pfn = RmqueueSmallest(0);
             if (pfn == 0) break;
-            taken[n++] = pfn;
+            PcpAddTail(pcp, pfn);
+            n++;
         }
         Spin.Unlock(LockWord);
-        // The pcp list is a stack: push in reverse so the lowest page comes off first.
-        for (int i = n - 1; i >= 0; i--)
-        {
-            Page(taken[i])->LruNext = pcp.Head == 0 ? 0 : LruVaddr(pcp.Head);
-            pcp.Head = taken[i];
-        }
-        Volatile.Write(ref pcp.Count, pcp.Count + n);
-        return pcp.Count > 0;
+        pcp->FromBuddy += n;
+        return pcp->Count > 0;
     }
 
-    /// <summary>free_pcppages_bulk.</summary>
+    /// <summary>free_pcppages_bulk: up to count pages from the tail of the list back to the buddy lists.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreePcppagesBulk(int cpu, int count)
     {
-        ref PerCpuPages pcp = ref _pcp[cpu];
+        PerCpuPages* pcp = _pcp + cpu;
         Spin.Lock(LockWord);
-        while (count-- > 0 && pcp.Count > 0)
-        {
-            ulong pfn = pcp.Head;
-            ulong next = Page(pfn)->LruNext;
-            pcp.Head = next == 0 ? 0 : PfnOfLru(next);
-            pcp.Count--;
-            FreeOneBlock(pfn, 0);
-        }
+        while (count-- > 0 && pcp->Count > 0) FreeOneBlock(PcpTakeTail(pcp), 0);
         Spin.Unlock(LockWord);
     }
 

@@ -198,6 +198,59 @@ public unsafe class FrameAllocatorTests
         _alloc.FreePages(0, zeroed, 2);
     }
 
+    /// <summary>A kernel whose pcp lists trim at 8 pages, 4 at a time, so a test sees both ends move.</summary>
+    private static Kernel BootSmallPcp()
+        => new(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true, PcpHigh = 8, PcpBatch = 4 });
+
+    [Test]
+    public void Free_pcppages_bulk_returns_the_pages_freed_first_and_keeps_the_last_freed_for_reuse()
+    {
+        using Kernel k = BootSmallPcp();
+        FrameAllocator a = k.Machine.Allocator;
+        var pages = new ulong[8];
+        for (int i = 0; i < pages.Length; i++) pages[i] = a.AllocPages(0, 0, Gfp.None);
+        a.DrainPcp(0); // the refill's leftovers go, so the list holds only what is freed below
+        Assume.That(a.PcpPages(0), Is.Zero);
+        long buddy = a.BuddyFreePages;
+        foreach (ulong pfn in pages) a.FreePages(0, pfn, 0);
+        Assert.That(a.PcpPages(0), Is.EqualTo(4), "the eighth free reached pcp->high and a batch of 4 went back");
+        Assert.That(a.BuddyFreePages, Is.EqualTo(buddy + 4));
+        // What is left is pages 4..7, so pages 0..3, freed first, were the ones given back (list_last_entry).
+        for (int i = 7; i >= 4; i--)
+            Assert.That(a.AllocPages(0, 0, Gfp.None), Is.EqualTo(pages[i]), $"page {i} is reused from the head, last freed first");
+    }
+
+    [Test]
+    public void Rmqueue_bulk_adds_behind_the_freed_pages_so_those_are_reused_first()
+    {
+        using Kernel k = BootSmallPcp();
+        FrameAllocator a = k.Machine.Allocator;
+        ulong first = a.AllocPages(0, 0, Gfp.None); // refills the empty list from the buddy lists
+        int fromBuddy = a.PcpFromBuddy(0);
+        Assert.That(fromBuddy, Is.EqualTo(a.PcpPages(0)), "every page of a refill is a buddy page until handed out");
+        Assert.That(a.NextFromBuddy(0), Is.True);
+        a.FreePages(0, first, 0);
+        Assert.That(a.NextFromBuddy(0), Is.False, "a page freed just now sits at the head, in front of the refill");
+        Assert.That(a.AllocPages(0, 0, Gfp.None), Is.EqualTo(first), "list_add puts the freed page first");
+        ulong next = a.AllocPages(0, 0, Gfp.None);
+        Assert.That(next, Is.GreaterThan(first), "then the refill, in the ascending order the buddy handed it over");
+        Assert.That(a.PcpFromBuddy(0), Is.EqualTo(fromBuddy - 1), "each refilled page handed out leaves the count");
+    }
+
+    [Test]
+    public void A_trim_takes_the_refilled_pages_at_the_tail_first()
+    {
+        using Kernel k = BootSmallPcp();
+        FrameAllocator a = k.Machine.Allocator;
+        var held = new ulong[6];
+        for (int i = 0; i < held.Length; i++) held[i] = a.AllocPages(0, 0, Gfp.None);
+        int tailFromBuddy = a.PcpFromBuddy(0); // 4 - (6 - 4) = 2 of the second refill left at the tail
+        Assert.That(tailFromBuddy, Is.EqualTo(a.PcpPages(0)));
+        foreach (ulong pfn in held) a.FreePages(0, pfn, 0);
+        Assert.That(a.PcpFromBuddy(0), Is.EqualTo(Math.Max(0, tailFromBuddy - 4)), "the trim of 4 went from the tail, where the refill was");
+        Assert.That(a.NextFromBuddy(0), Is.False);
+    }
+
     [Test]
     public void Order_zero_frees_stay_on_the_freeing_cpus_list_until_drained()
     {
