@@ -86,6 +86,16 @@ public sealed record KernelConfig
     /// <summary>arch_flush_tlb_before_set_pte_page / _huge_page: flush a pending batched flush before repopulating a PMD (x86: yes).</summary>
     public bool FlushTlbBeforeSetPmd { get; init; } = true;
 
+    /// <summary>
+    /// Read faults map no zero page: do_anonymous_page and do_huge_pmd_anonymous_page allocate a zeroed
+    /// page (or THP) of the mm's own where mainline maps the shared zero page (or the huge zero page),
+    /// as under mm_forbids_zeropage(). A split still maps zero-filled subpages to the zero page. Off in
+    /// mainline; a host booted with pvm_no_zero_page=1 behaves so (measured: a 4 KiB read adds 4 kB of
+    /// RssAnon, a read in a MADV_HUGEPAGE range 2 MiB, and MADV_FREE's split still drops zero-filled
+    /// subpages), and the host comparison boots the emulator the same way when it finds such a host.
+    /// </summary>
+    public bool ForbidZeroPage { get; init; }
+
     /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
     public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
 

@@ -279,7 +279,8 @@ internal static unsafe partial class Memory
         if ((vma.VmFlags & VmFlags.Shared) != 0) return VmFaultT.Sigbus;
         if (!PgTable.PteAlloc(ref vmf, out VmFaultT fail)) return fail;
 
-        if ((vmf.Flags & FaultFlags.Write) == 0)
+        // Use the zero-page for reads (unless the kernel maps none: ForbidZeroPage).
+        if ((vmf.Flags & FaultFlags.Write) == 0 && !m.Config.ForbidZeroPage)
         {
             Pte zero = Pte.PfnPte(m.ZeroPfn, vma.VmPageProt).MkSpecial();
             if (!PgTable.PteOffsetMapLock(ref vmf, vmf.Address)) return VmFaultT.None;

@@ -34,6 +34,29 @@ public unsafe class AnonymousFaultTests
     private long PageTablePages => _kernel.VmstatValue("nr_page_table_pages");
 
     [Test]
+    public void Without_a_zero_page_a_read_fault_gets_a_zeroed_page_of_its_own()
+    {
+        using var k = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true, ForbidZeroPage = true });
+        Process p = k.CreateProcess();
+        using Cpu cpu = k.AttachCpu();
+        p.Enter(cpu);
+        ulong a = p.Mmap(4 * PageSize);
+
+        Assert.That(cpu.Load<long>(a + 8), Is.Zero);
+
+        var e = new Pte(PteOf(p, a)!.Value);
+        Assert.Multiple(() =>
+        {
+            Assert.That(e.Pfn, Is.Not.EqualTo(k.Machine.ZeroPfn), "no shared zero page: do_anonymous_page allocates");
+            Assert.That(e.Special, Is.False);
+            Assert.That(e.Write && e.Dirty, Is.True, "mapped as a write fault maps it, the VMA being writable");
+            Assert.That(p.Mm.GetMmRss(), Is.EqualTo(1), "the page is counted in RSS");
+        });
+        cpu.Store<long>(a + 8, 7);
+        Assert.That(new Pte(PteOf(p, a)!.Value).Pfn, Is.EqualTo(e.Pfn), "the write needs no copy: the page is the mm's own");
+    }
+
+    [Test]
     public void Untouched_memory_reads_zero_through_the_zero_page()
     {
         ulong a = _p.Mmap(4 * PageSize);

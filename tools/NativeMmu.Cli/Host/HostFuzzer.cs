@@ -19,6 +19,9 @@ internal sealed class HostConfig
 
     public List<string> Exclusions { get; } = [];
 
+    /// <summary>The host's read faults map no shared zero page; the emulator then boots with <see cref="KernelConfig.ForbidZeroPage"/>.</summary>
+    public bool ForbidZeroPage { get; private set; }
+
     public static HostConfig Read()
     {
         var c = new HostConfig();
@@ -38,6 +41,11 @@ internal sealed class HostConfig
             {
                 if (v != "never") c.Exclusions.Add($"THP knob {rel} = {v} on the host: the emulator has no such knob value; programs whose RssAnon depends on it may differ");
             }
+        }
+        if (!HostMapsZeroPage())
+        {
+            c.ForbidZeroPage = true;
+            c.Exclusions.Add("the host's read faults map no zero page (a read of untouched anonymous memory got an exclusive page, as a kernel booted with pvm_no_zero_page=1 does): the emulator is booted with ForbidZeroPage to match");
         }
         Take("enabled");
         Take("use_zero_page");
@@ -73,6 +81,33 @@ internal sealed class HostConfig
         return c;
     }
 
+    /// <summary>
+    /// A read of one untouched anonymous page, then its /proc/self/pagemap entry: the zero page is present
+    /// but not exclusively mapped (PM_MMAP_EXCLUSIVE, bit 56, needs a vm_normal_page). True when the
+    /// host cannot tell (no pagemap), as mainline maps it.
+    /// </summary>
+    private static unsafe bool HostMapsZeroPage()
+    {
+        const ulong Present = 1UL << 63, Exclusive = 1UL << 56;
+        byte* p = HostMemory.Map(2 * 4096);
+        try
+        {
+            HostMemory.Advise(p, 2 * 4096, HostMemory.MADV_NOHUGEPAGE);
+            _ = Volatile.Read(ref p[0]);
+            using var pagemap = File.OpenHandle("/proc/self/pagemap");
+            Span<byte> entry = stackalloc byte[8];
+            if (RandomAccess.Read(pagemap, entry, (long)((ulong)p / 4096 * 8)) != 8) return true;
+            ulong e = BitConverter.ToUInt64(entry);
+            return (e & Present) == 0 || (e & Exclusive) == 0;
+        }
+        catch (IOException) { return true; }
+        catch (UnauthorizedAccessException) { return true; }
+        finally { HostMemory.Unmap(p, 2 * 4096); }
+    }
+
+    /// <summary>The emulated kernel's boot configuration for this host: <paramref name="config"/> with the host's zero-page policy.</summary>
+    public KernelConfig BootConfig(KernelConfig config) => config with { ForbidZeroPage = ForbidZeroPage };
+
     public void Apply(Kernel kernel)
     {
         foreach (var (path, value) in _thp) kernel.Machine.Thp.Write(path, value);
@@ -90,7 +125,7 @@ internal sealed class HostEmulatorRunner(HostConfig config, IReadOnlyList<(ulong
 
     public List<HostObservation> Run(SysProgram program, IReadOnlyList<HostObservation> host)
     {
-        var kernel = new Kernel(Config);
+        var kernel = new Kernel(config.BootConfig(Config));
         config.Apply(kernel);
         Cpu cpu = kernel.AttachCpu();
         var result = new List<HostObservation>(program.Ops.Count);

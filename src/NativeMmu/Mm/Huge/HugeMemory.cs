@@ -130,7 +130,7 @@ internal static unsafe class HugeMemory
         if (haddr < vma.VmStart || haddr + Geometry.PmdSize > vma.VmEnd) return VmFaultT.Fallback; // thp_vma_suitable_order
         AnonVma anonVma = vma.AnonVma ?? Memory.AnonVmaPrepare(vma); // vmf_anon_prepare
 
-        if ((vmf.Flags & FaultFlags.Write) == 0 && m.Thp.UseZeroPage)
+        if ((vmf.Flags & FaultFlags.Write) == 0 && !m.Config.ForbidZeroPage && m.Thp.UseZeroPage)
         {
             ulong pgtable = PgTable.AllocTable(vmf.Cpu, m);
             if (pgtable == 0) return VmFaultT.Oom;
