@@ -12,7 +12,7 @@ internal static class Fork
     /// </summary>
     public static void DupMmap(Cpu cpu, MmStruct oldmm, MmStruct mm)
     {
-        oldmm.MmapLock.WriteLock();
+        oldmm.MmapLock.WriteLock(cpu.Id);
         try
         {
             // The COW PTE series: MMF_COW_PTE_READY (prctl) becomes MMF_COW_PTE at this fork; the child inherits it.

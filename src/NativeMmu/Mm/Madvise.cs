@@ -31,7 +31,7 @@ internal static unsafe class Madvise
         if (end == start) return Errno.Success;
 
         bool write = MadviseNeedMmapWriteLock(behavior);
-        if (write) mm.MmapLock.WriteLock(); else mm.MmapLock.ReadLock(cpu.Id);
+        if (write) mm.MmapLock.WriteLock(cpu.Id); else mm.MmapLock.ReadLock(cpu.Id);
         try
         {
             if (behavior is Advice.PopulateRead or Advice.PopulateWrite)

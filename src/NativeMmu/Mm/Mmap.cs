@@ -122,7 +122,7 @@ public static unsafe class Mmap
         ulong alignedLen = Geometry.PageAlign(len);
         if (alignedLen == 0) return Errno.ENOMEM;
 
-        mm.MmapLock.WriteLock();
+        mm.MmapLock.WriteLock(cpu.Id);
         try
         {
             if (mm.Vmas.Count > MaxMapCount) return Errno.ENOMEM;
@@ -378,7 +378,7 @@ public static unsafe class Mmap
         if ((start & (Geometry.PageSize - 1)) != 0 || start > mm.TaskSize || len > mm.TaskSize - start) return Errno.EINVAL;
         ulong end = start + Geometry.PageAlign(len);
         if (end == start) return Errno.EINVAL;
-        mm.MmapLock.WriteLock();
+        mm.MmapLock.WriteLock(cpu.Id);
         try
         {
             return DoVmiAlignMunmap(cpu, mm, start, end);
@@ -510,7 +510,7 @@ public static unsafe class Mmap
     /// <summary>exit_mmap: zap everything with a full-mm gather, free every user page table, drop the VMAs.</summary>
     public static void ExitMmap(Cpu cpu, MmStruct mm)
     {
-        mm.MmapLock.WriteLock();
+        mm.MmapLock.WriteLock(cpu.Id);
         try
         {
             Vma? first = mm.Vmas.First;

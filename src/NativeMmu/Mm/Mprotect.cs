@@ -21,7 +21,7 @@ internal static unsafe class Mprotect
         if (end <= start) return Errno.ENOMEM;
         if (((int)prot & ~(int)(Prot.Read | Prot.Write | Prot.Exec | Prot.Sem)) != 0) return Errno.EINVAL; // arch_validate_prot
 
-        mm.MmapLock.WriteLock();
+        mm.MmapLock.WriteLock(cpu.Id);
         try
         {
             Vma? vma = mm.Vmas.FindVmaIntersection(start, end);

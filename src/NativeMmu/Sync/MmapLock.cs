@@ -9,11 +9,18 @@ namespace NativeMmu.Sync;
 /// faults with per-VMA locks; per-CPU reader counts give the same scaling with one mechanism.
 /// </summary>
 /// <remarks>
-/// Protocol (asymmetric Dekker, as percpu_rw_semaphore with rcu_sync): a reader bumps its own slot with
+/// <para>Protocol (asymmetric Dekker, as percpu_rw_semaphore with rcu_sync): a reader bumps its own slot with
 /// a plain store and reads <c>_writer</c> - no fence on the fault path. A writer sets <c>_writer</c>, then
 /// runs a process-wide barrier (the kernel runs synchronize_rcu), which drains every CPU's store buffer,
 /// then reads every slot. Either a reader sees the writer and backs off, or the writer sees the reader
-/// and waits for it. Each slot has one writer: the thread running that CPU.
+/// and waits for it. Each slot has one writer: the thread running that CPU.</para>
+/// <para>The barrier is needed only for CPUs that may have a plain store in flight, so each CPU announces
+/// itself once, with a locked OR into <c>_fastReaders</c>, before its first plain-store read. A writer
+/// that names its own CPU and finds no other announced skips the barrier: a CPU that announces after
+/// the writer read the mask did so after the writer's locked store to <c>_writer</c>, and its fenced
+/// announcement comes before its read of <c>_writer</c>, which therefore sees the writer. A process
+/// that runs on one CPU takes mmap_lock for write as the kernel's uncontended down_write does, with
+/// one atomic, not a barrier that interrupts every CPU.</para>
 /// </remarks>
 public sealed unsafe class MmapLock : IDisposable
 {
@@ -22,6 +29,10 @@ public sealed unsafe class MmapLock : IDisposable
     private readonly int _cpus;
     // Written under _writerMutex; read by readers without it.
     private int _writer;
+    /// <summary>CPUs that have taken the read side with a plain store at least once (set with a locked OR, never cleared).</summary>
+    private long _fastReaders;
+    /// <summary>Write locks that ran the process-wide barrier (written under _writerMutex).</summary>
+    private long _barriers;
     private readonly Lock _writerMutex = new();
 
     public MmapLock(int cpus)
@@ -36,9 +47,14 @@ public sealed unsafe class MmapLock : IDisposable
     public void ReadLock(int cpu)
     {
         int* slot = _readers + cpu * SlotStride;
+        if ((Volatile.Read(ref _fastReaders) & (1L << cpu)) == 0) Announce(cpu);
         Volatile.Write(ref *slot, *slot + 1);
         if (Volatile.Read(ref _writer) != 0) ReadLockSlow(slot);
     }
+
+    /// <summary>A CPU's first read: join the CPUs a writer must run the barrier for (a full fence).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void Announce(int cpu) => Interlocked.Or(ref _fastReaders, 1L << cpu);
 
     /// <summary>mmap_read_unlock: a release store, so the critical section's accesses stay inside.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -66,12 +82,20 @@ public sealed unsafe class MmapLock : IDisposable
         while (Volatile.Read(ref _writer) != 0);
     }
 
-    /// <summary>mmap_write_lock.</summary>
-    public void WriteLock()
+    /// <summary>
+    /// mmap_write_lock, on behalf of CPU <paramref name="cpu"/> (-1: a thread that is not running one, for
+    /// which every CPU that ever read counts).
+    /// </summary>
+    public void WriteLock(int cpu = -1)
     {
         _writerMutex.Enter();
         Interlocked.Exchange(ref _writer, 1);
-        Interlocked.MemoryBarrierProcessWide();
+        long others = Volatile.Read(ref _fastReaders) & ~(cpu >= 0 ? 1L << cpu : 0);
+        if (others != 0)
+        {
+            Interlocked.MemoryBarrierProcessWide();
+            _barriers++;
+        }
         var spin = new SpinWait();
         for (int c = 0; c < _cpus; c++)
             while (Volatile.Read(ref _readers[c * SlotStride]) != 0)
@@ -87,6 +111,9 @@ public sealed unsafe class MmapLock : IDisposable
         Volatile.Write(ref _writer, 0);
         _writerMutex.Exit();
     }
+
+    /// <summary>Write locks so far that had to run the process-wide barrier.</summary>
+    public long Barriers => Volatile.Read(ref _barriers);
 
     /// <summary>mmap_assert_write_locked.</summary>
     public bool IsWriteLocked => Volatile.Read(ref _writer) != 0 && _writerMutex.IsHeldByCurrentThread;
