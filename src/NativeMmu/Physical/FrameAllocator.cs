@@ -266,17 +266,8 @@ public sealed unsafe class FrameAllocator : IDisposable
     private ulong PcpTakeHead(PerCpuPages* pcp)
     {
         ulong pfn = pcp->Head;
-        Page* page = Page(pfn);
-        ulong next = page->LruNext;
-        if (next == 0) pcp->Head = pcp->Tail = 0;
-        else
-        {
-            pcp->Head = PfnOfLru(next);
-            Page(pcp->Head)->LruPrev = 0;
-        }
-        page->LruNext = page->LruPrev = 0;
         if (pcp->Count <= pcp->FromBuddy) pcp->FromBuddy--; // the head was one of the tail's pages
-        Volatile.Write(ref pcp->Count, pcp->Count - 1);
+        PcpDel(pcp, Page(pfn));
         return pfn;
     }
 
@@ -284,18 +275,22 @@ public sealed unsafe class FrameAllocator : IDisposable
     private ulong PcpTakeTail(PerCpuPages* pcp)
     {
         ulong pfn = pcp->Tail;
-        Page* page = Page(pfn);
-        ulong prev = page->LruPrev;
-        if (prev == 0) pcp->Head = pcp->Tail = 0;
-        else
-        {
-            pcp->Tail = PfnOfLru(prev);
-            Page(pcp->Tail)->LruNext = 0;
-        }
-        page->LruNext = page->LruPrev = 0;
         if (pcp->FromBuddy > 0) pcp->FromBuddy--;
-        Volatile.Write(ref pcp->Count, pcp->Count - 1);
+        PcpDel(pcp, Page(pfn));
         return pfn;
+    }
+
+    /// <summary>list_del of pcp_list: unlinks the page from its neighbours (or the list's ends).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void PcpDel(PerCpuPages* pcp, Page* page)
+    {
+        ulong prev = page->LruPrev, next = page->LruNext;
+        if (prev == 0) pcp->Head = next == 0 ? 0 : PfnOfLru(next);
+        else Page(PfnOfLru(prev))->LruNext = next;
+        if (next == 0) pcp->Tail = prev == 0 ? 0 : PfnOfLru(prev);
+        else Page(PfnOfLru(next))->LruPrev = prev;
+        page->LruNext = page->LruPrev = 0;
+        Volatile.Write(ref pcp->Count, pcp->Count - 1);
     }
 
     /// <summary>
