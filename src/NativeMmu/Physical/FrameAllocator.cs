@@ -135,7 +135,11 @@ public sealed unsafe class FrameAllocator : IDisposable
     internal int PcpFromBuddy(int cpu) => _pcp[cpu].FromBuddy;
 
     /// <summary>Whether the CPU's next order-0 allocation hands out one of those pages (the owner's view).</summary>
-    internal bool NextFromBuddy(int cpu) => _pcp[cpu].Count > 0 && _pcp[cpu].Count <= _pcp[cpu].FromBuddy;
+    internal bool NextFromBuddy(int cpu) => HeadFromBuddy(_pcp + cpu);
+
+    /// <summary>The list's head is one of the pages at its tail that came from the buddy lists: there are no others in front.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool HeadFromBuddy(PerCpuPages* pcp) => pcp->Count > 0 && pcp->Count <= pcp->FromBuddy;
 
     /// <summary>Hands every frame from the zone start to the end of memory to the buddy lists (memblock_free_all).</summary>
     internal void FreeAllBootMemory()
@@ -234,9 +238,8 @@ public sealed unsafe class FrameAllocator : IDisposable
         }
         else
         {
-            ulong self = LruVaddr(pfn);
             page->LruNext = LruVaddr(pcp->Head);
-            Page(pcp->Head)->LruPrev = self;
+            Page(pcp->Head)->LruPrev = LruVaddr(pfn);
         }
         pcp->Head = pfn;
         Volatile.Write(ref pcp->Count, pcp->Count + 1);
@@ -266,7 +269,7 @@ public sealed unsafe class FrameAllocator : IDisposable
     private ulong PcpTakeHead(PerCpuPages* pcp)
     {
         ulong pfn = pcp->Head;
-        if (pcp->Count <= pcp->FromBuddy) pcp->FromBuddy--; // the head was one of the tail's pages
+        if (HeadFromBuddy(pcp)) pcp->FromBuddy--;
         PcpDel(pcp, Page(pfn));
         return pfn;
     }
@@ -303,7 +306,7 @@ public sealed unsafe class FrameAllocator : IDisposable
     public void PrefetchNextFrame(int cpu)
     {
         PerCpuPages* pcp = _pcp + cpu;
-        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || pcp->Count == 0 || pcp->Count > pcp->FromBuddy) return; // NextFromBuddy
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || !HeadFromBuddy(pcp)) return;
         byte* frame = _phys.FrameAddress(pcp->Head);
         for (int line = 0; line < (int)Geometry.PageSize; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(frame + line);
     }

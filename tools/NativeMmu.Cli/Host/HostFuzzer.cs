@@ -89,20 +89,21 @@ internal sealed class HostConfig
     private static unsafe bool HostMapsZeroPage()
     {
         const ulong Present = 1UL << 63, Exclusive = 1UL << 56;
-        byte* p = HostMemory.Map(2 * 4096);
+        const ulong Page = NativeMmu.Arch.X86.Geometry.PageSize;
+        byte* p = HostMemory.Map(Page);
         try
         {
-            HostMemory.Advise(p, 2 * 4096, HostMemory.MADV_NOHUGEPAGE);
+            HostMemory.Advise(p, Page, HostMemory.MADV_NOHUGEPAGE);
             _ = Volatile.Read(ref p[0]);
             using var pagemap = File.OpenHandle("/proc/self/pagemap");
-            Span<byte> entry = stackalloc byte[8];
-            if (RandomAccess.Read(pagemap, entry, (long)((ulong)p / 4096 * 8)) != 8) return true;
+            Span<byte> entry = stackalloc byte[8]; // one 64-bit entry per virtual page
+            if (RandomAccess.Read(pagemap, entry, (long)((ulong)p / Page * 8)) != 8) return true;
             ulong e = BitConverter.ToUInt64(entry);
             return (e & Present) == 0 || (e & Exclusive) == 0;
         }
         catch (IOException) { return true; }
         catch (UnauthorizedAccessException) { return true; }
-        finally { HostMemory.Unmap(p, 2 * 4096); }
+        finally { HostMemory.Unmap(p, Page); }
     }
 
     /// <summary>The emulated kernel's boot configuration for this host: <paramref name="config"/> with the host's zero-page policy.</summary>
