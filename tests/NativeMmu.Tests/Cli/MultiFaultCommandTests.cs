@@ -7,6 +7,30 @@ namespace NativeMmu.Tests.Cli;
 public class MultiFaultCommandTests
 {
     [Test]
+    public void The_sides_take_turns_in_equal_slices_of_at_most_half_a_second_and_each_sides_slices_add_up()
+    {
+        var turns = new List<(int Side, double Seconds)>();
+        Func<double, NativeMmu.Cli.Host.LoopResult> Side(int side, long faults) => s =>
+        {
+            turns.Add((side, s));
+            return new NativeMmu.Cli.Host.LoopResult(faults, s, s / 2);
+        };
+        var progress = new List<(int, int)>();
+        NativeMmu.Cli.Host.LoopResult[] r = MultiFaultCommand.Interleave(1.2, [Side(0, 10), Side(1, 3), Side(2, 7)], (s, n) => progress.Add((s, n)));
+        using (Assert.EnterMultipleScope())
+        {
+            Assert.That(turns.Select(t => t.Side), Is.EqualTo(new[] { 0, 1, 2, 0, 1, 2, 0, 1, 2 }), "emulated, host kernel, ceiling, in turns");
+            Assert.That(turns.Select(t => t.Seconds), Is.All.EqualTo(0.4).Within(1e-12), "1.2 s as three slices of 0.4 s");
+            Assert.That(progress, Is.EqualTo(new[] { (1, 3), (2, 3), (3, 3) }));
+            Assert.That(r.Select(x => x.Faults), Is.EqualTo(new long[] { 30, 9, 21 }));
+            Assert.That(r.Select(x => x.Seconds), Is.All.EqualTo(1.2).Within(1e-12));
+            Assert.That(r.Select(x => x.CpuSeconds), Is.All.EqualTo(0.6).Within(1e-12));
+            Assert.That(MultiFaultCommand.SliceCount(10), Is.EqualTo(20));
+            Assert.That(MultiFaultCommand.SliceCount(0.2), Is.EqualTo(1), "a run shorter than a slice is one slice");
+        }
+    }
+
+    [Test]
     [CancelAfter(120_000)]
     public void Comparing_reclaim_modes_runs_each_round_in_child_processes_and_reports_medians_paired_ratios_and_added_time_per_fault_per_mode()
     {

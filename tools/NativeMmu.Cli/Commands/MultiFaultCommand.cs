@@ -77,7 +77,7 @@ public static class MultiFaultCommand
         [property: JsonPropertyName("slice_seconds")] double SliceSeconds,
         [property: JsonPropertyName("points")] IReadOnlyList<ComparePoint> Points);
 
-    /// <summary>The longest stretch one mode runs before the next takes its turn.</summary>
+    /// <summary>The longest stretch one side (a mode, the emulator, the host kernel, the ceiling) runs before the next takes its turn.</summary>
     internal const double MaxSliceSeconds = 0.5;
 
     /// <summary>
@@ -126,8 +126,6 @@ public static class MultiFaultCommand
     {
         PtReclaimMode[] modes = [PtReclaimMode.Off, PtReclaimMode.Refcount, PtReclaimMode.Sync];
         samples = threadCounts.ToDictionary(t => t, _ => modes.ToDictionary(ModeName, _ => new List<double>()));
-        int slices = Math.Max(1, (int)Math.Ceiling(seconds / MaxSliceSeconds - 1e-9));
-        double slice = seconds / slices;
         for (int r = 0; r < rounds; r++)
         {
             var children = new List<ModeChild>();
@@ -137,20 +135,12 @@ public static class MultiFaultCommand
                 foreach (int t in threadCounts)
                 {
                     foreach (ModeChild c in children) c.Run(t, Math.Min(1.0, seconds / 4)); // JIT warm-up, as Run does
-                    var faults = new long[modes.Length];
-                    var elapsed = new double[modes.Length];
-                    for (int s = 0; s < slices; s++)
+                    LoopResult[] totals = Interleave(seconds, [.. children.Select(c => (Func<double, LoopResult>)(s => c.Run(t, s)))], (s, n) =>
                     {
-                        if (!Console.IsErrorRedirected) Console.Error.Write($"\r  round {r + 1}/{rounds}, {t} thread(s), slice {s + 1}/{slices}   ");
-                        for (int i = 0; i < modes.Length; i++)
-                        {
-                            LoopResult one = children[i].Run(t, slice);
-                            faults[i] += one.Faults;
-                            elapsed[i] += one.Seconds;
-                        }
-                    }
+                        if (!Console.IsErrorRedirected) Console.Error.Write($"\r  round {r + 1}/{rounds}, {t} thread(s), slice {s}/{n}   ");
+                    });
                     for (int i = 0; i < modes.Length; i++)
-                        samples[t][ModeName(modes[i])].Add(new LoopResult(faults[i], elapsed[i]).PerMinute);
+                        samples[t][ModeName(modes[i])].Add(totals[i].PerMinute);
                 }
             }
             finally
@@ -168,7 +158,7 @@ public static class MultiFaultCommand
                 byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value.Select((x, r) => x / byMode["off"][r]).ToList()), 4)),
                 byMode.ToDictionary(kv => kv.Key, kv => Math.Round(Median(kv.Value.Select((x, r) => NsPerFault(x) - NsPerFault(byMode["off"][r])).ToList()), 2))));
         }
-        return new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, Math.Round(slice, 3), points);
+        return new CompareReport("multi-fault", "pt-reclaim", loop, seconds, rounds, Math.Round(seconds / SliceCount(seconds), 3), points);
     }
 
     /// <summary>
@@ -194,7 +184,7 @@ public static class MultiFaultCommand
             }
             LoopResult r;
             using (var kernel = new Kernel(new KernelConfig { PtReclaim = mode }))
-                r = Emulated(kernel, pf1, t, s, null);
+                r = Emulated(kernel, pf1, t, s);
             Console.Out.WriteLine(JsonSerializer.Serialize(new ServedSlice(r.Faults, r.Seconds)));
             Console.Out.Flush();
         }
@@ -291,12 +281,19 @@ public static class MultiFaultCommand
         foreach (int t in threadCounts)
         {
             // JIT warm-up: the first second of a fresh process runs unoptimised code.
-            Emulated(kernel, pf1, t, Math.Min(1.0, seconds / 4), null);
-            LoopResult emu = Emulated(kernel, pf1, t, seconds, Progress($"{t} thread(s): emulated"));
-            LoopResult? host = noHost ? null : (pf1 ? HostLoops.PageFault1(t, seconds, Progress($"{t} thread(s): host kernel"))
-                                                    : HostLoops.MultiFault(t, seconds, Progress($"{t} thread(s): host kernel")));
-            LoopResult? ceiling = noCeiling ? null : HostLoops.Ceiling(t, seconds, ceilingBuffer, Progress($"{t} thread(s): zeroing ceiling"));
+            Emulated(kernel, pf1, t, Math.Min(1.0, seconds / 4));
+            var sides = new List<Func<double, LoopResult>> { s => Emulated(kernel, pf1, t, s) };
+            if (!noHost) sides.Add(s => pf1 ? HostLoops.PageFault1(t, s) : HostLoops.MultiFault(t, s));
+            if (!noCeiling) sides.Add(s => HostLoops.Ceiling(t, s, ceilingBuffer));
+            string names = "emulated" + (noHost ? "" : ", host kernel") + (noCeiling ? "" : ", zeroing ceiling");
+            LoopResult[] r = Interleave(seconds, sides, (slice, slices) =>
+            {
+                if (!Console.IsErrorRedirected) Console.Error.Write($"\r  {t} thread(s): {names} in turns, slice {slice}/{slices}   ");
+            });
             ClearProgress();
+            LoopResult emu = r[0];
+            LoopResult? host = noHost ? null : r[1];
+            LoopResult? ceiling = noCeiling ? null : r[^1];
             var point = new Point(t, Math.Round(emu.PerMinute), host is { } h ? Math.Round(h.PerMinute) : null, ceiling is { } c ? Math.Round(c.PerMinute) : null,
                 Math.Round(emu.CpuNsPerFault, 1), host is { } hc ? Math.Round(hc.CpuNsPerFault, 1) : null);
             points.Add(point);
@@ -308,19 +305,31 @@ public static class MultiFaultCommand
         return 0;
     }
 
-    private static LoopResult Emulated(Kernel kernel, bool pf1, int threads, double seconds, Action<long>? progress)
-        => pf1 ? EmuLoops.PageFault1(kernel, threads, seconds, progress) : EmuLoops.MultiFault(kernel, threads, seconds, progress);
-
-    private static Action<long> Progress(string what)
+    /// <summary>
+    /// Runs every side for <paramref name="seconds"/> in all, in turns (A B C A B C …) of equal slices of
+    /// at most <see cref="MaxSliceSeconds"/>, and sums each side's slices. The emulator, the host kernel and
+    /// the ceiling are compared as ratios; on a shared machine whose speed drifts by ±15 % from one half
+    /// second to the next, sides run one after the other for seconds each would each meet a different
+    /// machine, and their ratio would carry the drift. Taking turns, they share it.
+    /// </summary>
+    internal static LoopResult[] Interleave(double seconds, IReadOnlyList<Func<double, LoopResult>> sides, Action<int, int>? progress = null)
     {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        return n =>
+        int slices = SliceCount(seconds);
+        double slice = seconds / slices;
+        var totals = new LoopResult[sides.Count];
+        for (int s = 0; s < slices; s++)
         {
-            if (Console.IsErrorRedirected) return;
-            double perMin = sw.Elapsed.TotalSeconds > 0 ? n * 60 / sw.Elapsed.TotalSeconds : 0;
-            Console.Error.Write($"\r  {what}: {n,14:N0} faults  {perMin,16:N0} /min   ");
-        };
+            progress?.Invoke(s + 1, slices);
+            for (int i = 0; i < sides.Count; i++) totals[i] += sides[i](slice);
+        }
+        return totals;
     }
+
+    /// <summary>How many slices of at most <see cref="MaxSliceSeconds"/> make up <paramref name="seconds"/>.</summary>
+    internal static int SliceCount(double seconds) => Math.Max(1, (int)Math.Ceiling(seconds / MaxSliceSeconds - 1e-9));
+
+    private static LoopResult Emulated(Kernel kernel, bool pf1, int threads, double seconds)
+        => pf1 ? EmuLoops.PageFault1(kernel, threads, seconds) : EmuLoops.MultiFault(kernel, threads, seconds);
 
     private static void ClearProgress()
     {

@@ -15,6 +15,10 @@ public readonly record struct LoopResult(long Faults, double Seconds, double Cpu
 
     /// <summary>Worker CPU time per fault (or frame), in nanoseconds.</summary>
     public double CpuNsPerFault => Faults > 0 ? CpuSeconds * 1e9 / Faults : 0;
+
+    /// <summary>Two stretches of the same loop as one: counts, wall time and CPU time add.</summary>
+    public static LoopResult operator +(LoopResult a, LoopResult b)
+        => new(a.Faults + b.Faults, a.Seconds + b.Seconds, a.CpuSeconds + b.CpuSeconds);
 }
 
 /// <summary>
