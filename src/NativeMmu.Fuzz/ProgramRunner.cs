@@ -425,6 +425,7 @@ internal sealed class ProgramRunner
         FaultResult.Retry => "no fault",
         FaultResult.SegvMaperr => "SIGSEGV (SEGV_MAPERR)" + (withAddress ? $" at {address:x}" : ""),
         FaultResult.SegvAccerr => "SIGSEGV (SEGV_ACCERR)" + (withAddress ? $" at {address:x}" : ""),
+        FaultResult.SegvPkuerr => "SIGSEGV (SEGV_PKUERR)" + (withAddress ? $" at {address:x}" : ""),
         FaultResult.Sigbus => "SIGBUS" + (withAddress ? $" at {address:x}" : ""),
         _ => "VM_FAULT_OOM" + (withAddress ? $" at {address:x}" : ""),
     };

@@ -96,6 +96,15 @@ public sealed record KernelConfig
     /// </summary>
     public bool ForbidZeroPage { get; init; }
 
+    /// <summary>
+    /// X86_FEATURE_OSPKE: the CPUs have protection keys and the kernel turned them on (CR4.PKE). The page
+    /// walk then checks each user data access against the CPU's PKRU and the leaf's pkey (bits 59-62), a
+    /// violation is a #PF with X86_PF_PK, and mmap or mprotect with PROT_EXEC alone give the VMA the mm's
+    /// execute-only pkey, which PKRU denies all data access (a load there is SIGSEGV with SEGV_PKUERR).
+    /// Off by default, as on a CPU without PKU; the host comparison turns it on where the host has it.
+    /// </summary>
+    public bool Pku { get; init; }
+
     /// <summary>The write fault on a PTE-mapped large anonymous folio: ReuseSubpage (mainline 6.15+, the default), Copy (before 6.15) or ReuseWholeFolio.</summary>
     public LargeFolioWp WpLargeFolio { get; init; } = LargeFolioWp.ReuseSubpage;
 

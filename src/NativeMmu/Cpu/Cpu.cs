@@ -40,6 +40,20 @@ public sealed unsafe partial class Cpu : IDisposable
     private readonly int _pgdirShift;
     private readonly bool _l5;
     private readonly ulong _userVaLast;
+    /// <summary>CR4.PKE: the walk checks user data accesses against <see cref="Pkru"/>.</summary>
+    private readonly bool _pku;
+
+    /// <summary>
+    /// init_pkru_value: every key but 0 access-disabled (PKRU_AD_KEY(1) | ... | PKRU_AD_KEY(15)), the
+    /// value a task starts with, so that memory under a key it did not ask for stays out of its reach.
+    /// </summary>
+    public const uint InitPkruValue = 0x55555554;
+
+    /// <summary>
+    /// PKRU, the task's protection-key rights: two bits per key, AD (bit 2k) denies every data access to
+    /// pages of key k and WD (bit 2k+1) denies writes. read_pkru() is 0 without OSPKE.
+    /// </summary>
+    public uint Pkru { get; }
 
     // Words only this CPU reads and writes, on a cache line of their own: CPU objects sit side by side
     // on the managed heap, and a per-access store next to another CPU's fields would bounce the line.
@@ -103,6 +117,8 @@ public sealed unsafe partial class Cpu : IDisposable
         _psc = (PscEntry*)NativeMemory.AlignedAlloc((nuint)(PscEntries * sizeof(PscEntry)), 64);
         NativeMemory.Clear(_psc, (nuint)(PscEntries * sizeof(PscEntry)));
         _checkTlb = platform.Config.DebugVm;
+        _pku = platform.Config.Pku;
+        Pkru = _pku ? InitPkruValue : 0;
     }
 
     /// <summary>The machine this CPU belongs to.</summary>

@@ -11,6 +11,8 @@ public enum FaultResult
     SegvMaperr,
     /// <summary>SIGSEGV, SEGV_ACCERR: the mapping forbids the access.</summary>
     SegvAccerr,
+    /// <summary>SIGSEGV, SEGV_PKUERR: the task's PKRU denies the access to the VMA's protection key.</summary>
+    SegvPkuerr,
     /// <summary>SIGBUS, BUS_ADRERR.</summary>
     Sigbus,
     /// <summary>SIGBUS, BUS_MCEERR_AR: the access hit memory that memory_failure poisoned.</summary>

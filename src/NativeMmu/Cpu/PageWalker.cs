@@ -82,13 +82,14 @@ public sealed unsafe partial class Cpu
         if (_checkTlb && entry == FreedTablePoison) TableReadAfterFree(va, slot);
         if ((entry & PageTableBits.Present) == 0) return null;
         if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
+        if (_pku && !PkruPermits(entry, write)) { error |= X86PfError.Prot | X86PfError.Pk; return null; }
         if (!SetLeafAccessDirty(slot, ref entry, write)) goto restart;
         ulong frame = entry & PageTableBits.PtePfnMask;
         if (frame >= _physBytes) BeyondPhysical(entry, va);
         byte* host = phys + frame;
         uint tablePfn = (uint)((ulong)((byte*)slot - phys) >> Geometry.PageShift);
         if (_checkTlb) CheckTlbFill4K(va, tablePfn);
-        FillTlb4K(va, host, frame >> Geometry.PageShift, tablePfn, TlbPerm(entry, writable));
+        FillTlb4K(va, host, frame >> Geometry.PageShift, tablePfn, LeafTlbPerm(entry, writable));
         return host + (va & (Geometry.PageSize - 1));
     }
 
@@ -102,12 +103,13 @@ public sealed unsafe partial class Cpu
         if ((entry & (size - 1) & ~(Geometry.PageSize - 1) & ~PageTableBits.PatLarge) != 0)
         { error |= X86PfError.Rsvd | X86PfError.Prot; return null; }
         if (!LeafPermits(entry, writable, write)) { error |= X86PfError.Prot; return null; }
+        if (_pku && !PkruPermits(entry, write)) { error |= X86PfError.Prot | X86PfError.Pk; return null; }
         // The entry changed under the walk: start over from the top, as the hardware does.
         if (!SetLeafAccessDirty(slot, ref entry, write)) return Walk(va, write, out error);
         ulong pfn = (entry & PageTableBits.PtePfnMask & ~(size - 1)) >> Geometry.PageShift;
         if (pfn + (size >> Geometry.PageShift) > _phys.Frames) BeyondPhysical(entry, va);
         byte* host = _phys.FrameAddress(pfn);
-        uint perm = TlbPerm(entry, writable);
+        uint perm = LeafTlbPerm(entry, writable);
         if (size == Geometry.PmdSize)
         {
             if (_checkTlb) CheckTlbFill2M(va);
@@ -160,6 +162,31 @@ public sealed unsafe partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool LeafPermits(ulong entry, bool writable, bool write)
         => (entry & PageTableBits.User) != 0 && (!write || (writable && (entry & PageTableBits.Rw) != 0));
+
+    /// <summary>
+    /// The protection-key check of a user data access (SDM 4.6.2): the leaf's key (bits 59-62) indexes
+    /// PKRU; AD denies the access, WD a write. Instruction fetches are not checked, and every access here
+    /// is a data access.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool PkruPermits(ulong leaf, bool write)
+    {
+        uint rights = Pkru >> (2 * (int)((leaf >> PageTableBits.BitPkey0) & 0xF));
+        return (rights & 1) == 0 && (!write || (rights & 2) == 0);
+    }
+
+    /// <summary>
+    /// What the TLB may grant from this leaf. The hardware keeps the pkey in the TLB entry and checks PKRU
+    /// on every access; PKRU here changes only with the task, so the entry holds the rights PKRU leaves:
+    /// no write under a write-disabled key.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private uint LeafTlbPerm(ulong leaf, bool writable)
+    {
+        uint perm = TlbPerm(leaf, writable);
+        if (_pku && !PkruPermits(leaf, write: true)) perm &= ~TlbWrite;
+        return perm;
+    }
 
     /// <summary>
     /// The locked A/D update; false when the entry changed under the walk (start over). The CAS is the

@@ -7,6 +7,8 @@ public enum SegvCode
     MapErr = 1,
     /// <summary>SEGV_ACCERR: invalid permissions for mapped object.</summary>
     AccErr = 2,
+    /// <summary>SEGV_PKUERR: failed protection key checks.</summary>
+    PkuErr = 4,
 }
 
 /// <summary>si_code of a SIGBUS.</summary>
@@ -30,8 +32,14 @@ public sealed class SegmentationFault : Exception
 
     public ulong Address { get; }
     public FaultResult Result { get; }
-    /// <summary>SEGV_MAPERR or SEGV_ACCERR for a SIGSEGV.</summary>
-    public SegvCode? Code => Result switch { FaultResult.SegvMaperr => SegvCode.MapErr, FaultResult.SegvAccerr => SegvCode.AccErr, _ => null };
+    /// <summary>SEGV_MAPERR, SEGV_ACCERR or SEGV_PKUERR for a SIGSEGV.</summary>
+    public SegvCode? Code => Result switch
+    {
+        FaultResult.SegvMaperr => SegvCode.MapErr,
+        FaultResult.SegvAccerr => SegvCode.AccErr,
+        FaultResult.SegvPkuerr => SegvCode.PkuErr,
+        _ => null,
+    };
     /// <summary>BUS_ADRERR or BUS_MCEERR_AR for a SIGBUS.</summary>
     public BusCode? BusCode => Result switch { FaultResult.Sigbus => Cpus.BusCode.AdrErr, FaultResult.SigbusMceErrAr => Cpus.BusCode.MceErrAr, _ => null };
 
@@ -39,6 +47,7 @@ public sealed class SegmentationFault : Exception
     {
         FaultResult.SegvMaperr => "SIGSEGV (SEGV_MAPERR)",
         FaultResult.SegvAccerr => "SIGSEGV (SEGV_ACCERR)",
+        FaultResult.SegvPkuerr => "SIGSEGV (SEGV_PKUERR)",
         FaultResult.Sigbus => "SIGBUS (BUS_ADRERR)",
         FaultResult.SigbusMceErrAr => "SIGBUS (BUS_MCEERR_AR)",
         FaultResult.Oom => "out of memory (VM_FAULT_OOM)",

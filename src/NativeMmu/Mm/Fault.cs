@@ -107,10 +107,12 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
             mm.MmapLock.ReadUnlock(cpu.Id);
             return FaultResult.SegvMaperr; // bad_area
         }
-        if (AccessError(error, vma))
+        if (AccessError(cpu, error, vma))
         {
+            // bad_area_access_error: a protection-key fault is SEGV_PKUERR (bad_area_access_from_pkeys).
+            bool pkey = cpu.Platform.Config.Pku && ((error & X86PfError.Pk) != 0 || !Pkeys.VmaAccessPermitted(cpu, vma, (error & X86PfError.Write) != 0));
             mm.MmapLock.ReadUnlock(cpu.Id);
-            return FaultResult.SegvAccerr; // bad_area_access_error
+            return pkey ? FaultResult.SegvPkuerr : FaultResult.SegvAccerr;
         }
         VmFaultT fault = HandleMmFault(cpu, vma, address, flags, error);
         mm.MmapLock.ReadUnlock(cpu.Id);
@@ -127,9 +129,12 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
     }
 
     /// <summary>access_error (arch/x86/mm/fault.c): does the VMA allow this kind of access at all?</summary>
-    internal static bool AccessError(X86PfError error, Vma vma)
+    internal static bool AccessError(Cpu cpu, X86PfError error, Vma vma)
     {
+        // A read or write blocked by protection keys can never be resolved by the fault.
         if ((error & X86PfError.Pk) != 0) return true;
+        // Checked on the VMA too, so that a fault does not fill in a page only to hit X86_PF_PK on it.
+        if (!Pkeys.VmaAccessPermitted(cpu, vma, (error & X86PfError.Write) != 0)) return true;
         if ((error & X86PfError.Write) != 0) return (vma.VmFlags & VmFlags.Write) == 0;
         if ((error & X86PfError.Prot) != 0) return true;  // read, present: the entry forbids it
         return !vma.IsAccessible;                        // read, not present

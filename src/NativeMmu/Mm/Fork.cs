@@ -22,6 +22,9 @@ internal static class Fork
                 oldmm.CowPteReady = false;
             }
             mm.CowPte = oldmm.CowPte;
+            // arch_dup_mmap → arch_dup_pkeys: the child has the parent's keys.
+            mm.PkeyAllocationMap = oldmm.PkeyAllocationMap;
+            mm.ExecuteOnlyPkey = oldmm.ExecuteOnlyPkey;
             foreach (Vma mpnt in oldmm.Vmas)
             {
                 if ((mpnt.VmFlags & VmFlags.DontCopy) != 0) continue;

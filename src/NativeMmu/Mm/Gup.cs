@@ -92,7 +92,7 @@ internal static unsafe class Gup
                 ulong address = (start & Geometry.PageMask) + (ulong)got * Geometry.PageSize;
                 Vma? vma = mm.Vmas.FindVma(address);
                 if (vma is null || vma.VmStart > address) { err = Errno.EFAULT; break; }
-                if (CheckVmaFlags(vma, flags) is var e && e != Errno.Success) { err = e; break; }
+                if (CheckVmaFlags(cpu, vma, flags) is var e && e != Errno.Success) { err = e; break; }
                 while (true)
                 {
                     ulong pfn = FollowPage(cpu, vma, address, flags, out FaultFlags need);
@@ -125,8 +125,11 @@ internal static unsafe class Gup
         return err;
     }
 
-    /// <summary>check_vma_flags: FOLL_WRITE needs VM_WRITE (or FOLL_FORCE on a COW mapping, never on hugetlb); reads need VM_READ.</summary>
-    private static Errno CheckVmaFlags(Vma vma, Foll flags)
+    /// <summary>
+    /// check_vma_flags: FOLL_WRITE needs VM_WRITE (or FOLL_FORCE on a COW mapping, never on hugetlb); reads
+    /// need VM_READ; and GUP's accesses are data accesses, which the caller's PKRU must allow.
+    /// </summary>
+    private static Errno CheckVmaFlags(Cpu cpu, Vma vma, Foll flags)
     {
         if ((flags & Foll.Write) != 0)
         {
@@ -139,6 +142,7 @@ internal static unsafe class Gup
         {
             return Errno.EFAULT;
         }
+        if (!Pkeys.VmaAccessPermitted(cpu, vma, (flags & Foll.Write) != 0)) return Errno.EFAULT;
         return Errno.Success;
     }
 
@@ -298,6 +302,9 @@ internal static unsafe class Gup
             {
                 if ((v.VmFlags & (VmFlags.Io | VmFlags.PfnMap)) != 0 || !v.IsAccessible) continue;
                 bool write = (v.VmFlags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
+                // check_vma_flags refuses a VMA whose key the task's PKRU denies (an execute-only one):
+                // -EFAULT, which mm_populate ignores and goes on at the next VMA.
+                if (!Pkeys.VmaAccessPermitted(cpu, v, write)) continue;
                 FaultFlags ff = FaultFlags.Remote | (write ? FaultFlags.Write : 0);
                 // GUP advances by the page mask it is given: a whole huge page at a time for hugetlb.
                 ulong step = HugetlbMapping.IsVmHugetlbPage(v) ? HugetlbMapping.HugePageSize(HugetlbMapping.HstateVma(v)) : Geometry.PageSize;

@@ -56,6 +56,10 @@ public sealed unsafe partial class MmStruct : MmContext, IDisposable
     public bool CowPteReady { get; internal set; }
     /// <summary>MMF_COW_PTE: fork shares this mm's PTE tables (set by the first fork after PR_SET_COW_PTE, inherited by the child). Under mmap_lock for write.</summary>
     public bool CowPte { get; internal set; }
+    /// <summary>mm->context.pkey_allocation_map: the protection keys in use (key 0 always). Under mmap_lock for write.</summary>
+    internal ushort PkeyAllocationMap = 1;
+    /// <summary>mm->context.execute_only_pkey: -1 until a PROT_EXEC-only mapping needs one. Under mmap_lock for write.</summary>
+    internal int ExecuteOnlyPkey = -1;
     /// <summary>MMF_HUGE_ZERO_PAGE: this mm holds a reference on the huge zero folio.</summary>
     internal bool HugeZeroPage;
     /// <summary>mmap_lock.</summary>

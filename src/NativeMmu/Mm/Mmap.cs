@@ -133,7 +133,9 @@ public static unsafe class Mmap
             if ((flags & MapFlags.FixedNoReplace) != 0 && mm.Vmas.FindVmaIntersection(start, start + alignedLen) is not null)
                 return Errno.EEXIST;
 
-            VmFlags vmFlags = CalcVmProtBits(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
+            // "if (prot == PROT_EXEC) { pkey = execute_only_pkey(mm); if (pkey < 0) pkey = 0; }"
+            int pkey = prot == Prot.Exec ? Math.Max(Pkeys.ExecuteOnlyPkey(cpu, mm), 0) : 0;
+            VmFlags vmFlags = CalcVmProtBits(prot) | Pkeys.PkeyBits(pkey) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
             if ((flags & MapFlags.GrowsDown) != 0) vmFlags |= VmFlags.GrowsDown;
             if ((flags & MapFlags.Locked) != 0) vmFlags |= VmFlags.Locked;
             if ((flags & MapFlags.NoReserve) != 0) vmFlags |= VmFlags.NoReserve;

@@ -47,7 +47,10 @@ internal static unsafe class Mprotect
             while (vma is not null && vma.VmStart < end)
             {
                 if (vma.VmStart != tmp) { error = Errno.ENOMEM; break; }
-                VmFlags newFlags = Mmap.CalcVmProtBits(prot) | (vma.VmFlags & ~VmFlags.AccessFlags);
+                // calc_vm_prot_bits(prot, arch_override_mprotect_pkey(vma, prot, -1)), and of the old flags all
+                // but VM_ACCESS_FLAGS and the key (mask_off_old_flags).
+                VmFlags newFlags = Mmap.CalcVmProtBits(prot) | Pkeys.PkeyBits(Pkeys.OverrideMprotectPkey(cpu, vma, prot))
+                    | (vma.VmFlags & ~(VmFlags.AccessFlags | VmFlags.PkeyMask));
                 // The VM_MAY* bits sit four above the VM_* bits: what is not permitted may not be asked.
                 if (((ulong)newFlags & ~((ulong)newFlags >> 4) & (ulong)VmFlags.AccessFlags) != 0) { error = Errno.EACCES; break; }
                 tmp = Math.Min(vma.VmEnd, end);

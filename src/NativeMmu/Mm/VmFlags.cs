@@ -35,6 +35,13 @@ public enum VmFlags : ulong
     HugePage = 0x20000000,
     NoHugePage = 0x40000000,
     Mergeable = 0x80000000,
+    /// <summary>VM_PKEY_BIT0..3 (VM_HIGH_ARCH_0..3, from VM_PKEY_SHIFT = 32): the VMA's protection key, x86 with PKU.</summary>
+    PkeyBit0 = 0x1_0000_0000,
+    PkeyBit1 = 0x2_0000_0000,
+    PkeyBit2 = 0x4_0000_0000,
+    PkeyBit3 = 0x8_0000_0000,
+    /// <summary>ARCH_VM_PKEY_FLAGS.</summary>
+    PkeyMask = PkeyBit0 | PkeyBit1 | PkeyBit2 | PkeyBit3,
 
     /// <summary>VM_ACCESS_FLAGS.</summary>
     AccessFlags = Read | Write | Exec,

@@ -83,10 +83,14 @@ public sealed class Vma
     public ulong LinearPageIndex(ulong address) => ((address - VmStart) >> Geometry.PageShift) + VmPgoff;
 
     /// <summary>
-    /// vm_get_page_prot: x86's protection_map. Private writable mappings get PAGE_COPY (no RW): write
-    /// permission is granted per PTE by maybe_mkwrite, which is what makes copy-on-write work.
+    /// vm_get_page_prot (arch/x86/mm/pgprot.c): x86's protection_map, plus the VMA's four pkey bits moved to
+    /// the PTE's bits 59-62. Private writable mappings get PAGE_COPY (no RW): write permission is granted
+    /// per PTE by maybe_mkwrite, which is what makes copy-on-write work.
     /// </summary>
     public static ulong VmGetPageProt(VmFlags flags)
+        => ProtectionMap(flags) | (((ulong)(flags & VmFlags.PkeyMask) >> Pkeys.VmPkeyShift) << PageTableBits.BitPkey0);
+
+    private static ulong ProtectionMap(VmFlags flags)
     {
         bool shared = (flags & VmFlags.Shared) != 0;
         bool r = (flags & VmFlags.Read) != 0, w = (flags & VmFlags.Write) != 0, x = (flags & VmFlags.Exec) != 0;

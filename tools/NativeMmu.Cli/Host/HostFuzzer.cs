@@ -22,6 +22,9 @@ internal sealed class HostConfig
     /// <summary>The host's read faults map no shared zero page; the emulator then boots with <see cref="KernelConfig.ForbidZeroPage"/>.</summary>
     public bool ForbidZeroPage { get; private set; }
 
+    /// <summary>The host's CPUs have protection keys turned on (ospke); the emulator then boots with <see cref="KernelConfig.Pku"/>.</summary>
+    public bool Pku { get; private set; }
+
     public static HostConfig Read()
     {
         var c = new HostConfig();
@@ -46,6 +49,11 @@ internal sealed class HostConfig
         {
             c.ForbidZeroPage = true;
             c.Exclusions.Add("the host's read faults map no zero page (a read of untouched anonymous memory got an exclusive page, as a kernel booted with pvm_no_zero_page=1 does): the emulator is booted with ForbidZeroPage to match");
+        }
+        if (HostHasOspke())
+        {
+            c.Pku = true;
+            c.Exclusions.Add("the host's CPUs have protection keys (ospke in /proc/cpuinfo): PROT_EXEC alone gives a mapping the execute-only pkey, so a load there is SIGSEGV with SEGV_PKUERR; the emulator is booted with Pku to match");
         }
         Take("enabled");
         Take("use_zero_page");
@@ -106,8 +114,19 @@ internal sealed class HostConfig
         finally { HostMemory.Unmap(p, Page); }
     }
 
-    /// <summary>The emulated kernel's boot configuration for this host: <paramref name="config"/> with the host's zero-page policy.</summary>
-    public KernelConfig BootConfig(KernelConfig config) => config with { ForbidZeroPage = ForbidZeroPage };
+    /// <summary>X86_FEATURE_OSPKE as the host's kernel reports it: "ospke" among the flags of /proc/cpuinfo.</summary>
+    private static bool HostHasOspke()
+    {
+        const string CpuInfo = "/proc/cpuinfo";
+        if (!File.Exists(CpuInfo)) return false;
+        foreach (string line in File.ReadLines(CpuInfo))
+            if (line.StartsWith("flags", StringComparison.Ordinal))
+                return line[(line.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries).Contains("ospke");
+        return false;
+    }
+
+    /// <summary>The emulated kernel's boot configuration for this host: <paramref name="config"/> with the host's zero-page and protection-key policy.</summary>
+    public KernelConfig BootConfig(KernelConfig config) => config with { ForbidZeroPage = ForbidZeroPage, Pku = Pku };
 
     public void Apply(Kernel kernel)
     {
@@ -322,6 +341,7 @@ internal sealed class HostEmulatorRunner(HostConfig config, IReadOnlyList<(ulong
     {
         FaultResult.SegvMaperr => "sig=11/1",
         FaultResult.SegvAccerr => "sig=11/2",
+        FaultResult.SegvPkuerr => "sig=11/4",
         FaultResult.Sigbus => "sig=7/2",
         _ => "oom",
     };
