@@ -129,10 +129,13 @@ public abstract class OneProcessFixture
     protected Process _p = null!;
     protected NativeMmu.Cpus.Cpu _cpu = null!;
 
+    /// <summary>The kernel each test runs on: 32 MiB, two CPUs, the invariant checks on.</summary>
+    protected virtual Kernel BootKernel() => TestSupport.Boot(cpus: 2);
+
     [SetUp]
     public void Boot()
     {
-        _kernel = TestSupport.Boot(cpus: 2);
+        _kernel = BootKernel();
         _p = _kernel.CreateProcess();
         _cpu = _kernel.AttachCpu();
         _p.Enter(_cpu);

@@ -10,29 +10,13 @@ namespace NativeMmu.Tests.Mm;
 /// mapping the mm's execute-only key, which init_pkru_value denies every data access
 /// (arch/x86/mm/pkeys.c, tools/testing/selftests/mm/protection_keys.c's test_implicit_mprotect_exec_only_memory).
 /// </summary>
-public class ProtectionKeyTests
+public class ProtectionKeyTests : OneProcessFixture
 {
     private const ulong X = 0x2000_0000;
 
-    private Kernel _kernel = null!;
-    private Process _p = null!;
-    private Cpu _cpu = null!;
+    private static KernelConfig Config(bool pku) => new() { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true, Pku = pku };
 
-    [SetUp]
-    public void Boot()
-    {
-        _kernel = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true, Pku = true });
-        _p = _kernel.CreateProcess();
-        _cpu = _kernel.AttachCpu();
-        _p.Enter(_cpu);
-    }
-
-    [TearDown]
-    public void ShutDown()
-    {
-        _cpu.Dispose();
-        _kernel.Dispose();
-    }
+    protected override Kernel BootKernel() => new(Config(pku: true));
 
     private static int PteKey(ulong pte) => (int)((pte >> PageTableBits.BitPkey0) & 0xF);
 
@@ -53,7 +37,7 @@ public class ProtectionKeyTests
     [Test]
     public void Without_pku_exec_only_memory_reads_like_any_other()
     {
-        using var k = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true });
+        using var k = new Kernel(Config(pku: false));
         Process p = k.CreateProcess();
         using Cpu cpu = k.AttachCpu();
         p.Enter(cpu);
@@ -133,7 +117,7 @@ public class ProtectionKeyTests
     [Test]
     public void Map_populate_without_pku_maps_exec_only_memory()
     {
-        using var k = new Kernel(new KernelConfig { MemoryBytes = 32UL << 20, Cpus = 2, DebugVm = true });
+        using var k = new Kernel(Config(pku: false));
         Process p = k.CreateProcess();
         Assert.That(p.Mmap(X, PageSize, Prot.Exec, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace | MapFlags.Populate, out ulong a),
             Is.EqualTo(Errno.Success));
