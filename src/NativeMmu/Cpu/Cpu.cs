@@ -55,6 +55,19 @@ public sealed unsafe partial class Cpu : IDisposable
     /// </summary>
     public uint Pkru { get; }
 
+    /// <summary>CR4.PKE: protection keys are on (X86_FEATURE_OSPKE).</summary>
+    public bool Pku => _pku;
+
+    /// <summary>
+    /// The PKRU rights of one key for a data access: AD (bit 2k) denies every access, WD (bit 2k+1) writes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool PkruPermits(uint pkru, int pkey, bool write)
+    {
+        uint rights = pkru >> (2 * pkey);
+        return (rights & 1) == 0 && (!write || (rights & 2) == 0);
+    }
+
     // Words only this CPU reads and writes, on a cache line of their own: CPU objects sit side by side
     // on the managed heap, and a per-access store next to another CPU's fields would bounce the line.
     private readonly ulong* _local;

@@ -170,10 +170,7 @@ public sealed unsafe partial class Cpu
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool PkruPermits(ulong leaf, bool write)
-    {
-        uint rights = Pkru >> (2 * (int)((leaf >> PageTableBits.BitPkey0) & 0xF));
-        return (rights & 1) == 0 && (!write || (rights & 2) == 0);
-    }
+        => PkruPermits(Pkru, (int)((leaf >> PageTableBits.BitPkey0) & 0xF), write);
 
     /// <summary>
     /// What the TLB may grant from this leaf. The hardware keeps the pkey in the TLB entry and checks PKRU

@@ -109,8 +109,7 @@ public sealed unsafe class PageFaultHandler : IPageFaultHandler
         }
         if (AccessError(cpu, error, vma))
         {
-            // bad_area_access_error: a protection-key fault is SEGV_PKUERR (bad_area_access_from_pkeys).
-            bool pkey = cpu.Platform.Config.Pku && ((error & X86PfError.Pk) != 0 || !Pkeys.VmaAccessPermitted(cpu, vma, (error & X86PfError.Write) != 0));
+            bool pkey = Pkeys.BadAreaAccessFromPkeys(cpu, error, vma); // bad_area_access_error
             mm.MmapLock.ReadUnlock(cpu.Id);
             return pkey ? FaultResult.SegvPkuerr : FaultResult.SegvAccerr;
         }

@@ -1,4 +1,5 @@
 using System.Numerics;
+using NativeMmu.Arch.X86;
 using NativeMmu.Cpus;
 using NativeMmu.Sync;
 
@@ -34,7 +35,7 @@ internal static class Pkeys
     /// </remarks>
     public static int ExecuteOnlyPkey(Cpu cpu, MmStruct mm)
     {
-        if (!mm.Machine.Config.Pku) return ArchDefaultPkey;
+        if (!cpu.Pku) return ArchDefaultPkey;
         int pkey = mm.ExecuteOnlyPkey;
         if (pkey == -1)
         {
@@ -43,7 +44,7 @@ internal static class Pkeys
             mm.PkeyAllocationMap |= (ushort)(1 << pkey);
             mm.ExecuteOnlyPkey = pkey;
         }
-        Bug.On(PkruAllowsRead(cpu.Pkru, pkey), "execute-only pkey {0} is readable under PKRU {1:x8}", pkey, cpu.Pkru);
+        Bug.On(Cpu.PkruPermits(cpu.Pkru, pkey, write: false), "execute-only pkey {0} is readable under PKRU {1:x8}", pkey, cpu.Pkru);
         return pkey;
     }
 
@@ -53,7 +54,7 @@ internal static class Pkeys
     /// </summary>
     public static int OverrideMprotectPkey(Cpu cpu, Vma vma, Prot prot)
     {
-        if (!vma.Mm.Machine.Config.Pku) return ArchDefaultPkey;
+        if (!cpu.Pku) return ArchDefaultPkey;
         if (prot == Prot.Exec)
         {
             int pkey = ExecuteOnlyPkey(cpu, vma.Mm);
@@ -77,13 +78,13 @@ internal static class Pkeys
     /// every task's PKRU is init_pkru_value.
     /// </summary>
     public static bool VmaAccessPermitted(Cpu cpu, Vma vma, bool write)
-    {
-        if (!vma.Mm.Machine.Config.Pku) return true;
-        uint pkru = cpu.Pkru;
-        int pkey = VmaPkey(vma);
-        return PkruAllowsRead(pkru, pkey) && (!write || (pkru >> (2 * pkey + 1) & 1) == 0);
-    }
+        => !cpu.Pku || Cpu.PkruPermits(cpu.Pkru, VmaPkey(vma), write);
 
-    /// <summary>__pkru_allows_read: the key's AD bit is clear.</summary>
-    private static bool PkruAllowsRead(uint pkru, int pkey) => (pkru >> (2 * pkey) & 1) == 0;
+    /// <summary>
+    /// bad_area_access_from_pkeys (arch/x86/mm/fault.c): whether an access_error is the keys' doing (the
+    /// walk reported X86_PF_PK, or PKRU denies the VMA's key), which bad_area_access_error signals as
+    /// SEGV_PKUERR rather than SEGV_ACCERR.
+    /// </summary>
+    public static bool BadAreaAccessFromPkeys(Cpu cpu, X86PfError error, Vma vma)
+        => cpu.Pku && ((error & X86PfError.Pk) != 0 || !VmaAccessPermitted(cpu, vma, (error & X86PfError.Write) != 0));
 }
