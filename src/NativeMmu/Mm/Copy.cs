@@ -210,9 +210,9 @@ internal static unsafe partial class Memory
                 }
                 else
                 {
-                    page->ClearFlagAtomic(PG.AnonExclusive);
-                    Interlocked.Increment(ref page->MapCount);   // folio_dup_file_rmap / the anon dup
-                    Interlocked.Increment(ref page->RefCount);   // folio_get
+                    // __folio_try_dup_anon_rmap: an already shared page is not cleared again (no locked op).
+                    if (page->TestFlag(PG.AnonExclusive)) page->ClearFlagAtomic(PG.AnonExclusive);
+                    page->IncMapcountAndGet(); // the anon dup's atomic_inc(&_mapcount), and folio_get
                     rss++;
                 }
             }

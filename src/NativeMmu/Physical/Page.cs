@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using NativeMmu.Sync;
 
 namespace NativeMmu.Physical;
 
@@ -58,6 +59,8 @@ public struct Page
     [FieldOffset(48)] public uint PageType;
     /// <summary>_refcount.</summary>
     [FieldOffset(52)] public int RefCount;
+    /// <summary>_mapcount and _refcount as one aligned 8-byte word (little-endian: _mapcount low).</summary>
+    [FieldOffset(48)] private long _mapcountRefcount;
     /// <summary>memcg_data.</summary>
     [FieldOffset(56)] public ulong MemcgData;
     /// <summary>A PTE table shared copy-on-write: the mm id its RSS and pgtables_bytes are charged to (0: none). Under the table's ptl.</summary>
@@ -114,6 +117,18 @@ public struct Page
     /// <summary>TestClearPageX (test_and_clear_bit): clears the bit, returns whether it was set.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TestAndClearFlag(int bit) => (Interlocked.And(ref Flags, ~PG.Mask(bit)) & PG.Mask(bit)) != 0;
+
+    /// <summary>
+    /// atomic_inc(&amp;_mapcount) and folio_get of a mapped page, as one locked add on the two adjacent
+    /// counters: a mapped page's _mapcount is at least 0, so its increment cannot carry into _refcount.
+    /// Both land together, each as the kernel's own atomic would; one locked instruction instead of two.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void IncMapcountAndGet()
+    {
+        long before = Interlocked.Add(ref _mapcountRefcount, 1L | (1L << 32)) - (1L | (1L << 32));
+        Bug.On((int)before < 0, "page with _mapcount {0} duplicated as mapped", (int)before);
+    }
 
     /// <summary>PageHead: the first page of a compound page (a large folio).</summary>
     public readonly bool IsHead { [MethodImpl(MethodImplOptions.AggressiveInlining)] get => TestFlag(PG.Head); }

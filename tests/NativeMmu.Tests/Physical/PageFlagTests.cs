@@ -1,4 +1,5 @@
 using NativeMmu.Physical;
+using NativeMmu.Sync;
 
 namespace NativeMmu.Tests.Physical;
 
@@ -54,5 +55,43 @@ public class PageFlagTests
             Assert.That(tail.IsTail && tail.IsCompound && !tail.IsHead, Is.True, "PageTail: compound_head bit 0");
             Assert.That(small.IsCompound, Is.False, "an order-0 page");
         });
+    }
+    [Test]
+    public void Duplicating_a_mapped_page_raises_mapcount_and_refcount_by_one_each()
+    {
+        var page = new Page { MapCount = 0, RefCount = 1 };
+        page.IncMapcountAndGet();
+        Assert.That((page.MapCount, page.RefCount), Is.EqualTo((1, 2)));
+        var busy = new Page { MapCount = 0x7fff_fffe, RefCount = -2 };
+        busy.IncMapcountAndGet();
+        Assert.That((busy.MapCount, busy.RefCount), Is.EqualTo((0x7fff_ffff, -1)), "neither counter carries into the other");
+    }
+
+    [Test]
+    public void Duplicating_an_unmapped_page_is_a_kernel_bug()
+    {
+        var page = new Page { MapCount = -1, RefCount = 1 };
+        Assert.That(() => page.IncMapcountAndGet(), Throws.TypeOf<KernelBugException>());
+    }
+
+    [Test, CancelAfter(30_000)]
+    public unsafe void The_combined_increment_loses_no_concurrent_reference_change()
+    {
+        Page* page = (Page*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)sizeof(Page), 64);
+        try
+        {
+            *page = new Page { MapCount = 0, RefCount = 1 };
+            const int N = 200_000;
+            var start = new Barrier(2);
+            var dup = new Thread(() => { start.SignalAndWait(); for (int i = 0; i < N; i++) page->IncMapcountAndGet(); });
+            var gets = new Thread(() => { start.SignalAndWait(); for (int i = 0; i < N; i++) { Interlocked.Increment(ref page->RefCount); Interlocked.Decrement(ref page->RefCount); Interlocked.Increment(ref page->RefCount); } });
+            dup.Start(); gets.Start();
+            dup.Join(); gets.Join();
+            Assert.That((page->MapCount, page->RefCount), Is.EqualTo((N, 1 + 2 * N)));
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(page);
+        }
     }
 }
