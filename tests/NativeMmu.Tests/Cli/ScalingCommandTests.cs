@@ -28,8 +28,10 @@ public class ScalingCommandTests
         foreach (JsonElement s in _root.GetProperty("series").EnumerateArray())
         {
             Assert.That(s.EnumerateObject().Select(p => p.Name), Is.EqualTo(new[] { "name", "unit", "points" }));
+            // The fault points also carry the zeroing ceiling at their working set (the host ran here).
+            string[] fields = s.GetProperty("name").GetString() == "fault" ? ["x", "emulated", "host", "zeroing"] : ["x", "emulated", "host"];
             foreach (JsonElement p in s.GetProperty("points").EnumerateArray())
-                Assert.That(p.EnumerateObject().Select(q => q.Name), Is.EqualTo(new[] { "x", "emulated", "host" }));
+                Assert.That(p.EnumerateObject().Select(q => q.Name), Is.EqualTo(fields));
         }
     }
 
@@ -53,6 +55,18 @@ public class ScalingCommandTests
             else Assert.That(host.ValueKind, Is.EqualTo(JsonValueKind.Null), $"{name} has no host twin");
         }
     }
+
+    [Test]
+    public void Each_fault_point_has_a_positive_zeroing_cost_for_its_working_set()
+    {
+        foreach (JsonElement p in Series("fault").GetProperty("points").EnumerateArray())
+            Assert.That(p.GetProperty("zeroing").GetDouble(), Is.GreaterThan(0), $"zeroing at {p.GetProperty("x")}");
+    }
+
+    [Test]
+    public void A_point_without_a_zeroing_figure_leaves_the_field_out()
+        => Assert.That(ScalingCommand.ToJson(new("scaling", [new("fault", "ns/fault", [new(2097152, 130, 9000, 54), new(10, 1, null)])])),
+            Is.EqualTo("{\"scenario\":\"scaling\",\"series\":[{\"name\":\"fault\",\"unit\":\"ns/fault\",\"points\":[{\"x\":2097152,\"emulated\":130,\"host\":9000,\"zeroing\":54},{\"x\":10,\"emulated\":1,\"host\":null}]}]}"));
 
     [Test]
     public void The_json_keeps_plus_signs_in_units_unescaped()

@@ -19,10 +19,16 @@ namespace NativeMmu.Cli.Commands;
 /// </summary>
 public static class ScalingCommand
 {
+    /// <param name="Zeroing">
+    /// The fault series only, where the host ran: ns to zero one 4 KiB frame over a pre-touched buffer of
+    /// the working set's size (multi-fault's ceiling), the part of a fault's cost no kernel avoids and the
+    /// part that grows as the working set leaves the caches. Absent from the other series' points.
+    /// </param>
     public sealed record Point(
         [property: JsonPropertyName("x")] long X,
         [property: JsonPropertyName("emulated")] double Emulated,
-        [property: JsonPropertyName("host")] double? Host);
+        [property: JsonPropertyName("host")] double? Host,
+        [property: JsonPropertyName("zeroing"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] double? Zeroing = null);
 
     public sealed record Series(
         [property: JsonPropertyName("name")] string Name,
@@ -61,8 +67,6 @@ public static class ScalingCommand
     public sealed class Notes
     {
         public readonly Dictionary<long, int> HostMmapVmasBuilt = [];
-        /// <summary>ns to zero one 4 KiB frame on the host, over a buffer of the working set's size (the ceiling of multi-fault).</summary>
-        public readonly Dictionary<long, double> FaultZeroingNs = [];
         public int HostOtherVmas;
         public int? HostMaxMapCount;
         public int HostForkOtherVmas;
@@ -167,7 +171,7 @@ public static class ScalingCommand
             r = window ? EmuLoops.MultiFault(kernel, 1, seconds) : EmuLoops.PageFault1(kernel, 1, seconds, bytes: bytes);
             emu = r.Seconds * 1e9 / r.Faults;
         }
-        double? host = null;
+        double? host = null, zeroing = null;
         if (!noHost)
         {
             Progress($"fault {Size.Format(bytes)}: host kernel");
@@ -177,9 +181,9 @@ public static class ScalingCommand
             // The one piece of a fault's work no kernel avoids, at this working set: it grows as the set leaves the caches.
             Progress($"fault {Size.Format(bytes)}: zeroing ceiling");
             LoopResult z = HostLoops.Ceiling(1, seconds, bytes);
-            notes.FaultZeroingNs[(long)bytes] = z.Seconds * 1e9 / z.Faults;
+            zeroing = Math.Round(z.Seconds * 1e9 / z.Faults, 2);
         }
-        return new Point((long)bytes, Math.Round(emu, 2), host is { } x ? Math.Round(x, 2) : null);
+        return new Point((long)bytes, Math.Round(emu, 2), host is { } x ? Math.Round(x, 2) : null, zeroing);
     }
 
     /// <summary>Maps, writes and unmaps <paramref name="bytes"/> once on the emulator (a warm-up, untimed).</summary>
@@ -445,7 +449,7 @@ public static class ScalingCommand
                     Console.WriteLine($"  fault cost against the working set (2 MiB: the multi-fault window; larger: page_fault1 of that size; {plan.FaultSeconds.ToString(c)} s per point and side, munmap included)");
                     Console.WriteLine($"  {"working set",12}  {"emulated ns",14}  {"host ns",14}  {"emu/host",8}  {"emu growth",10}  {"host growth",11}  {"zeroing ns",10}  {"emu - zeroing",13}");
                     PrintRows(s, x => Size.Format((ulong)x), "F1", growth: true,
-                        extra: p => notes.FaultZeroingNs.TryGetValue(p.X, out double z) ? $"  {z,10:F1}  {p.Emulated - z,13:F1}" : "");
+                        extra: p => p.Zeroing is { } z ? $"  {z,10:F1}  {p.Emulated - z,13:F1}" : "");
                     Console.WriteLine("  zeroing: one thread zeroing 4 KiB frames over a pre-touched buffer of the working set's size (multi-fault's ceiling)");
                     if (s.Points.Count > 1 && s.Points[0].Host is { } h0 && s.Points[^1].Host is { } hn)
                     {
@@ -454,7 +458,7 @@ public static class ScalingCommand
                         // The same growth in nanoseconds added per fault: a fixed cost the memory system adds
                         // (zeroing frames that are no longer in the cache) weighs on a fast fault's factor
                         // far more than on a slow one's.
-                        string zeroing = notes.FaultZeroingNs.TryGetValue(s.Points[0].X, out double z0) && notes.FaultZeroingNs.TryGetValue(s.Points[^1].X, out double zn)
+                        string zeroing = s.Points[0].Zeroing is { } z0 && s.Points[^1].Zeroing is { } zn
                             ? $" (of which zeroing alone {zn - z0:+0.0;-0.0})" : "";
                         Console.WriteLine($"  added per fault {Size.Format((ulong)s.Points[0].X)} -> {Size.Format((ulong)s.Points[^1].X)}: emulated {s.Points[^1].Emulated - s.Points[0].Emulated:+0.0;-0.0} ns{zeroing}, host {hn - h0:+0.0;-0.0} ns");
                     }
