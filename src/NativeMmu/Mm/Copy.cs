@@ -210,9 +210,7 @@ internal static unsafe partial class Memory
                 }
                 else
                 {
-                    // __folio_try_dup_anon_rmap: an already shared page is not cleared again (no locked op).
-                    if (page->TestFlag(PG.AnonExclusive)) page->ClearFlagAtomic(PG.AnonExclusive);
-                    page->IncMapcountAndGet(); // the anon dup's atomic_inc(&_mapcount), and folio_get
+                    Rmap.SmallFolioDupAnonRmapPte(page);
                     rss++;
                 }
             }

@@ -26,6 +26,18 @@ internal static unsafe class Rmap
         m.Counters.Add(cpu.Id, VmStat.NrAnonPages, 1);
     }
 
+    /// <summary>
+    /// folio_get + folio_try_dup_anon_rmap_pte of an order-0 page that cannot be pinned: another PTE now maps
+    /// it. PageAnonExclusive is tested before it is cleared (an already shared page takes no locked op), and
+    /// the two counts rise in one locked add (<see cref="Page.IncMapcountAndGet"/>). The source PTL held.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SmallFolioDupAnonRmapPte(Page* page)
+    {
+        if (page->TestFlag(PG.AnonExclusive)) page->ClearFlagAtomic(PG.AnonExclusive);
+        page->IncMapcountAndGet();
+    }
+
     /// <summary>folio_remove_rmap_pte: the last unmap (mapcount back to -1) leaves NR_ANON_MAPPED. The PTL of the cleared entry held.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void FolioRemoveRmapPte(Cpu cpu, Machine m, ulong pfn, MmStruct mm)

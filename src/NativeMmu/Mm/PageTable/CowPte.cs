@@ -221,12 +221,7 @@ internal static unsafe partial class PgTable
                     Interlocked.Increment(ref head->RefCount);
                     Folio.TryDupAnonRmapPtes(m, head, page, 1, dstVma, maybePinned: false);
                 }
-                else
-                {
-                    page->ClearFlagAtomic(PG.AnonExclusive);
-                    Interlocked.Increment(ref page->MapCount);
-                    Interlocked.Increment(ref page->RefCount);
-                }
+                else Rmap.SmallFolioDupAnonRmapPte(page);
             }
             if (e.Write) SetWrprotect(t + i);
         }
@@ -330,10 +325,7 @@ internal static unsafe partial class PgTable
                 if (lazy)
                 {
                     // copy_pte_range's work, deferred from fork: the page is now mapped by two tables.
-                    Page* page = m.Vmemmap.PfnToPage(e.Pfn);
-                    page->ClearFlagAtomic(PG.AnonExclusive);
-                    Interlocked.Increment(ref page->MapCount);
-                    Interlocked.Increment(ref page->RefCount);
+                    Rmap.SmallFolioDupAnonRmapPte(m.Vmemmap.PfnToPage(e.Pfn));
                     if (e.Write)
                     {
                         SetWrprotect(src + i); // every anonymous mapping here is private: is_cow_mapping
