@@ -122,6 +122,9 @@ public struct Page
     /// atomic_inc(&amp;_mapcount) and folio_get of a mapped page, as one locked add on the two adjacent
     /// counters: a mapped page's _mapcount is at least 0, so its increment cannot carry into _refcount.
     /// Both land together, each as the kernel's own atomic would; one locked instruction instead of two.
+    /// Ordering: a locked add is a full barrier on x86, as each of the two atomic_inc it replaces is, and a
+    /// reader of either 4-byte counter (folio_ref_count, a racing folio_try_get's cmpxchg) sees both
+    /// increments or neither: the 8-byte word is aligned, so the add is one coherent access to one line.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void IncMapcountAndGet()
