@@ -302,13 +302,20 @@ public sealed unsafe class FrameAllocator : IDisposable
     /// each in turn behind the stores. A frame freed to the list lately is left alone; it is still in
     /// the cache, and asking for it again only costs. Nothing is read into a decision.
     /// </summary>
+    /// <remarks>
+    /// The lines are asked into L2 (prefetcht2), not L1: the zeroing's stores need them near, not in
+    /// the L1, and a prefetch into L1 holds a miss buffer per line until its data arrives. Where the
+    /// hardware's own stream prefetch already keeps up with the zeroing (Zen 4), 64 such prefetches
+    /// stalled the fault behind their miss buffers: page_fault1 took 329 ns a fault with them against
+    /// 266 ns with no hint; with prefetcht2, 278-290 ns.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PrefetchNextFrame(int cpu)
     {
         PerCpuPages* pcp = _pcp + cpu;
         if (!System.Runtime.Intrinsics.X86.Sse.IsSupported || !HeadFromBuddy(pcp)) return;
         byte* frame = _phys.FrameAddress(pcp->Head);
-        for (int line = 0; line < (int)Geometry.PageSize; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0(frame + line);
+        for (int line = 0; line < (int)Geometry.PageSize; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch2(frame + line);
     }
 
     /// <summary>drain_local_pages: return a CPU's pcp pages to the buddy lists.</summary>
