@@ -51,7 +51,7 @@ public static class ScalingCommand
     {
         public static Plan Full(double faultSeconds) => new(
             [2UL << 20, 128UL << 20, 1UL << 30, 8UL << 30], faultSeconds,
-            [10, 1_000, 10_000, 65_000], 2_000, 7,
+            [10, 1_000, 10_000, 65_000], 4_000, 15,
             [64UL << 20, 256UL << 20, 1UL << 30, 4UL << 30], [10, 1_000, 10_000], 5,
             [1UL << 30, 4UL << 30, 16UL << 30], 0.5);
 
