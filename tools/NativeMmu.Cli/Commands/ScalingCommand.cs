@@ -223,11 +223,11 @@ public static class ScalingCommand
         return new Point(vmas, Math.Round(emu, 1), host is { } h ? Math.Round(h, 1) : null);
     }
 
-    /// <summary>Batches for <paramref name="seconds"/>, untimed: long enough for the JIT to have compiled the loop's final code.</summary>
-    private static void WarmUp(Func<double> batch, double seconds)
+    /// <summary>Runs <paramref name="work"/> for <paramref name="seconds"/>, untimed: long enough for the JIT to have compiled its final code.</summary>
+    private static void WarmUp(Action work, double seconds)
     {
         var sw = Stopwatch.StartNew();
-        do batch(); while (sw.Elapsed.TotalSeconds < seconds);
+        do work(); while (sw.Elapsed.TotalSeconds < seconds);
     }
 
     private static double EmulatedMmap(int vmas, int ops, int batches, double warm)
@@ -248,7 +248,7 @@ public static class ScalingCommand
             }
             return Stopwatch.GetElapsedTime(t0).TotalNanoseconds / ops;
         }
-        WarmUp(Batch, warm);
+        WarmUp(() => Batch(), warm);
         double median = ForkCommand.Median([.. Enumerable.Range(0, batches).Select(_ => Batch())]);
         p.Exit();
         return median;
@@ -285,7 +285,7 @@ public static class ScalingCommand
                 }
                 return Stopwatch.GetElapsedTime(t0).TotalNanoseconds / ops;
             }
-            WarmUp(Batch, warm);
+            WarmUp(() => Batch(), warm);
             return ForkCommand.Median([.. Enumerable.Range(0, batches).Select(_ => Batch())]);
         }
         catch (System.ComponentModel.Win32Exception e)
@@ -310,8 +310,7 @@ public static class ScalingCommand
     /// </summary>
     private static void WarmUpForks(double seconds, bool noHost)
     {
-        var sw = Stopwatch.StartNew();
-        do ForkCommand.Emulated(16UL << 20, 10); while (sw.Elapsed.TotalSeconds < seconds);
+        WarmUp(() => ForkCommand.Emulated(16UL << 20, 10), seconds);
         if (!noHost) ForkCommand.Host(8UL << 20, 5, out _);
     }
 
@@ -355,8 +354,7 @@ public static class ScalingCommand
                 for (int i = 0; i < 2 * vmas; i += 2) cpu.Store<byte>(a + (ulong)i * Geometry.PageSize, 1);
                 for (int i = 1; i < 2 * vmas; i += 2) Size.Check(p.Munmap(a + (ulong)i * Geometry.PageSize, Geometry.PageSize), "munmap");
                 if (p.Mm.Vmas.Count != vmas) throw new InvalidOperationException($"expected {vmas} VMAs, the mm has {p.Mm.Vmas.Count}");
-                var sw = Stopwatch.StartNew();
-                do p.Fork("fork-warm-up").Exit(); while (sw.Elapsed.TotalSeconds < warm);
+                WarmUp(() => p.Fork("fork-warm-up").Exit(), warm);
                 emu = ForkCommand.Median(ForkCommand.TimeForks(p, repeat, out _));
             }
             p.Exit();
